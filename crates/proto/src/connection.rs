@@ -1,0 +1,929 @@
+//! The connection state machine: one object per open WebSocket connection.
+//!
+//! Owns framing rules (masking, fragmentation, control frames, limits), UTF-8
+//! validation of text, the closing handshake, automatic Pong and Close
+//! replies, and the keepalive / close timers. It does not own the opening
+//! handshake (see [`crate::handshake`]) nor any socket or clock.
+//!
+//! Data flow: the caller appends received bytes with
+//! [`Connection::receive_data`] (or reads straight into
+//! [`Connection::read_buffer`] and calls [`Connection::process`]), pulls
+//! [`Event`]s with [`Connection::poll_event`], queues messages with
+//! [`Connection::send_text`] and friends, writes [`Connection::output`] to
+//! the transport, and closes the transport when
+//! [`Connection::wants_transport_close`] says so. Timers: call
+//! [`Connection::handle_timeout`] at [`Connection::poll_timeout`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{apply_mask, encode_header, parse_header, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::message::{Message, Utf8Bytes};
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is. Clients mask their frames and wait
+/// for the server to close TCP; servers require masked frames and close TCP
+/// first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The end that sent the opening handshake request.
+    Client,
+    /// The end that accepted it.
+    Server,
+}
+
+/// Limits and timers of a connection. The defaults suit a public server.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = wsline_proto::Config::default();
+/// config.max_message_size = 1 << 20;
+/// config.ping_interval = None; // no keepalive
+/// assert_eq!(config.close_timeout, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The largest frame payload accepted (default 16 MiB); larger → 1009.
+    pub max_frame_size: usize,
+    /// The largest message accepted, as the application would receive it
+    /// (default 16 MiB); larger → 1009. Control frames do not count.
+    pub max_message_size: usize,
+    /// Send a Ping this often (default 20 s); `None` disables keepalive.
+    pub ping_interval: Option<Duration>,
+    /// Fail the connection (1011) when a Ping is not answered within this
+    /// time (default 20 s); `None` never times out.
+    pub ping_timeout: Option<Duration>,
+    /// How long to wait for the peer to finish the closing handshake, and
+    /// for a client how long to wait for the server to close TCP after it
+    /// (default 10 s).
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Some(Duration::from_secs(20)),
+            close_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The coarse state of a connection (RFC 6455 §4–§7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// A Close frame was sent or received; the closing handshake is under way.
+    Closing,
+    /// The connection is over; [`Event::Closed`] says how.
+    Closed,
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerminationKind {
+    /// The closing handshake completed.
+    Clean,
+    /// The transport ended without a closing handshake (reported as 1006).
+    Abnormal,
+    /// This end failed the connection: the peer broke the protocol or a
+    /// limit (the code sent is in [`Termination::sent`]), or the application
+    /// called [`Connection::fail`].
+    Failed,
+    /// The peer did not answer a keepalive Ping in time (1011 sent).
+    KeepaliveTimeout,
+    /// The peer did not finish the closing handshake in time (reported as 1006).
+    CloseTimeout,
+}
+
+/// Everything known about how a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Termination {
+    /// How it ended.
+    pub kind: TerminationKind,
+    /// The peer's Close frame, if one arrived (an empty one is reported with
+    /// code 1005).
+    pub received: Option<CloseFrame>,
+    /// The Close frame this end sent, if any.
+    pub sent: Option<CloseFrame>,
+    /// The peer's protocol violation, when that is why the connection failed.
+    pub error: Option<ProtocolError>,
+}
+
+impl Termination {
+    /// The close code that describes the end, as an application reports it:
+    /// the peer's code after a clean close (1005 if it sent none), the code
+    /// this end sent when it failed the connection, 1011 for a keepalive
+    /// timeout, 1006 for an abnormal end or a close timeout.
+    pub fn code(&self) -> CloseCode {
+        match self.kind {
+            TerminationKind::Clean => self
+                .received
+                .as_ref()
+                .map_or(CloseCode::NO_STATUS, |f| f.code),
+            TerminationKind::Failed => self.sent.as_ref().map_or(CloseCode::ABNORMAL, |f| f.code),
+            TerminationKind::KeepaliveTimeout => CloseCode::INTERNAL_ERROR,
+            TerminationKind::Abnormal | TerminationKind::CloseTimeout => CloseCode::ABNORMAL,
+        }
+    }
+
+    /// The reason that goes with [`Termination::code`].
+    pub fn reason(&self) -> &str {
+        match self.kind {
+            TerminationKind::Clean => self.received.as_ref().map_or("", |f| &f.reason),
+            TerminationKind::Failed | TerminationKind::KeepaliveTimeout => {
+                self.sent.as_ref().map_or("", |f| &f.reason)
+            }
+            TerminationKind::Abnormal => "connection closed without a close frame",
+            TerminationKind::CloseTimeout => "closing handshake timed out",
+        }
+    }
+
+    /// Whether the closing handshake completed with 1000 or 1001.
+    pub fn is_normal(&self) -> bool {
+        self.kind == TerminationKind::Clean
+            && matches!(self.code(), CloseCode::NORMAL | CloseCode::GOING_AWAY)
+    }
+}
+
+/// Something the peer did, for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete data message.
+    Message(Message),
+    /// A Ping arrived (the Pong was already queued).
+    Ping(Bytes),
+    /// A Pong arrived.
+    Pong(Bytes),
+    /// The connection is over; the last event. Close the transport after
+    /// writing [`Connection::output`].
+    Closed(Termination),
+}
+
+/// An event, or the peer's Close frame whose reply waits until the
+/// application has taken every message that arrived before it.
+#[derive(Debug)]
+enum Pending {
+    Event(Event),
+    PeerClose(CloseFrame),
+}
+
+/// The frame whose payload is arriving.
+#[derive(Debug)]
+struct InFrame {
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    len: usize,
+    /// Payload bytes at the front of the read buffer already unmasked and validated.
+    done: usize,
+    validate_utf8: bool,
+}
+
+/// A fragmented message being assembled.
+#[derive(Debug)]
+struct Fragmented {
+    opcode: OpCode,
+    data: BytesMut,
+}
+
+/// One WebSocket connection's protocol state, without I/O.
+///
+/// ```
+/// use std::time::Instant;
+/// use wsline_proto::{Config, Connection, Event, Message, Role};
+///
+/// let now = Instant::now();
+/// let mut server = Connection::new(Role::Server, Config::default(), now);
+/// // A masked text frame "Hi" from a client.
+/// let key = [1, 2, 3, 4];
+/// let frame = [0x81, 0x82, 1, 2, 3, 4, b'H' ^ 1, b'i' ^ 2];
+/// server.receive_data(&frame, now);
+/// assert_eq!(server.poll_event(), Some(Event::Message(Message::text("Hi"))));
+/// server.send_text("Hi").unwrap();
+/// assert_eq!(server.output(), &[0x81, 0x02, b'H', b'i']);
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    now: Instant,
+
+    in_buf: BytesMut,
+    frame: Option<InFrame>,
+    fragmented: Option<Fragmented>,
+    message_len: usize,
+    utf8: Utf8Validator,
+    events: VecDeque<Pending>,
+    /// False once a Close arrived, the connection failed, or the transport ended.
+    reading: bool,
+    peer_close_pending: bool,
+
+    out: BytesMut,
+
+    sent_close: Option<CloseFrame>,
+    received_close: Option<CloseFrame>,
+    error: Option<ProtocolError>,
+    eof: bool,
+    /// Set when the handshake finished (or this end failed) and a client
+    /// waits for the server's TCP close: how the connection will be reported.
+    awaiting_eof: Option<TerminationKind>,
+    finished: bool,
+
+    next_ping: Option<Instant>,
+    last_ping_sent: Option<Instant>,
+    ping_payload: Option<[u8; 8]>,
+    ping_count: u64,
+    pong_deadline: Option<Instant>,
+    close_deadline: Option<Instant>,
+    eof_deadline: Option<Instant>,
+}
+
+impl Connection {
+    /// A connection whose opening handshake just completed at `now`.
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        let next_ping = config.ping_interval.map(|i| now + i);
+        Self {
+            role,
+            config,
+            now,
+            in_buf: BytesMut::new(),
+            frame: None,
+            fragmented: None,
+            message_len: 0,
+            utf8: Utf8Validator::default(),
+            events: VecDeque::new(),
+            reading: true,
+            peer_close_pending: false,
+            out: BytesMut::new(),
+            sent_close: None,
+            received_close: None,
+            error: None,
+            eof: false,
+            awaiting_eof: None,
+            finished: false,
+            next_ping,
+            last_ping_sent: None,
+            ping_payload: None,
+            ping_count: 0,
+            pong_deadline: None,
+            close_deadline: None,
+            eof_deadline: None,
+        }
+    }
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The coarse state.
+    pub fn state(&self) -> State {
+        if self.finished {
+            State::Closed
+        } else if self.sent_close.is_some()
+            || self.received_close.is_some()
+            || self.peer_close_pending
+            || self.awaiting_eof.is_some()
+        {
+            State::Closing
+        } else {
+            State::Open
+        }
+    }
+
+    /// Whether data messages may still be sent: no Close was sent yet and
+    /// the connection is not over.
+    pub fn can_send(&self) -> bool {
+        !self.finished && self.sent_close.is_none() && self.awaiting_eof.is_none()
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Bytes received from the transport. Parses as far as they go; the
+    /// results come out of [`Connection::poll_event`]. Never fails: a peer's
+    /// violation fails the connection with the right close code.
+    pub fn receive_data(&mut self, data: &[u8], now: Instant) {
+        self.now = now;
+        if !self.reading {
+            return;
+        }
+        self.in_buf.extend_from_slice(data);
+        self.parse();
+    }
+
+    /// The buffer that received bytes go into, for a runtime that reads
+    /// straight into it (then calls [`Connection::process`]). Holds at most
+    /// one partial frame between calls.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.in_buf
+    }
+
+    /// Parses what [`Connection::read_buffer`] holds, as `receive_data` does.
+    pub fn process(&mut self, now: Instant) {
+        self.now = now;
+        if self.reading {
+            self.parse();
+        } else {
+            self.in_buf.clear();
+        }
+    }
+
+    /// Whether the connection still wants to read from the transport:
+    /// false once the connection is over. Reading continues during the
+    /// closing handshake, to see the peer's Close and then its TCP close.
+    pub fn wants_read(&self) -> bool {
+        !self.finished && !self.eof
+    }
+
+    /// Bytes received but not yet parsed (a partial frame).
+    pub fn buffered_input(&self) -> usize {
+        self.in_buf.len() + self.fragmented.as_ref().map_or(0, |f| f.data.len())
+    }
+
+    /// The transport reached end of stream (TCP FIN or reset).
+    ///
+    /// Without a completed closing handshake this ends the connection as
+    /// abnormal (1006).
+    pub fn receive_eof(&mut self, now: Instant) {
+        self.now = now;
+        if self.finished || self.eof {
+            return;
+        }
+        self.eof = true;
+        self.reading = false;
+        self.in_buf.clear();
+        if self.peer_close_pending {
+            // The reply cannot be sent; poll_event finishes after the
+            // messages that came before the peer's Close.
+            return;
+        }
+        match self.awaiting_eof {
+            Some(kind) => self.finish(kind),
+            None => self.finish(TerminationKind::Abnormal),
+        }
+    }
+
+    /// The next event, in arrival order; [`Event::Closed`] is the last one.
+    ///
+    /// Taking the event after the peer's Close frame is what queues the
+    /// Close reply, so the application can still answer every message that
+    /// arrived before it (an echo server echoes them, then closes).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        loop {
+            match self.events.pop_front()? {
+                Pending::Event(e) => return Some(e),
+                Pending::PeerClose(frame) => self.on_peer_close(frame),
+            }
+        }
+    }
+
+    /// Whether [`Connection::poll_event`] has anything.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn parse(&mut self) {
+        while self.reading {
+            if self.frame.is_none() {
+                let (header, header_len) = match parse_header(&self.in_buf) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.fail_protocol(ProtocolError::InvalidLength);
+                        break;
+                    }
+                };
+                match self.check_header(&header) {
+                    Ok(frame) => {
+                        self.in_buf.advance(header_len);
+                        self.frame = Some(frame);
+                    }
+                    Err(e) => {
+                        self.fail_protocol(e);
+                        break;
+                    }
+                }
+            }
+            let Some(frame) = self.frame.as_mut() else {
+                break;
+            };
+            let available = self.in_buf.len().min(frame.len);
+            if available > frame.done {
+                let chunk = &mut self.in_buf[frame.done..available];
+                if let Some(key) = frame.mask {
+                    apply_mask(chunk, key, frame.done);
+                }
+                if frame.validate_utf8 && self.utf8.feed(chunk).is_err() {
+                    self.fail_protocol(ProtocolError::InvalidUtf8);
+                    break;
+                }
+                frame.done = available;
+            }
+            if frame.done < frame.len {
+                break;
+            }
+            let Some(frame) = self.frame.take() else {
+                break;
+            };
+            let payload = self.in_buf.split_to(frame.len).freeze();
+            self.on_frame(frame, payload);
+        }
+        if !self.reading {
+            self.in_buf.clear();
+        }
+    }
+
+    fn check_header(&mut self, h: &FrameHeader) -> Result<InFrame, ProtocolError> {
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrameFromClient),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrameFromServer),
+            _ => {}
+        }
+        let opcode = OpCode::from_u8(h.opcode).ok_or(ProtocolError::ReservedOpcode(h.opcode))?;
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        let len = h.payload_len;
+        if opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if len > 125 {
+                return Err(ProtocolError::ControlFrameTooBig(len));
+            }
+        } else {
+            match (opcode, &self.fragmented) {
+                (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Text | OpCode::Binary, Some(_)) => {
+                    return Err(ProtocolError::ExpectedContinuation)
+                }
+                _ => {}
+            }
+            if len > self.config.max_frame_size as u64 {
+                return Err(ProtocolError::FrameTooBig {
+                    size: len,
+                    limit: self.config.max_frame_size,
+                });
+            }
+            let so_far = if opcode == OpCode::Continuation {
+                self.message_len
+            } else {
+                0
+            };
+            if so_far as u64 + len > self.config.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooBig {
+                    limit: self.config.max_message_size,
+                });
+            }
+        }
+        let validate_utf8 = match opcode {
+            OpCode::Text => {
+                self.utf8.reset();
+                true
+            }
+            OpCode::Continuation => self
+                .fragmented
+                .as_ref()
+                .is_some_and(|f| f.opcode == OpCode::Text),
+            _ => false,
+        };
+        // Bounded by max_frame_size (data) or 125 (control), both usize.
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        Ok(InFrame {
+            opcode,
+            fin: h.fin,
+            mask: h.mask,
+            len,
+            done: 0,
+            validate_utf8,
+        })
+    }
+
+    fn on_frame(&mut self, frame: InFrame, payload: Bytes) {
+        match frame.opcode {
+            OpCode::Ping => {
+                if self.can_send() && !self.peer_close_pending {
+                    self.encode_frame(OpCode::Pong, &payload, true);
+                }
+                self.events.push_back(Pending::Event(Event::Ping(payload)));
+            }
+            OpCode::Pong => {
+                if self
+                    .ping_payload
+                    .is_some_and(|p| p.as_slice() == payload.as_ref())
+                {
+                    self.ping_payload = None;
+                    self.pong_deadline = None;
+                    if let (Some(sent), Some(interval)) =
+                        (self.last_ping_sent, self.config.ping_interval)
+                    {
+                        self.next_ping = Some(sent + interval);
+                    }
+                }
+                self.events.push_back(Pending::Event(Event::Pong(payload)));
+            }
+            OpCode::Close => self.on_close_frame(&payload),
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                self.deliver(frame.opcode, payload);
+            }
+            OpCode::Text | OpCode::Binary => {
+                self.message_len = payload.len();
+                let mut data = BytesMut::with_capacity(payload.len());
+                data.extend_from_slice(&payload);
+                self.fragmented = Some(Fragmented {
+                    opcode: frame.opcode,
+                    data,
+                });
+            }
+            OpCode::Continuation => {
+                let Some(mut f) = self.fragmented.take() else {
+                    return;
+                };
+                f.data.extend_from_slice(&payload);
+                self.message_len = f.data.len();
+                if frame.fin {
+                    self.message_len = 0;
+                    self.deliver(f.opcode, f.data.freeze());
+                } else {
+                    self.fragmented = Some(f);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, opcode: OpCode, payload: Bytes) {
+        let message = if opcode == OpCode::Text {
+            if self.utf8.finish().is_err() {
+                self.fail_protocol(ProtocolError::InvalidUtf8);
+                return;
+            }
+            Message::Text(Utf8Bytes::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        };
+        self.events
+            .push_back(Pending::Event(Event::Message(message)));
+    }
+
+    fn on_close_frame(&mut self, payload: &[u8]) {
+        let frame = match payload.len() {
+            0 => CloseFrame::new(CloseCode::NO_STATUS, ""),
+            1 => return self.fail_protocol(ProtocolError::CloseFrameTooShort),
+            _ => {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                if !CloseCode::is_valid_on_wire(code) {
+                    return self.fail_protocol(ProtocolError::InvalidCloseCode(code));
+                }
+                let Ok(reason) = std::str::from_utf8(&payload[2..]) else {
+                    return self.fail_protocol(ProtocolError::InvalidCloseReason);
+                };
+                let Ok(code) = CloseCode::new(code) else {
+                    return self.fail_protocol(ProtocolError::InvalidCloseCode(code));
+                };
+                CloseFrame::new(code, reason)
+            }
+        };
+        self.reading = false;
+        self.peer_close_pending = true;
+        self.pong_deadline = None;
+        self.next_ping = None;
+        self.events.push_back(Pending::PeerClose(frame));
+    }
+
+    /// The application has taken every message before the peer's Close:
+    /// reply (unless this end already sent a Close) and finish or wait.
+    fn on_peer_close(&mut self, frame: CloseFrame) {
+        self.peer_close_pending = false;
+        let has_code = frame.code != CloseCode::NO_STATUS;
+        let echo = frame.code;
+        self.received_close = Some(frame);
+        self.close_deadline = None;
+        if self.sent_close.is_none() && !self.eof {
+            if has_code {
+                self.write_close(CloseFrame::new(echo, ""));
+            } else {
+                self.encode_frame(OpCode::Close, &[], true);
+                self.sent_close = Some(CloseFrame::new(CloseCode::NO_STATUS, ""));
+            }
+        }
+        self.handshake_done(TerminationKind::Clean);
+    }
+
+    /// The closing handshake is over (or this end failed the connection):
+    /// a server closes TCP now, a client waits for the server to do so.
+    fn handshake_done(&mut self, kind: TerminationKind) {
+        if self.role == Role::Server || self.eof {
+            self.finish(kind);
+        } else {
+            self.awaiting_eof = Some(kind);
+            self.close_deadline = None;
+            self.eof_deadline = Some(self.now + self.config.close_timeout);
+        }
+    }
+
+    fn fail_protocol(&mut self, error: ProtocolError) {
+        let frame = CloseFrame::new(error.close_code(), truncate_reason(&error.to_string()));
+        self.error = Some(error);
+        self.fail_with(frame);
+    }
+
+    fn fail_with(&mut self, frame: CloseFrame) {
+        if self.finished || self.awaiting_eof.is_some() {
+            return;
+        }
+        self.reading = false;
+        self.in_buf.clear();
+        self.frame = None;
+        self.fragmented = None;
+        if self.sent_close.is_none() && !self.eof {
+            self.write_close(frame);
+        }
+        self.handshake_done(TerminationKind::Failed);
+    }
+
+    /// Fails the connection from the application's side: sends a Close
+    /// with `code` (unless one was sent) and ends the connection without
+    /// waiting for the peer's reply (a client still waits, up to the close
+    /// timeout, for the server's TCP close). Reported as
+    /// [`TerminationKind::Failed`].
+    pub fn fail(&mut self, code: CloseCode, reason: &str, now: Instant) {
+        self.now = now;
+        let code = if code.is_sendable() {
+            code
+        } else {
+            CloseCode::INTERNAL_ERROR
+        };
+        self.fail_with(CloseFrame::new(code, truncate_reason(reason)));
+    }
+
+    fn finish(&mut self, kind: TerminationKind) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.reading = false;
+        self.in_buf.clear();
+        self.frame = None;
+        self.fragmented = None;
+        self.next_ping = None;
+        self.pong_deadline = None;
+        self.close_deadline = None;
+        self.eof_deadline = None;
+        let termination = Termination {
+            kind,
+            received: self.received_close.clone(),
+            sent: self.sent_close.clone(),
+            error: self.error.clone(),
+        };
+        self.events
+            .push_back(Pending::Event(Event::Closed(termination)));
+    }
+
+    // --------------------------------------------------------------- output
+
+    /// Queues a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_data(OpCode::Text, text.as_bytes())
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_data(OpCode::Binary, data)
+    }
+
+    /// Queues a message.
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => self.send_data(OpCode::Text, t.as_bytes()),
+            Message::Binary(b) => self.send_data(OpCode::Binary, b),
+        }
+    }
+
+    /// Queues one frame of a fragmented message: `opcode` is `Text` or
+    /// `Binary` for the first frame and `Continuation` after it; `fin` marks
+    /// the last. The caller keeps the sequence and the UTF-8 of text valid.
+    pub fn send_frame(&mut self, opcode: OpCode, data: &[u8], fin: bool) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(self.closed_error());
+        }
+        if opcode.is_control() {
+            if data.len() > 125 {
+                return Err(SendError::ControlFrameTooBig(data.len()));
+            }
+            if opcode == OpCode::Close {
+                return Err(SendError::Closing);
+            }
+        }
+        self.encode_frame(opcode, data, fin);
+        Ok(())
+    }
+
+    fn send_data(&mut self, opcode: OpCode, data: &[u8]) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(self.closed_error());
+        }
+        self.encode_frame(opcode, data, true);
+        Ok(())
+    }
+
+    fn closed_error(&self) -> SendError {
+        if self.finished {
+            SendError::Closed
+        } else {
+            SendError::Closing
+        }
+    }
+
+    /// Queues a Ping (payload at most 125 bytes).
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited Pong (payload at most 125 bytes).
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > 125 {
+            return Err(SendError::ControlFrameTooBig(payload.len()));
+        }
+        if !self.can_send() {
+            return Err(self.closed_error());
+        }
+        self.encode_frame(opcode, payload, true);
+        Ok(())
+    }
+
+    /// Starts the closing handshake: queues a Close frame after everything
+    /// already queued, and arms the close timeout. Does nothing if a Close
+    /// was already sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+        self.now = now;
+        if self.finished {
+            return Err(SendError::Closed);
+        }
+        if self.sent_close.is_some() || self.awaiting_eof.is_some() {
+            return Ok(());
+        }
+        if !code.is_sendable() {
+            return Err(SendError::UnsendableCode(code));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(SendError::ReasonTooLong(reason.len()));
+        }
+        self.write_close(CloseFrame::new(code, reason));
+        if !self.peer_close_pending {
+            self.close_deadline = Some(now + self.config.close_timeout);
+        }
+        Ok(())
+    }
+
+    fn write_close(&mut self, frame: CloseFrame) {
+        let mut payload = Vec::with_capacity(2 + frame.reason.len());
+        frame.encode(&mut payload);
+        self.encode_frame(OpCode::Close, &payload, true);
+        self.sent_close = Some(frame);
+        self.next_ping = None;
+        self.pong_deadline = None;
+    }
+
+    fn encode_frame(&mut self, opcode: OpCode, payload: &[u8], fin: bool) {
+        let mask = match self.role {
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode: opcode.as_u8(),
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&header, &mut head);
+        self.out.reserve(n + payload.len());
+        self.out.extend_from_slice(&head[..n]);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.out[start..], key, 0);
+        }
+    }
+
+    /// Bytes to write to the transport, in order.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Marks the first `n` bytes of [`Connection::output`] as written.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out.advance(n.min(self.out.len()));
+        if self.out.is_empty() && self.out.capacity() > 64 * 1024 {
+            // Do not keep a large buffer for an idle connection.
+            self.out = BytesMut::new();
+        }
+    }
+
+    /// Takes all pending output at once.
+    pub fn take_output(&mut self) -> Bytes {
+        self.out.split().freeze()
+    }
+
+    /// Whether the transport should be closed once [`Connection::output`]
+    /// is written: the connection is over.
+    pub fn wants_transport_close(&self) -> bool {
+        self.finished
+    }
+
+    // --------------------------------------------------------------- timers
+
+    /// When [`Connection::handle_timeout`] must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        [
+            self.next_ping,
+            self.pong_deadline,
+            self.close_deadline,
+            self.eof_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Acts on every timer due at `now`: sends keepalive Pings, fails a
+    /// peer that did not answer one (1011), gives up on a closing handshake
+    /// or a server that does not close TCP.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.finished {
+            return;
+        }
+        if self.eof_deadline.is_some_and(|d| now >= d) {
+            let kind = self.awaiting_eof.unwrap_or(TerminationKind::Clean);
+            self.finish(kind);
+            return;
+        }
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            self.finish(TerminationKind::CloseTimeout);
+            return;
+        }
+        if self.pong_deadline.is_some_and(|d| now >= d) {
+            if self.sent_close.is_none() {
+                self.write_close(CloseFrame::new(
+                    CloseCode::INTERNAL_ERROR,
+                    "keepalive ping timeout",
+                ));
+            }
+            self.finish(TerminationKind::KeepaliveTimeout);
+            return;
+        }
+        if self.next_ping.is_some_and(|t| now >= t) {
+            if self.can_send() && !self.peer_close_pending {
+                self.ping_count += 1;
+                let payload = self.ping_count.to_be_bytes();
+                self.encode_frame(OpCode::Ping, &payload, true);
+                self.last_ping_sent = Some(now);
+                match self.config.ping_timeout {
+                    Some(timeout) => {
+                        self.ping_payload = Some(payload);
+                        self.pong_deadline = Some(now + timeout);
+                        self.next_ping = None;
+                    }
+                    None => self.next_ping = self.config.ping_interval.map(|i| now + i),
+                }
+            } else {
+                self.next_ping = None;
+            }
+        }
+    }
+}
+
+/// Cuts a reason to at most 123 bytes on a character boundary.
+fn truncate_reason(reason: &str) -> String {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason.to_owned();
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
