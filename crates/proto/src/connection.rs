@@ -174,6 +174,9 @@ pub enum Event {
 enum Pending {
     Event(Event),
     PeerClose(CloseFrame),
+    /// A violation found while parsing: the connection fails when the
+    /// application reaches this point, after the messages before it.
+    Fail(CloseFrame),
 }
 
 /// The frame whose payload is arriving.
@@ -225,6 +228,7 @@ pub struct Connection {
     events: VecDeque<Pending>,
     /// False once a Close arrived, the connection failed, or the transport ended.
     reading: bool,
+    /// A peer Close or a failure waits in the event queue.
     peer_close_pending: bool,
 
     out: BytesMut,
@@ -387,6 +391,10 @@ impl Connection {
             match self.events.pop_front()? {
                 Pending::Event(e) => return Some(e),
                 Pending::PeerClose(frame) => self.on_peer_close(frame),
+                Pending::Fail(frame) => {
+                    self.peer_close_pending = false;
+                    self.fail_with(frame);
+                }
             }
         }
     }
@@ -635,10 +643,20 @@ impl Connection {
         }
     }
 
+    /// A violation found while parsing: stop reading now, fail once the
+    /// application has taken the messages that arrived before it (so an
+    /// echo server still answers them, as Autobahn's strict cases expect).
     fn fail_protocol(&mut self, error: ProtocolError) {
         let frame = CloseFrame::new(error.close_code(), truncate_reason(&error.to_string()));
         self.error = Some(error);
-        self.fail_with(frame);
+        self.reading = false;
+        self.in_buf.clear();
+        self.frame = None;
+        self.fragmented = None;
+        self.peer_close_pending = true;
+        self.next_ping = None;
+        self.pong_deadline = None;
+        self.events.push_back(Pending::Fail(frame));
     }
 
     fn fail_with(&mut self, frame: CloseFrame) {

@@ -242,13 +242,14 @@ fn message_over_max_message_size_fails_before_buffering() {
         let cont = frame_to(role, true, 0, 0, &[3; 60]);
         bytes.extend_from_slice(&cont[..cont.len() - 60]);
         c.receive_data(&bytes, now);
+        let mut evs = events(&mut c);
         let sent = sent_frames(&mut c);
         let close = sent.iter().find(|f| f.0 == 8).expect("close sent");
         assert_eq!(&close.2[..2], &1009u16.to_be_bytes());
         if role == Role::Client {
             c.receive_eof(now);
+            evs.extend(events(&mut c));
         }
-        let evs = events(&mut c);
         assert!(matches!(evs.first(), Some(Event::Ping(_))));
         match evs.last() {
             Some(Event::Closed(t)) => {
@@ -332,4 +333,22 @@ fn close_arguments_are_checked() {
     assert!(c.send_ping(&[0; 126]).is_err());
     assert_eq!(c.state(), wsline_proto::State::Open);
     let _ = TerminationKind::Clean;
+}
+
+#[test]
+fn messages_before_a_violation_are_answered_before_the_close() {
+    // Autobahn 3.2 / 4.1.3 / 5.15: an echo of the first message goes out,
+    // then the failure's Close.
+    let (mut s, now) = conn(Role::Server);
+    let mut bytes = frame_to(Role::Server, true, 0, 1, b"Hello");
+    bytes.extend(frame_to(Role::Server, true, 0, 5, b""));
+    bytes.extend(frame_to(Role::Server, true, 0, 9, b""));
+    s.receive_data(&bytes, now);
+    while let Some(ev) = s.poll_event() {
+        if let Event::Message(m) = ev {
+            s.send(&m).unwrap();
+        }
+    }
+    let ops: Vec<u8> = sent_frames(&mut s).iter().map(|f| f.0).collect();
+    assert_eq!(ops, vec![1, 8], "echo, then close; no pong");
 }

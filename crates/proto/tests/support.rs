@@ -79,6 +79,7 @@ pub fn sent_frames(c: &mut Connection) -> Vec<(u8, bool, Vec<u8>)> {
 /// Asserts the connection was failed with `code`: a Close with that code
 /// was written and (for a server at once) the connection ended as Failed.
 pub fn assert_failing(c: &mut Connection, code: CloseCode) {
+    let mut evs = events(c);
     let frames = sent_frames(c);
     let close = frames
         .iter()
@@ -87,9 +88,10 @@ pub fn assert_failing(c: &mut Connection, code: CloseCode) {
     assert_eq!(u16::from_be_bytes([close.2[0], close.2[1]]), code.as_u16());
     if c.role() == Role::Client {
         // A client waits for the server's TCP close.
+        assert!(!c.wants_transport_close());
         c.receive_eof(Instant::now());
+        evs.extend(events(c));
     }
-    let evs = events(c);
     match evs.last() {
         Some(Event::Closed(t)) => {
             assert_eq!(t.kind, TerminationKind::Failed);

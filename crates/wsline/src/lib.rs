@@ -1,1 +1,50 @@
-pub fn x() {}
+//! WebSocket client and server for tokio (RFC 6455), on the sans-IO
+//! [`wsline_proto`] core.
+//!
+//! - [`accept`] / [`accept_with`]: the server side of the handshake over
+//!   any stream (plain TCP, or TLS from `tokio-rustls`).
+//! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients.
+//! - [`WebSocket`]: the open connection: `recv`, `send`, `close`, a
+//!   `Stream` and a `Sink`, and [`WebSocket::split`] into halves.
+//!
+//! A complete echo server:
+//!
+//! ```no_run
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//!     loop {
+//!         let (tcp, _) = listener.accept().await?;
+//!         tokio::spawn(async move {
+//!             let mut ws = wsline::accept(tcp, &Default::default()).await?;
+//!             while let Some(msg) = ws.recv().await {
+//!                 ws.send(msg?).await?;
+//!             }
+//!             Ok::<_, wsline::Error>(())
+//!         });
+//!     }
+//! }
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+
+mod client;
+mod error;
+mod server;
+mod split;
+pub mod tls;
+mod websocket;
+
+pub use client::{
+    connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
+};
+pub use error::Error;
+pub use server::{accept, accept_with, Acceptance, ServerConfig};
+pub use split::{WsSink, WsStream};
+pub use tls::{MaybeTlsStream, TlsOptions};
+pub use websocket::WebSocket;
+
+pub use wsline_proto as proto;
+pub use wsline_proto::handshake::{Headers, Request, Response};
+pub use wsline_proto::{
+    CloseCode, CloseFrame, Config, Message, Termination, TerminationKind, Utf8Bytes,
+};

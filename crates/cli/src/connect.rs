@@ -1,0 +1,168 @@
+//! `wsline connect URL`: an interactive client.
+//!
+//! Owns the stdin → messages and messages → stdout plumbing, and how the
+//! end of the connection becomes an exit code: 0 after a close we started
+//! or a 1000/1001 from the server, non-zero otherwise.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use wsline::{ClientConfig, CloseCode, Message, TerminationKind};
+
+use crate::secs::{optional, parse_secs};
+
+/// Options of `wsline connect`.
+#[derive(Args, Debug)]
+pub(crate) struct ConnectArgs {
+    /// ws:// or wss:// URL.
+    url: String,
+    /// Subprotocol to offer (repeatable), in preference order.
+    #[arg(long, value_name = "NAME")]
+    protocol: Vec<String>,
+    /// Extra request header, 'Name: value' (repeatable).
+    #[arg(long, value_name = "'Name: value'")]
+    header: Vec<String>,
+    /// PEM file of trusted certificates for wss:// (a CA or the server's own).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Do not offer permessage-deflate.
+    #[arg(long)]
+    no_compression: bool,
+    /// Seconds between keepalive pings (0 disables).
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_secs)]
+    ping_interval: Duration,
+}
+
+fn client_config(args: &ConnectArgs) -> Result<ClientConfig, String> {
+    let mut config = ClientConfig::default();
+    config.protocols = args.protocol.clone();
+    for h in &args.header {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(format!("--header {h:?}: expected 'Name: value'"));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(format!("--header {h:?}: invalid header name"));
+        }
+        config.headers.push(name, value.trim());
+    }
+    config.tls.ca_file = args.ca.clone();
+    config.tls.insecure = args.insecure;
+    config.protocol.ping_interval = optional(args.ping_interval);
+    Ok(config)
+}
+
+pub(crate) async fn run(args: ConnectArgs) -> i32 {
+    let config = match client_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (ws, _response) = match wsline::connect_with(&args.url, &config).await {
+        Ok(c) => c,
+        Err(e) => {
+            match e.http_status() {
+                Some(status) => {
+                    let body = match &e {
+                        wsline::Error::Handshake(
+                            wsline::proto::handshake::HandshakeError::Rejected { body, .. },
+                        ) => String::from_utf8_lossy(body).trim().to_owned(),
+                        _ => String::new(),
+                    };
+                    eprintln!("error: handshake refused: HTTP {status}: {body}");
+                }
+                None => eprintln!("error: {e}"),
+            }
+            return 1;
+        }
+    };
+    let (mut sink, mut stream) = ws.split();
+
+    let send_stdin = async move {
+        let mut stdin = BufReader::new(tokio::io::stdin());
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match stdin.read_until(b'\n', &mut line).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    if sink.send(Message::text(text)).await.is_err() {
+                        // The connection is closing; the reader reports why.
+                        return;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: reading stdin: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = sink.close(CloseCode::NORMAL, "").await;
+        // Keep the task (and the write half) alive until the reader ends.
+        std::future::pending::<()>().await
+    };
+
+    let receive = async {
+        let mut stdout = tokio::io::stdout();
+        while let Some(item) = stream.recv().await {
+            match item {
+                Ok(Message::Text(t)) => {
+                    let mut line = Vec::with_capacity(t.len() + 1);
+                    line.extend_from_slice(t.as_bytes());
+                    line.push(b'\n');
+                    if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Message::Binary(b)) => {
+                    let line = format!("{}\n", String::from_utf8_lossy(&b));
+                    let _ = stdout.write_all(line.as_bytes()).await;
+                    let _ = stdout.flush().await;
+                }
+                Err(_) => break,
+            }
+        }
+    };
+
+    tokio::select! {
+        _ = receive => {}
+        _ = send_stdin => {}
+    }
+
+    let Some(t) = stream.termination() else {
+        eprintln!("error: the connection ended unexpectedly");
+        return 1;
+    };
+    let we_closed = initiated_by_us(&t);
+    let code = t.code().as_u16();
+    if t.reason().is_empty() {
+        eprintln!("closed: {code}");
+    } else {
+        eprintln!("closed: {code} {}", t.reason());
+    }
+    match t.kind {
+        TerminationKind::Clean if we_closed => 0,
+        TerminationKind::Clean if matches!(code, 1000 | 1001) => 0,
+        _ => 1,
+    }
+}
+
+/// Whether this end started the closing handshake: our Close was 1000 with
+/// no reason (what stdin EOF sends) and the peer's, if any, echoed it.
+fn initiated_by_us(t: &wsline::Termination) -> bool {
+    matches!(&t.sent, Some(f) if f.code == CloseCode::NORMAL && f.reason.is_empty())
+}

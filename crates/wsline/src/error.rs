@@ -1,0 +1,65 @@
+//! The error type of the tokio layer.
+//!
+//! Owns how handshake, TLS, I/O and closing failures reach the user, with
+//! messages that say what to do. Protocol violations by the peer are not
+//! errors of a call: they end the connection, reported as
+//! [`Error::Closed`] with the [`Termination`].
+
+use std::time::Duration;
+
+use wsline_proto::handshake::HandshakeError;
+use wsline_proto::{SendError, Termination};
+
+/// Anything that can go wrong opening, using or closing a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The opening handshake was refused or broke RFC 6455. For a refusal
+    /// by the server, [`HandshakeError::Rejected`] carries the HTTP status,
+    /// headers and body.
+    #[error("opening handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The opening handshake did not complete in time.
+    #[error("opening handshake did not complete within {0:?}; the peer is too slow or not a WebSocket endpoint")]
+    HandshakeTimeout(Duration),
+    /// The URL cannot be used.
+    #[error("invalid WebSocket URL {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS could not be set up or negotiated.
+    #[error("TLS error: {0}")]
+    Tls(String),
+    /// The connection ended other than with a normal close (1000/1001);
+    /// the termination says how: the peer's code and reason, 1006, a
+    /// protocol violation or a timeout.
+    #[error("connection closed: {} {}", .0.code(), .0.reason())]
+    Closed(Termination),
+    /// A message could not be queued (the connection is closing or closed).
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+impl Error {
+    /// The HTTP status of a refused handshake, if that is what this is.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Error::Handshake(HandshakeError::Rejected { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The termination, if the connection ended.
+    pub fn termination(&self) -> Option<&Termination> {
+        match self {
+            Error::Closed(t) => Some(t),
+            _ => None,
+        }
+    }
+}

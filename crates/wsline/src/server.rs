@@ -1,0 +1,191 @@
+//! The server side of the opening handshake over a tokio stream.
+//!
+//! Owns reading the request head (bounded in size and time), the checks of
+//! RFC 6455 §4.2 plus the Origin policy, the application's decision, and
+//! the 101 or the refusal. It does not own listening or TLS: hand it any
+//! accepted stream.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wsline_proto::handshake::{
+    check_origin, parse_request, select_subprotocol, validate_request, HandshakeError, Headers,
+    Request, Response, MAX_HEAD_SIZE_DEFAULT,
+};
+use wsline_proto::{Config, Connection, Role};
+
+use crate::{Error, WebSocket};
+
+/// Server settings: protocol limits and timers, the handshake's limits,
+/// the Origin allow-list and the supported subprotocols.
+///
+/// ```
+/// let mut config = wsline::ServerConfig::default();
+/// config.allowed_origins = vec!["https://example.com".into()];
+/// config.subprotocols = vec!["chat.v2".into(), "chat.v1".into()];
+/// config.protocol.max_message_size = 1 << 20;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Limits and timers of the connection once open.
+    pub protocol: Config,
+    /// The largest request head accepted (default 64 KiB); larger → 431.
+    pub max_head_size: usize,
+    /// The whole request head must arrive within this time (default 10 s).
+    pub handshake_timeout: Duration,
+    /// If not empty, a request whose `Origin` is not listed gets 403. A
+    /// request without `Origin` (not from a browser) is allowed.
+    pub allowed_origins: Vec<String>,
+    /// Supported subprotocols in preference order: the first one the
+    /// client offered is chosen; none in common → no header.
+    pub subprotocols: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            protocol: Config::default(),
+            max_head_size: MAX_HEAD_SIZE_DEFAULT,
+            handshake_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
+        }
+    }
+}
+
+/// What the application decides about a request that passed the checks.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptance {
+    /// The subprotocol to answer with; `None` keeps the one chosen from
+    /// [`ServerConfig::subprotocols`]. It must be one the client offered.
+    pub protocol: Option<String>,
+    /// Extra response headers.
+    pub headers: Headers,
+}
+
+/// Accepts a WebSocket connection on `io` with the checks and defaults of
+/// `config`.
+///
+/// ```no_run
+/// use wsline::{accept, Message, ServerConfig};
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// let config = ServerConfig::default();
+/// loop {
+///     let (tcp, _) = listener.accept().await?;
+///     let config = config.clone();
+///     tokio::spawn(async move {
+///         let Ok(mut ws) = accept(tcp, &config).await else { return };
+///         while let Some(Ok(msg)) = ws.recv().await {
+///             if ws.send(msg).await.is_err() { break }
+///         }
+///     });
+/// }
+/// # }
+/// ```
+pub async fn accept<S>(io: S, config: &ServerConfig) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(io, config, |_| Ok(Acceptance::default())).await
+}
+
+/// Accepts a connection, letting `decide` look at the request (path,
+/// query, headers, Origin) after the RFC checks and either accept it
+/// (choosing a subprotocol, adding headers) or refuse it with a response,
+/// e.g. `Response::reject(401, "token required")`.
+pub async fn accept_with<S, F>(
+    mut io: S,
+    config: &ServerConfig,
+    decide: F,
+) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Result<Acceptance, Response>,
+{
+    let timeout = config.handshake_timeout;
+    let read = tokio::time::timeout(timeout, read_request(&mut io, config.max_head_size)).await;
+    let (request, leftover) = match read {
+        Err(_) => return Err(Error::HandshakeTimeout(timeout)),
+        Ok(Err(Error::Handshake(e))) => {
+            refuse(&mut io, &Response::from_error(&e)).await;
+            return Err(Error::Handshake(e));
+        }
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(r)) => r,
+    };
+    let checked =
+        validate_request(&request).and_then(|()| check_origin(&request, &config.allowed_origins));
+    if let Err(e) = checked {
+        refuse(&mut io, &Response::from_error(&e)).await;
+        return Err(Error::Handshake(e));
+    }
+    let acceptance = match decide(&request) {
+        Ok(a) => a,
+        Err(response) => {
+            refuse(&mut io, &response).await;
+            return Err(Error::Handshake(HandshakeError::Rejected {
+                status: response.status,
+                reason: response.reason.clone(),
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+            }));
+        }
+    };
+    let protocol = match acceptance.protocol {
+        Some(p) if request.protocols().contains(&p) => Some(p),
+        Some(_) | None => select_subprotocol(&request, &config.subprotocols),
+    };
+    let response = Response::accept(&request, protocol.as_deref(), None, &acceptance.headers);
+    let write = async {
+        io.write_all(&response.to_bytes()).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Err(_) => return Err(Error::HandshakeTimeout(timeout)),
+        Ok(r) => r?,
+    }
+    let conn = Connection::new(
+        Role::Server,
+        config.protocol.clone(),
+        tokio::time::Instant::now().into_std(),
+    );
+    Ok(WebSocket::from_parts(io, conn, &leftover, protocol))
+}
+
+/// Reads until a complete request head; refuses an oversized one as soon
+/// as the limit is passed.
+async fn read_request<S: AsyncRead + Unpin>(
+    io: &mut S,
+    max_head: usize,
+) -> Result<(Request, BytesMut), Error> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if let Some((request, used)) = parse_request(&buf, max_head)? {
+            let _ = buf.split_to(used);
+            return Ok((request, buf));
+        }
+        if buf.len() > max_head {
+            return Err(HandshakeError::HeadTooLarge { limit: max_head }.into());
+        }
+        buf.reserve(4096.min(max_head + 1 - buf.len()).max(1));
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the client closed the connection before completing its request",
+            )));
+        }
+    }
+}
+
+/// Writes a refusal and closes the stream (best effort, bounded in time).
+async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, response: &Response) {
+    let write = async {
+        io.write_all(&response.to_bytes()).await?;
+        io.flush().await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+}

@@ -1,0 +1,445 @@
+//! [`WebSocket`]: one open connection over any tokio byte stream.
+//!
+//! Owns the loop that moves bytes between the transport and the sans-IO
+//! [`Connection`]: reading, writing, the timer the core asks for, and
+//! closing the transport when the core says so. It does not own the
+//! opening handshake ([`crate::accept`], [`crate::connect`]).
+//!
+//! Everything runs inside the caller's task when it polls: there is no
+//! background task and no channel hop per message. Replies are coalesced:
+//! messages queued while more input is already parsed are written in one
+//! go before the next read.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+use wsline_proto::{CloseCode, Connection, Event, Message, Termination, TerminationKind};
+
+use crate::Error;
+
+/// Output above this many bytes makes `feed` and `poll_ready` write first.
+const WRITE_HIGH_WATER: usize = 128 * 1024;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A WebSocket connection after the opening handshake.
+///
+/// Read with [`WebSocket::recv`] (or as a [`Stream`]), write with
+/// [`WebSocket::send`] (or as a [`Sink`]), end with [`WebSocket::close`].
+/// Pings are answered and keepalive runs while the connection is being
+/// read; [`WebSocket::split`] gives halves for separate tasks.
+///
+/// The stream ends (`None`) after a normal close (1000, 1001 or no code);
+/// any other end yields one [`Error::Closed`] first. Either way
+/// [`WebSocket::termination`] then says how it ended.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsline::Error> {
+/// let (mut ws, _response) = wsline::connect("ws://127.0.0.1:9001/").await?;
+/// ws.send(wsline::Message::text("hello")).await?;
+/// if let Some(reply) = ws.recv().await {
+///     println!("{:?}", reply?);
+/// }
+/// ws.close(wsline::CloseCode::NORMAL, "bye").await?;
+/// # Ok(()) }
+/// ```
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    protocol: Option<String>,
+    timer: Pin<Box<Sleep>>,
+    timer_deadline: Option<Instant>,
+    termination: Option<Termination>,
+    transport_closed: bool,
+    end_reported: bool,
+    io_error: Option<std::io::ErrorKind>,
+    write_wakers: Option<Arc<WakerSet>>,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("role", &self.conn.role())
+            .field("state", &self.conn.state())
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a stream whose opening handshake is complete. `leftover` holds
+    /// bytes read past the handshake (the first frames, if the peer sent
+    /// them early).
+    pub fn from_parts(io: S, conn: Connection, leftover: &[u8], protocol: Option<String>) -> Self {
+        let mut ws = Self {
+            io,
+            conn,
+            protocol,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer_deadline: None,
+            termination: None,
+            transport_closed: false,
+            end_reported: false,
+            io_error: None,
+            write_wakers: None,
+        };
+        if !leftover.is_empty() {
+            ws.conn.receive_data(leftover, now());
+        }
+        ws
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The sans-IO connection underneath (state, configuration).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// How the connection ended, once it has.
+    pub fn termination(&self) -> Option<&Termination> {
+        self.termination.as_ref()
+    }
+
+    /// The next message, or `None` after a normal close. Answers pings,
+    /// runs keepalive and the closing handshake while it waits, and writes
+    /// any queued output before blocking. Cancellation safe: a message is
+    /// only taken when it is returned.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Queues a message and writes everything queued.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without waiting for it to be written (it is written
+    /// by the next `flush`, `send`, or `recv` that would otherwise wait).
+    /// Waits only when much output is already queued.
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
+        if self.conn.output().len() >= WRITE_HIGH_WATER {
+            poll_fn(|cx| self.poll_write_out(cx)).await?;
+        }
+        self.conn.send(&message)?;
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    /// Sends a Ping with `payload` (at most 125 bytes).
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.conn.send_ping(payload)?;
+        self.flush().await
+    }
+
+    /// Starts the closing handshake after everything already queued, and
+    /// waits for it to finish (messages arriving meanwhile are dropped),
+    /// up to the close timeout. Returns how the connection ended.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<Termination, Error> {
+        self.start_close(code, reason)?;
+        loop {
+            match self.recv().await {
+                Some(Ok(_)) => continue,
+                Some(Err(Error::Closed(t))) => return Ok(t),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        self.termination
+            .clone()
+            .ok_or_else(|| Error::Io(std::io::ErrorKind::UnexpectedEof.into()))
+    }
+
+    /// Queues a Close frame without waiting; the reading side (`recv`, or
+    /// the read half) completes the handshake.
+    pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        match self.conn.close(code, reason, now()) {
+            Ok(()) => Ok(()),
+            Err(wsline_proto::SendError::Closed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Splits into a write half and a read half for use from two tasks.
+    ///
+    /// Keepalive and the closing handshake run while the read half is read.
+    pub fn split(self) -> (crate::WsSink<S>, crate::WsStream<S>) {
+        crate::split::split(self)
+    }
+
+    pub(crate) fn share_write_wakers(&mut self) {
+        self.write_wakers = Some(Arc::new(WakerSet::default()));
+    }
+
+    /// Polls for the next message (the body of [`WebSocket::recv`]).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            while let Some(event) = self.conn.poll_event() {
+                match event {
+                    Event::Message(m) => return Poll::Ready(Some(Ok(m))),
+                    Event::Ping(_) | Event::Pong(_) => {}
+                    Event::Closed(t) => self.termination = Some(t),
+                }
+            }
+            if self.conn.wants_transport_close() {
+                return self.poll_finish(cx);
+            }
+            // Write replies and queued messages before waiting for input.
+            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+                self.on_io_error(e);
+                continue;
+            }
+            if self.poll_timer(cx) {
+                continue;
+            }
+            if !self.conn.wants_read() {
+                return Poll::Pending;
+            }
+            let buf = self.conn.read_buffer();
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            match poll_read_buf(&mut self.io, cx, buf) {
+                Poll::Ready(Ok(0)) => self.conn.receive_eof(now()),
+                Poll::Ready(Ok(_)) => self.conn.process(now()),
+                Poll::Ready(Err(e)) => {
+                    self.io_error = Some(e.kind());
+                    self.conn.receive_eof(now());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn on_io_error(&mut self, e: Error) {
+        if let Error::Io(io) = &e {
+            self.io_error = Some(io.kind());
+        }
+        // The transport is unusable: nothing more can be written or read.
+        self.conn.receive_eof(now());
+    }
+
+    /// Fires the core's timers when due; true if one fired.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            self.timer_deadline = None;
+            return false;
+        };
+        let now = now();
+        if deadline <= now {
+            self.conn.handle_timeout(now);
+            return true;
+        }
+        if self.timer_deadline != Some(deadline) {
+            self.timer_deadline = Some(deadline);
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.conn
+                .handle_timeout(self.timer_deadline.unwrap_or(now).max(now));
+            self.timer_deadline = None;
+            return true;
+        }
+        false
+    }
+
+    /// The connection is over: write what is left, close the transport,
+    /// report the end once.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        if !self.transport_closed {
+            if self.io_error.is_none() {
+                // Best effort: a peer that stopped reading cannot hold us.
+                if let Poll::Pending = self.poll_write_out(cx) {
+                    if !self.timer_expired_for_finish(cx) {
+                        return Poll::Pending;
+                    }
+                }
+                if let Poll::Pending = Pin::new(&mut self.io).poll_shutdown(cx) {
+                    if !self.timer_expired_for_finish(cx) {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            self.transport_closed = true;
+        }
+        if self.end_reported {
+            return Poll::Ready(None);
+        }
+        self.end_reported = true;
+        match &self.termination {
+            Some(t) if is_normal_end(t) => Poll::Ready(None),
+            Some(t) => Poll::Ready(Some(Err(Error::Closed(t.clone())))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    /// While finishing, writes are bounded by the close timeout.
+    fn timer_expired_for_finish(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer_deadline.is_none() {
+            let deadline = now() + self.conn.config().close_timeout;
+            self.timer_deadline = Some(deadline);
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Writes all queued output and flushes the stream.
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.write_wakers.clone() {
+            Some(set) => {
+                set.register(cx.waker());
+                let proxy = Waker::from(set);
+                self.poll_write_inner(&mut Context::from_waker(&proxy))
+            }
+            None => self.poll_write_inner(cx),
+        }
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while !self.conn.output().is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, self.conn.output()) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => self.conn.consume_output(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx).map_err(Error::from)
+    }
+
+    /// Sink readiness: writes first when much output is queued.
+    pub(crate) fn poll_ready_to_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if let Some(t) = &self.termination {
+            return Poll::Ready(Err(Error::Closed(t.clone())));
+        }
+        if self.conn.output().len() >= WRITE_HIGH_WATER {
+            ready!(self.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn queue(&mut self, message: &Message) -> Result<(), Error> {
+        self.conn.send(message).map_err(Error::from)
+    }
+}
+
+fn is_normal_end(t: &Termination) -> bool {
+    t.kind == TerminationKind::Clean
+        && matches!(
+            t.code(),
+            CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS
+        )
+}
+
+fn poll_read_buf<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let mut read_buf = ReadBuf::uninit(spare);
+    ready!(Pin::new(io).poll_read(cx, &mut read_buf))?;
+    let n = read_buf.filled().len();
+    // SAFETY: `poll_read` initialised the first `n` bytes of the spare
+    // capacity (ReadBuf tracks this), so they may become part of `buf`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_ready_to_send(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.get_mut().queue(&item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_write_out(cx)
+    }
+
+    /// Sends Close 1000 and drives the closing handshake to its end.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.start_close(CloseCode::NORMAL, "")?;
+        loop {
+            match ready!(this.poll_recv(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(Error::Closed(_))) | None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Wakers of every task waiting for the transport to accept writes: the
+/// read half writes Pongs and Close replies, the write half writes
+/// messages, and a stream keeps only one write waker.
+#[derive(Default)]
+pub(crate) struct WakerSet {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl WakerSet {
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl Wake for WakerSet {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
