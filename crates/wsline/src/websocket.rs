@@ -276,15 +276,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !self.transport_closed {
             if self.io_error.is_none() {
                 // Best effort: a peer that stopped reading cannot hold us.
-                if self.poll_write_out(cx).is_pending() {
-                    if !self.timer_expired_for_finish(cx) {
-                        return Poll::Pending;
-                    }
+                if self.poll_write_out(cx).is_pending() && !self.timer_expired_for_finish(cx) {
+                    return Poll::Pending;
                 }
-                if Pin::new(&mut self.io).poll_shutdown(cx).is_pending() {
-                    if !self.timer_expired_for_finish(cx) {
-                        return Poll::Pending;
-                    }
+                if Pin::new(&mut self.io).poll_shutdown(cx).is_pending()
+                    && !self.timer_expired_for_finish(cx)
+                {
+                    return Poll::Pending;
                 }
             }
             self.transport_closed = true;
