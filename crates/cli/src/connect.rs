@@ -54,6 +54,9 @@ fn client_config(args: &ConnectArgs) -> Result<ClientConfig, String> {
     config.tls.ca_file = args.ca.clone();
     config.tls.insecure = args.insecure;
     config.protocol.ping_interval = optional(args.ping_interval);
+    if args.no_compression {
+        config.deflate = None;
+    }
     Ok(config)
 }
 

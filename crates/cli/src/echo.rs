@@ -59,6 +59,9 @@ impl EchoArgs {
         config.handshake_timeout = self.handshake_timeout;
         config.allowed_origins = self.allow_origin.clone();
         config.subprotocols = self.protocol.clone();
+        if self.no_compression {
+            config.deflate = None;
+        }
         config
     }
 }

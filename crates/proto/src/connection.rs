@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+use crate::deflate::{DeflateConfig, DeflateParams, InflateError, PerMessageDeflate};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{apply_mask, encode_header, parse_header, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::message::{Message, Utf8Bytes};
@@ -189,13 +190,17 @@ struct InFrame {
     /// Payload bytes at the front of the read buffer already unmasked and validated.
     done: usize,
     validate_utf8: bool,
+    /// RSV1 on the first frame of a message: the message is compressed.
+    compressed: bool,
 }
 
 /// A fragmented message being assembled.
 #[derive(Debug)]
 struct Fragmented {
     opcode: OpCode,
-    data: BytesMut,
+    /// The message so far (inflated, when compressed).
+    data: Vec<u8>,
+    compressed: bool,
 }
 
 /// One WebSocket connection's protocol state, without I/O.
@@ -232,6 +237,9 @@ pub struct Connection {
     peer_close_pending: bool,
 
     out: BytesMut,
+    deflate: Option<PerMessageDeflate>,
+    /// Scratch space for compressing one outgoing message.
+    scratch: Vec<u8>,
 
     sent_close: Option<CloseFrame>,
     received_close: Option<CloseFrame>,
@@ -268,6 +276,8 @@ impl Connection {
             reading: true,
             peer_close_pending: false,
             out: BytesMut::new(),
+            deflate: None,
+            scratch: Vec::new(),
             sent_close: None,
             received_close: None,
             error: None,
@@ -282,6 +292,17 @@ impl Connection {
             close_deadline: None,
             eof_deadline: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters agreed in the
+    /// opening handshake (see [`crate::deflate`]). Call before any data.
+    pub fn enable_deflate(&mut self, params: &DeflateParams, config: &DeflateConfig) {
+        self.deflate = Some(PerMessageDeflate::new(self.role, params, config));
+    }
+
+    /// Whether permessage-deflate is on.
+    pub fn deflate_enabled(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Which end this is.
@@ -462,9 +483,19 @@ impl Connection {
             _ => {}
         }
         let opcode = OpCode::from_u8(h.opcode).ok_or(ProtocolError::ReservedOpcode(h.opcode))?;
-        if h.rsv != 0 {
+        // RSV1 means "compressed", on the first frame of a data message only.
+        let allowed_rsv = match opcode {
+            OpCode::Text | OpCode::Binary if self.deflate.is_some() => 0b100,
+            _ => 0,
+        };
+        if h.rsv & !allowed_rsv != 0 {
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
+        let compressed = match opcode {
+            OpCode::Text | OpCode::Binary => h.rsv & 0b100 != 0,
+            OpCode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.compressed),
+            _ => false,
+        };
         let len = h.payload_len;
         if opcode.is_control() {
             if !h.fin {
@@ -492,23 +523,26 @@ impl Connection {
             } else {
                 0
             };
-            if so_far as u64 + len > self.config.max_message_size as u64 {
+            // A compressed message is measured as it inflates.
+            if !compressed && so_far as u64 + len > self.config.max_message_size as u64 {
                 return Err(ProtocolError::MessageTooBig {
                     limit: self.config.max_message_size,
                 });
             }
         }
-        let validate_utf8 = match opcode {
-            OpCode::Text => {
-                self.utf8.reset();
-                true
-            }
-            OpCode::Continuation => self
-                .fragmented
-                .as_ref()
-                .is_some_and(|f| f.opcode == OpCode::Text),
-            _ => false,
-        };
+        // Compressed text is validated after inflating, not on the wire.
+        let validate_utf8 = !compressed
+            && match opcode {
+                OpCode::Text => true,
+                OpCode::Continuation => self
+                    .fragmented
+                    .as_ref()
+                    .is_some_and(|f| f.opcode == OpCode::Text),
+                _ => false,
+            };
+        if opcode == OpCode::Text {
+            self.utf8.reset();
+        }
         // Bounded by max_frame_size (data) or 125 (control), both usize.
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         Ok(InFrame {
@@ -518,6 +552,7 @@ impl Connection {
             len,
             done: 0,
             validate_utf8,
+            compressed,
         })
     }
 
@@ -545,31 +580,60 @@ impl Connection {
                 self.events.push_back(Pending::Event(Event::Pong(payload)));
             }
             OpCode::Close => self.on_close_frame(&payload),
-            OpCode::Text | OpCode::Binary if frame.fin => {
+            OpCode::Text | OpCode::Binary if frame.fin && !frame.compressed => {
+                // The common case: one frame, no copy.
                 self.deliver(frame.opcode, payload);
             }
             OpCode::Text | OpCode::Binary => {
-                self.message_len = payload.len();
-                let mut data = BytesMut::with_capacity(payload.len());
-                data.extend_from_slice(&payload);
-                self.fragmented = Some(Fragmented {
+                let f = Fragmented {
                     opcode: frame.opcode,
-                    data,
-                });
+                    data: Vec::with_capacity(if frame.compressed { 0 } else { payload.len() }),
+                    compressed: frame.compressed,
+                };
+                self.continue_message(f, &payload, frame.fin);
             }
             OpCode::Continuation => {
-                let Some(mut f) = self.fragmented.take() else {
-                    return;
-                };
-                f.data.extend_from_slice(&payload);
-                self.message_len = f.data.len();
-                if frame.fin {
-                    self.message_len = 0;
-                    self.deliver(f.opcode, f.data.freeze());
-                } else {
-                    self.fragmented = Some(f);
+                if let Some(f) = self.fragmented.take() {
+                    self.continue_message(f, &payload, frame.fin);
                 }
             }
+        }
+    }
+
+    /// Adds one frame's payload to a message (inflating it when
+    /// compressed), and delivers the message after its last frame.
+    fn continue_message(&mut self, mut f: Fragmented, payload: &[u8], fin: bool) {
+        if f.compressed {
+            let limit = self.config.max_message_size;
+            let Some(deflate) = self.deflate.as_mut() else {
+                return;
+            };
+            let before = f.data.len();
+            let mut r = deflate.decompress(payload, &mut f.data, limit);
+            if r.is_ok() && fin {
+                r = deflate.finish_message(&mut f.data, limit);
+            }
+            match r {
+                Ok(()) => {}
+                Err(InflateError::TooBig) => {
+                    return self.fail_protocol(ProtocolError::MessageTooBig { limit });
+                }
+                Err(InflateError::Invalid(why)) => {
+                    return self.fail_protocol(ProtocolError::Compression(why.to_owned()));
+                }
+            }
+            if f.opcode == OpCode::Text && self.utf8.feed(&f.data[before..]).is_err() {
+                return self.fail_protocol(ProtocolError::InvalidUtf8);
+            }
+        } else {
+            f.data.extend_from_slice(payload);
+        }
+        self.message_len = f.data.len();
+        if fin {
+            self.message_len = 0;
+            self.deliver(f.opcode, Bytes::from(f.data));
+        } else {
+            self.fragmented = Some(f);
         }
     }
 
@@ -754,7 +818,19 @@ impl Connection {
         if !self.can_send() {
             return Err(self.closed_error());
         }
-        self.encode_frame(opcode, data, true);
+        match self.deflate.as_mut() {
+            Some(deflate) if deflate.should_compress(data.len()) => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                deflate.compress(data, &mut scratch);
+                self.encode(opcode, &scratch, true, 0b100);
+                if scratch.capacity() > 64 * 1024 {
+                    scratch = Vec::new();
+                }
+                self.scratch = scratch;
+            }
+            _ => self.encode_frame(opcode, data, true),
+        }
         Ok(())
     }
 
@@ -821,13 +897,17 @@ impl Connection {
     }
 
     fn encode_frame(&mut self, opcode: OpCode, payload: &[u8], fin: bool) {
+        self.encode(opcode, payload, fin, 0);
+    }
+
+    fn encode(&mut self, opcode: OpCode, payload: &[u8], fin: bool, rsv: u8) {
         let mask = match self.role {
             Role::Client => Some(rand::random::<[u8; 4]>()),
             Role::Server => None,
         };
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode: opcode.as_u8(),
             mask,
             payload_len: payload.len() as u64,

@@ -15,6 +15,7 @@
 
 mod close;
 mod connection;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;
@@ -23,5 +24,6 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame, InvalidCloseCode, MAX_CLOSE_REASON};
 pub use connection::{Config, Connection, Event, Role, State, Termination, TerminationKind};
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ProtocolError, SendError};
 pub use message::{Message, NotUtf8, Utf8Bytes};

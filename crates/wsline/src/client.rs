@@ -11,11 +11,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wsline_proto::deflate::{client_offer, negotiate_client};
 use wsline_proto::handshake::{
     host_header, parse_response, validate_response, ClientRequest, HandshakeError, Headers,
     ServerResponse, MAX_HEAD_SIZE_DEFAULT,
 };
-use wsline_proto::{Config, Connection, Role};
+use wsline_proto::{Config, Connection, DeflateConfig, Role};
 
 use crate::tls::{MaybeTlsStream, TlsOptions};
 use crate::{Error, WebSocket};
@@ -47,6 +48,9 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// The largest response head accepted (default 64 KiB).
     pub max_head_size: usize,
+    /// permessage-deflate (RFC 7692) to offer; `None` offers nothing.
+    /// Default: [`DeflateConfig::client_default`].
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +62,7 @@ impl Default for ClientConfig {
             tls: TlsOptions::default(),
             handshake_timeout: Duration::from_secs(10),
             max_head_size: MAX_HEAD_SIZE_DEFAULT,
+            deflate: Some(DeflateConfig::client_default()),
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct HandshakeResponse {
     pub response: ServerResponse,
     /// The subprotocol the server chose, if any.
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters agreed, if compression is on.
+    pub deflate: Option<wsline_proto::DeflateParams>,
 }
 
 /// Connects to a `ws://` or `wss://` URL with default settings.
@@ -126,6 +133,7 @@ where
     let mut request = ClientRequest::new(host, target);
     request.protocols = config.protocols.clone();
     request.headers = config.headers.clone();
+    request.extensions = config.deflate.as_ref().map(client_offer);
     io.write_all(&request.to_bytes()).await?;
     io.flush().await?;
 
@@ -160,17 +168,26 @@ where
         }
         Err(e) => return Err(e.into()),
     };
-    let conn = Connection::new(
+    let mut conn = Connection::new(
         Role::Client,
         config.protocol.clone(),
         tokio::time::Instant::now().into_std(),
     );
+    let mut deflate = None;
+    if let Some(cfg) = &config.deflate {
+        deflate = negotiate_client(&accepted.extensions, cfg)
+            .map_err(HandshakeError::InvalidExtensionAnswer)?;
+        if let Some(params) = &deflate {
+            conn.enable_deflate(params, cfg);
+        }
+    }
     let ws = WebSocket::from_parts(io, conn, &buf, accepted.protocol.clone());
     Ok((
         ws,
         HandshakeResponse {
             response,
             protocol: accepted.protocol,
+            deflate,
         },
     ))
 }

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wsline_proto::deflate::negotiate_server;
 use wsline_proto::handshake::{
     check_origin, parse_request, select_subprotocol, validate_request, HandshakeError, Headers,
     Request, Response, MAX_HEAD_SIZE_DEFAULT,
 };
-use wsline_proto::{Config, Connection, Role};
+use wsline_proto::{Config, Connection, DeflateConfig, Role};
 
 use crate::{Error, WebSocket};
 
@@ -41,6 +42,9 @@ pub struct ServerConfig {
     /// Supported subprotocols in preference order: the first one the
     /// client offered is chosen; none in common → no header.
     pub subprotocols: Vec<String>,
+    /// permessage-deflate (RFC 7692), accepted when a client offers it;
+    /// `None` never compresses. Default: [`DeflateConfig::server_default`].
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             subprotocols: Vec::new(),
+            deflate: Some(DeflateConfig::server_default()),
         }
     }
 }
@@ -138,7 +143,17 @@ where
         Some(p) if request.protocols().contains(&p) => Some(p),
         Some(_) | None => select_subprotocol(&request, &config.subprotocols),
     };
-    let response = Response::accept(&request, protocol.as_deref(), None, &acceptance.headers);
+    // A malformed extension header only means no extension.
+    let deflate = config.deflate.as_ref().and_then(|cfg| {
+        let offers = request.extensions().ok()?;
+        negotiate_server(&offers, cfg).map(|(params, answer)| (params, answer, cfg))
+    });
+    let response = Response::accept(
+        &request,
+        protocol.as_deref(),
+        deflate.as_ref().map(|d| d.1.as_str()),
+        &acceptance.headers,
+    );
     let write = async {
         io.write_all(&response.to_bytes()).await?;
         io.flush().await
@@ -147,11 +162,14 @@ where
         Err(_) => return Err(Error::HandshakeTimeout(timeout)),
         Ok(r) => r?,
     }
-    let conn = Connection::new(
+    let mut conn = Connection::new(
         Role::Server,
         config.protocol.clone(),
         tokio::time::Instant::now().into_std(),
     );
+    if let Some((params, _, cfg)) = &deflate {
+        conn.enable_deflate(params, cfg);
+    }
     Ok(WebSocket::from_parts(io, conn, &leftover, protocol))
 }
 

@@ -284,6 +284,11 @@ pub enum HandshakeError {
     /// Holds the extension name.
     #[error("server accepted extension {0:?}, which was not offered")]
     ExtensionNotOffered(String),
+
+    /// Client side: the server's extension parameters contradict the offer
+    /// (RFC 7692 §7.1). Holds what is wrong.
+    #[error("server's extension answer is invalid: {0}")]
+    InvalidExtensionAnswer(String),
 }
 
 impl HandshakeError {
@@ -309,7 +314,8 @@ impl HandshakeError {
             | HandshakeError::MissingConnectionUpgradeResponse
             | HandshakeError::BadAccept
             | HandshakeError::ProtocolNotOffered(_)
-            | HandshakeError::ExtensionNotOffered(_) => 0,
+            | HandshakeError::ExtensionNotOffered(_)
+            | HandshakeError::InvalidExtensionAnswer(_) => 0,
         }
     }
 }

@@ -1,0 +1,149 @@
+//! Running the `wsline` binary as a child process: `wsline echo` on a free
+//! port (its address read from the `listening on ws://IP:PORT` line) and
+//! `wsline connect` with piped stdin. Every wait is bounded; a child left
+//! running when its handle is dropped is killed.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::support::within;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wsline");
+
+fn command(subcommand: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg(subcommand)
+        .env_remove("WSLINE_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A running `wsline echo`.
+pub struct EchoServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+/// Starts `wsline echo --listen 127.0.0.1:0 ARGS` and waits for its
+/// `listening on` line.
+pub async fn spawn_echo(args: &[&str]) -> EchoServer {
+    let mut child = command("echo")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn wsline echo");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = within("the `listening on` line", lines.next_line())
+        .await
+        .expect("read stdout")
+        .expect("wsline echo exited before listening");
+    let addr = line
+        .strip_prefix("listening on ws://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+    EchoServer { child, addr }
+}
+
+impl EchoServer {
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Sends SIGTERM (`kill -TERM PID`).
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit; its status and stderr.
+    pub async fn wait(&mut self) -> (ExitStatus, String) {
+        let status = within("wsline echo to exit", self.child.wait())
+            .await
+            .expect("wait");
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            within("stderr", err.read_to_string(&mut stderr))
+                .await
+                .expect("read stderr");
+        }
+        (status, stderr)
+    }
+}
+
+/// A running `wsline connect`.
+pub struct Connect {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+}
+
+/// What `wsline connect` did.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Starts `wsline connect ARGS` with piped stdin (left open).
+pub fn spawn_connect(args: &[&str]) -> Connect {
+    let mut child = command("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn wsline connect");
+    let stdin = child.stdin.take();
+    Connect { child, stdin }
+}
+
+impl Connect {
+    /// Writes `input` to stdin.
+    pub async fn write(&mut self, input: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        within("writing stdin", async {
+            stdin.write_all(input.as_bytes()).await?;
+            stdin.flush().await
+        })
+        .await
+        .expect("write stdin");
+    }
+
+    /// Closes stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the process to exit (stdin stays as it is).
+    pub async fn finish(self) -> Finished {
+        let Connect { child, stdin } = self;
+        let output = within("wsline connect to exit", child.wait_with_output())
+            .await
+            .expect("wait");
+        drop(stdin);
+        Finished {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `wsline connect ARGS` with `input` on stdin, then end of input.
+pub async fn run_connect(args: &[&str], input: &str) -> Finished {
+    let mut connect = spawn_connect(args);
+    connect.write(input).await;
+    connect.close_stdin();
+    connect.finish().await
+}
