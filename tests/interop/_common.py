@@ -82,6 +82,7 @@ class Runner:
     def __init__(self, label: str):
         self.label = label
         self.passed = 0
+        self.skipped = 0
         self.failures: list[tuple[str, str]] = []
 
     async def run(self, name: str, fn, timeout: float = 60.0) -> bool:
@@ -111,12 +112,17 @@ class Runner:
         for line in msg.rstrip().splitlines():
             print(f"      {line}", flush=True)
 
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped += 1
+        print(f"skip  {name} ({reason})", flush=True)
+
     def finish(self) -> int:
         if self.failures:
             print(f"\n{len(self.failures)} failure(s):", flush=True)
             for name, msg in self.failures:
                 print(f"  - {name}: {msg.strip().splitlines()[0] if msg.strip() else ''}", flush=True)
-        print(f"{self.label}: {self.passed} passed, {len(self.failures)} failed", flush=True)
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
+        print(f"{self.label}: {self.passed} passed, {len(self.failures)} failed{skipped}", flush=True)
         return 1 if self.failures else 0
 
 

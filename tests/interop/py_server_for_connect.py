@@ -19,7 +19,11 @@ import asyncio
 import itertools
 import os
 import re
+import shutil
+import ssl
+import subprocess
 import sys
+import tempfile
 from urllib.parse import quote, unquote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,9 +47,37 @@ class Session:
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
 
 
+def make_certs(directory: str) -> tuple[str, str, str] | str:
+    """A test CA and a server certificate for 127.0.0.1/localhost signed by it.
+
+    Returns (ca.pem, server.pem, server.key), or a reason string if openssl is unavailable.
+    """
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return "openssl not found"
+    d = lambda name: os.path.join(directory, name)  # noqa: E731
+    with open(d("ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", d("ca.key"), "-out", d("ca.pem"), "-days", "2",
+         "-subj", "/CN=wsline interop test CA"],
+        [openssl, "req", *ec, "-keyout", d("server.key"), "-out", d("server.csr"), "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", d("server.csr"), "-CA", d("ca.pem"), "-CAkey", d("ca.key"),
+         "-CAcreateserial", "-out", d("server.pem"), "-days", "2", "-extfile", d("ext.cnf")],
+    ]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd[:3])} failed: {r.stderr.decode(errors='replace')[-500:]}")
+    return d("ca.pem"), d("server.pem"), d("server.key")
+
+
 class TestServer:
-    def __init__(self, subprotocols=None):
+    def __init__(self, subprotocols=None, ssl_context=None):
         self.subprotocols = subprotocols
+        self.ssl_context = ssl_context
         self.sessions: dict[str, Session] = {}
         self._ids = itertools.count(1)
         self.server = None
@@ -79,16 +111,28 @@ class TestServer:
                 await ws.send("server says bye")
                 await ws.close(code, reason)
             else:
-                while True:
-                    try:
-                        msg = await ws.recv()
-                    except ConnectionClosed:
-                        break
-                    sess.messages.append(msg)
-                    try:
-                        await ws.send(msg)
-                    except ConnectionClosed:
-                        pass  # the client's Close may already be in; keep recording queued messages
+                # Receiving and echoing are decoupled so that a send stuck on a closing
+                # connection never delays recording what the client sent.
+                queue: asyncio.Queue = asyncio.Queue()
+
+                async def echo():
+                    while True:
+                        msg = await queue.get()
+                        try:
+                            await ws.send(msg)
+                        except ConnectionClosed:
+                            return
+                sender = asyncio.create_task(echo())
+                try:
+                    while True:
+                        try:
+                            msg = await ws.recv()
+                        except ConnectionClosed:
+                            break
+                        sess.messages.append(msg)
+                        queue.put_nowait(msg)
+                finally:
+                    sender.cancel()
             await ws.wait_closed()
         finally:
             if not sess.closed.done():
@@ -101,9 +145,10 @@ class TestServer:
             subprotocols=self.subprotocols,
             max_size=16 * 1024 * 1024,
             close_timeout=10,
+            ssl=self.ssl_context,
         )
         host, port = self.server.sockets[0].getsockname()[:2]
-        self.url = f"ws://{host}:{port}"
+        self.url = f"{'wss' if self.ssl_context else 'ws'}://{host}:{port}"
         return self
 
     async def __aexit__(self, *exc):
@@ -190,9 +235,12 @@ async def main() -> int:
             lines = [f"burst line {i} \u00e9\u20ac" for i in range(2000)]
             p = await run_connect(f"{srv.url}/echo/{sid}")
             try:
-                await p.write("".join(l + "\n" for l in lines).encode())
-                await p.close_stdin()
+                async def feed():  # stdout is read meanwhile (in p.wait), so no pipe can fill up
+                    await p.write("".join(l + "\n" for l in lines).encode())
+                    await p.close_stdin()
+                feeder = asyncio.create_task(feed())
                 rc, out = await p.wait(30)
+                await asyncio.wait_for(feeder, 5)
                 code, reason, _ = await closed_info(sess, p)
                 assert sess.messages == lines, (f"server received {len(sess.messages)} of {len(lines)} lines "
                                                 f"(or out of order)")
@@ -322,6 +370,52 @@ async def main() -> int:
             finally:
                 await p.kill()
         await r.run("--protocol superchat --protocol chat: offered in order, 'chat' negotiated", protocol)
+
+    # TLS: a server certificate signed by a test CA (--ca), unknown CA, --insecure.
+    with tempfile.TemporaryDirectory(prefix="wsline-interop-tls.") as tmp:
+        try:
+            certs = make_certs(tmp)
+        except (AssertionError, subprocess.TimeoutExpired) as e:
+            r.fail("TLS: make test certificates", str(e))
+            certs = None
+        if isinstance(certs, str):
+            for name in ("wss with --ca", "wss, unknown CA", "wss --insecure"):
+                r.skip(name, certs)
+        elif certs is not None:
+            ca_pem, cert_pem, key_pem = certs
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert_pem, key_pem)
+            async with TestServer(ssl_context=ctx) as tsrv:
+                async def wss_ok(*args):
+                    sid = tsrv.new_id()
+                    sess = tsrv.sessions[sid]
+                    p = await ConnectProc(f"{tsrv.url}/echo/{sid}", *args).start()
+                    try:
+                        await p.write("über TLS\n".encode())
+                        got = await p.readline()
+                        assert got == "über TLS", f"echo over wss: {got!r}"
+                        await p.close_stdin()
+                        rc, _ = await p.wait(EXIT_TIMEOUT)
+                        code, _, _ = await closed_info(sess, p)
+                        assert code == 1000, f"close code {code}, expected 1000"
+                        assert rc == 0, f"exit status {rc}\n{p.stderr_block()}"
+                    finally:
+                        await p.kill()
+
+                async def wss_untrusted():
+                    p = await ConnectProc(f"{tsrv.url}/echo/none").start()
+                    try:
+                        await p.close_stdin()
+                        rc, out = await p.wait(EXIT_TIMEOUT)
+                        assert rc != 0, "exit status 0 although the server certificate is from an unknown CA"
+                        assert p.stderr.strip(), "no error message on stderr"
+                        assert out == [], f"unexpected stdout {out!r}"
+                    finally:
+                        await p.kill()
+
+                await r.run("wss with --ca CA.pem: echo, close 1000, exit 0", lambda: wss_ok("--ca", ca_pem))
+                await r.run("wss, unknown CA (no --ca): refused, non-zero exit", wss_untrusted)
+                await r.run("wss --insecure: accepted without verification", lambda: wss_ok("--insecure"))
 
     return r.finish()
 

@@ -61,6 +61,8 @@ pub struct WebSocket<S> {
     protocol: Option<String>,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
+    /// Bounds the final write and shutdown once the connection is over.
+    finish_deadline: Option<Instant>,
     termination: Option<Termination>,
     transport_closed: bool,
     end_reported: bool,
@@ -89,6 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             protocol,
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             timer_deadline: None,
+            finish_deadline: None,
             termination: None,
             transport_closed: false,
             end_reported: false,
@@ -300,9 +303,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// While finishing, writes are bounded by the close timeout.
     fn timer_expired_for_finish(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.timer_deadline.is_none() {
+        if self.finish_deadline.is_none() {
             let deadline = now() + self.conn.config().close_timeout;
-            self.timer_deadline = Some(deadline);
+            self.finish_deadline = Some(deadline);
             self.timer
                 .as_mut()
                 .reset(tokio::time::Instant::from_std(deadline));
