@@ -824,7 +824,7 @@ impl Connection {
                 scratch.clear();
                 deflate.compress(data, &mut scratch);
                 self.encode(opcode, &scratch, true, 0b100);
-                if scratch.capacity() > 64 * 1024 {
+                if scratch.capacity() > 4 * 1024 {
                     scratch = Vec::new();
                 }
                 self.scratch = scratch;

@@ -127,7 +127,9 @@ impl PerMessageDeflate {
             out.truncate(out.len() - TAIL.len());
         }
         if self.reset_compressor {
-            c.reset();
+            // No context is kept between messages, so nothing need be kept
+            // in memory either: an idle connection holds no compressor.
+            self.compressor = None;
         }
     }
 
@@ -150,12 +152,14 @@ impl PerMessageDeflate {
         limit: usize,
     ) -> Result<(), InflateError> {
         let r = self.inflate(&TAIL, out, limit);
-        if self.reset_decompressor || self.stream_ended || r.is_err() {
+        if self.reset_decompressor {
+            self.decompressor = None;
+        } else if self.stream_ended || r.is_err() {
             if let Some(d) = &mut self.decompressor {
                 d.reset(false);
             }
-            self.stream_ended = false;
         }
+        self.stream_ended = false;
         r
     }
 
@@ -173,7 +177,11 @@ impl PerMessageDeflate {
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
-            let step = (limit + 1 - out.len()).min(INFLATE_STEP);
+            // Grow with the message (no 64 KiB buffer for a short one),
+            // never past the limit by more than one byte.
+            let step = (limit + 1 - out.len())
+                .min(INFLATE_STEP)
+                .min(out.len().max(input.len() * 4).max(256));
             out.reserve(step);
             let spare: &mut [MaybeUninit<u8>] = &mut out.spare_capacity_mut()[..step];
             let (in0, out0) = (d.total_in(), d.total_out());
