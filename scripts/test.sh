@@ -1,0 +1,511 @@
+#!/usr/bin/env bash
+# wsline: the single test command.  Usage: ./scripts/test.sh [options]
+#
+# Runs these suites in order, records pass/fail/skip and time for each, keeps
+# going after a failure, and exits non-zero if any suite failed:
+#   fmt              cargo fmt --all -- --check
+#   clippy           cargo clippy --workspace --all-targets -- -D warnings
+#   build            cargo build --release --bin wsline  (-> target/release/wsline)
+#   test             cargo test --release --workspace
+#   autobahn-server  Autobahn|TestSuite fuzzingclient against `wsline echo` (all cases,
+#                    1.* to 13.*, strict)
+#   autobahn-client  Autobahn|TestSuite fuzzingserver against `wsline autobahn-client`
+#                    (runs in parallel with autobahn-server)
+#   interop-python   tests/interop/py_*.py with the `websockets` library
+#   interop-node     tests/interop/*.test.mjs (node --test) with the `ws` package
+#
+# Options:
+#   --quick             skip clippy and the Autobahn suites
+#   --only NAME[,NAME]  run only these suites (repeatable). Groups: lint = fmt,clippy;
+#                       autobahn = both Autobahn suites; interop = both interop suites.
+#                       Suites that need the binary pull in `build` unless WSLINE_BIN is set.
+#   --list              print the suite names and exit
+#   -h, --help          this text
+#
+# Environment:
+#   WSLINE_BIN                 use this wsline binary for the Autobahn/interop suites
+#                              (default: the one `build` makes)
+#   WSLINE_SHARED              folder holding autobahn/ (default: ../shared beside the repo)
+#   AUTOBAHN_SERVER_ARGS       extra test-server.sh args (default: none, i.e. every case;
+#   AUTOBAHN_CLIENT_ARGS       e.g. --no-compression skips the permessage-deflate cases)
+#   AUTOBAHN_HOME              where install.sh puts wstest (default: .cache/autobahn-wstest)
+#   WSLINE_EXPECT_COMPRESSION  1 (default): interop tests require permessage-deflate
+#   CI                         true: a missing ../shared/autobahn is a failure, not a skip
+#
+# Tools are installed on demand, idempotently, into .cache/ (gitignored) with
+# pinned versions: a Python venv with websockets, and the npm package ws.
+
+set -u
+set -o pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 2
+
+# ---------------------------------------------------------------- pins ------
+WEBSOCKETS_VERSION="16.1.1"   # PyPI websockets
+WS_VERSION="8.23.0"           # npm ws
+
+# ---------------------------------------------------------- time bounds -----
+# Generous upper bounds (seconds) for each external step; normal runs take far less.
+T_FMT=300
+T_CLIPPY=1500
+T_TEST=1800
+T_BUILD=1500
+T_INSTALL=900
+T_AUTOBAHN=1500
+T_INTEROP=600
+READY_TIMEOUT=30       # for the server's "listening on" line
+STOP_TIMEOUT=15        # for the server to exit after SIGTERM
+
+CACHE="$ROOT/.cache"
+VENV="$CACHE/venv"
+NODE_PREFIX="$CACHE/node"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BUILT_BIN="$TARGET_DIR/release/wsline"
+SHARED="${WSLINE_SHARED:-$ROOT/../shared}"
+AB_DIR="$SHARED/autobahn"
+export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
+IS_CI=0
+case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
+
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node)
+NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node "
+
+usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
+die_usage() { echo "test.sh: $*" >&2; echo "see ./scripts/test.sh --help" >&2; exit 2; }
+
+# ------------------------------------------------------------- options ------
+QUICK=0
+ONLY=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; shift ;;
+    --only) [ $# -ge 2 ] || die_usage "--only needs a value"; IFS=',' read -r -a _o <<<"$2"; ONLY+=("${_o[@]}"); shift 2 ;;
+    --only=*) IFS=',' read -r -a _o <<<"${1#*=}"; ONLY+=("${_o[@]}"); shift ;;
+    --list) printf '%s\n' "${ALL_SUITES[@]}"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die_usage "unknown argument: $1" ;;
+  esac
+done
+
+declare -A SELECTED=()
+if [ ${#ONLY[@]} -eq 0 ]; then
+  for s in "${ALL_SUITES[@]}"; do SELECTED[$s]=1; done
+else
+  for s in "${ONLY[@]}"; do
+    s="${s// /}"
+    case "$s" in
+      "") ;;
+      lint) SELECTED[fmt]=1; SELECTED[clippy]=1 ;;
+      autobahn) SELECTED[autobahn-server]=1; SELECTED[autobahn-client]=1 ;;
+      interop) SELECTED[interop-python]=1; SELECTED[interop-node]=1 ;;
+      *)
+        case " ${ALL_SUITES[*]} " in
+          *" $s "*) SELECTED[$s]=1 ;;
+          *) die_usage "unknown suite '$s' (suites: ${ALL_SUITES[*]}; groups: lint, autobahn, interop)" ;;
+        esac ;;
+    esac
+  done
+fi
+
+if [ -n "${WSLINE_BIN:-}" ]; then
+  case "$WSLINE_BIN" in /*) ;; *) WSLINE_BIN="$PWD/$WSLINE_BIN" ;; esac
+  BIN_FROM_ENV=1
+else
+  WSLINE_BIN="$BUILT_BIN"
+  BIN_FROM_ENV=0
+fi
+export WSLINE_BIN
+
+# a suite that needs the binary pulls in `build` unless WSLINE_BIN was given
+BUILD_PULLED_IN=0
+if [ "$BIN_FROM_ENV" = 0 ] && [ -z "${SELECTED[build]:-}" ]; then
+  for s in "${!SELECTED[@]}"; do
+    case "$NEEDS_BIN" in *" $s "*) SELECTED[build]=1; BUILD_PULLED_IN=1; break ;; esac
+  done
+fi
+
+# ------------------------------------------------------------- helpers ------
+if [ -t 1 ]; then B=$'\e[1m'; R=$'\e[31m'; G=$'\e[32m'; Y=$'\e[33m'; N=$'\e[0m'; else B=""; R=""; G=""; Y=""; N=""; fi
+log() { echo "${B}[test.sh]${N} $*"; }
+warn() { echo "${Y}[test.sh] WARNING:${N} $*" >&2; }
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+fmt_secs() { local us=$1; printf '%d.%d' $((us / 1000000)) $(((us % 1000000) / 100000)); }
+
+# Background processes started by this script (killed on exit).
+BG_PIDS=()
+STEP_PID=""
+cleanup() {
+  local pid
+  for pid in ${STEP_PID:+"$STEP_PID"} "${BG_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null
+      timeout 5 tail --pid="$pid" -s 0.1 -f /dev/null 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    fi
+  done
+}
+trap cleanup EXIT
+trap 'echo; warn "interrupted"; exit 130' INT TERM
+
+# run_step SECONDS CMD...: runs CMD under `timeout`, reports a timeout clearly.
+# `timeout` puts CMD in its own process group, which Ctrl-C does not reach; so it
+# runs in the background and is waited for: the INT trap fires at once, and the
+# cleanup's SIGTERM to `timeout` is passed on to the whole group.
+run_step() {
+  local limit=$1 rc=0; shift
+  echo "+ $*"
+  timeout -k 15 "$limit" "$@" &
+  STEP_PID=$!
+  wait "$STEP_PID" || rc=$?
+  STEP_PID=""
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    echo "${R}[test.sh] timed out after ${limit}s:${N} $*" >&2
+  fi
+  return "$rc"
+}
+
+SUITE_NOTE=""   # shown in the summary table next to a skipped or failed suite
+skip() { SUITE_NOTE="$1"; return 77; }
+
+# ---------------------------------------------------------- installers ------
+ensure_venv() {
+  local py="$VENV/bin/python"
+  if [ -x "$py" ] && "$py" -c "import sys, websockets; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  log "installing Python websockets==$WEBSOCKETS_VERSION into .cache/venv"
+  local sys_py
+  sys_py="$(command -v python3 || true)"
+  if [ -z "$sys_py" ]; then
+    echo "python3 not found; install Python 3.11+" >&2
+    return 1
+  fi
+  if ! "$sys_py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "Python 3.11+ required for the interop tests (found $("$sys_py" --version 2>&1))" >&2
+    return 1
+  fi
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  if ! run_step 300 "$sys_py" -m venv "$VENV"; then
+    # Debian's own python3 needs python3-venv for this
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      rm -rf "$VENV"
+      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv </dev/null || return 1
+      run_step 300 "$sys_py" -m venv "$VENV" || return 1
+    else
+      echo "python3 -m venv failed (Debian: apt-get install python3-venv)" >&2
+      return 1
+    fi
+  fi
+  run_step "$T_INSTALL" "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+    "websockets==$WEBSOCKETS_VERSION" </dev/null || return 1
+  "$py" -c "import sys, websockets; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" || {
+    echo "websockets $WEBSOCKETS_VERSION not importable after install" >&2
+    return 1
+  }
+}
+
+ensure_node_ws() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      log "node/npm not found: installing Debian's nodejs and npm"
+      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm </dev/null || return 1
+    else
+      echo "node and npm are required for the Node interop tests" >&2
+      return 1
+    fi
+  fi
+  local pkg="$NODE_PREFIX/node_modules/ws/package.json" have=""
+  [ -f "$pkg" ] && have="$(node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null || true)"
+  [ "$have" = "$WS_VERSION" ] && return 0
+  log "installing npm ws@$WS_VERSION into .cache/node"
+  mkdir -p "$NODE_PREFIX"
+  run_step "$T_INSTALL" npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --save-exact \
+    --loglevel=error "ws@$WS_VERSION" </dev/null || return 1
+  have="$(node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null || true)"
+  [ "$have" = "$WS_VERSION" ] || { echo "ws $WS_VERSION not installed (found '${have}')" >&2; return 1; }
+}
+
+# -------------------------------------------------------------- suites ------
+suite_fmt() { run_step "$T_FMT" cargo fmt --all -- --check; }
+
+suite_clippy() { run_step "$T_CLIPPY" cargo clippy --workspace --all-targets -- -D warnings; }
+
+# Release profile: shares the dependency builds with `build`, and the
+# socket tests move real volumes quickly.
+suite_test() { run_step "$T_TEST" cargo test --release --workspace; }
+
+suite_build() {
+  run_step "$T_BUILD" cargo build --release --bin wsline || return 1
+  if [ ! -x "$BUILT_BIN" ]; then
+    echo "build succeeded but $BUILT_BIN is missing" >&2
+    return 1
+  fi
+  [ "$BIN_FROM_ENV" = 1 ] && log "note: the next suites use WSLINE_BIN=$WSLINE_BIN (from the environment), not $BUILT_BIN"
+  return 0
+}
+
+need_bin() {
+  if [ ! -x "$WSLINE_BIN" ]; then
+    if [ "${STATUS[build]:-}" = failed ]; then skip "no wsline binary: build failed"; return; fi
+    echo "wsline binary not found or not executable: $WSLINE_BIN" >&2
+    return 1
+  fi
+}
+
+AB_WARNED=0
+autobahn_missing_warning() {
+  cat >&2 <<EOF
+${R}${B}
+########################################################################
+##  WARNING: Autobahn conformance suites NOT RUN
+##
+##  $AB_DIR
+##  does not exist (set WSLINE_SHARED to the folder that holds autobahn/).
+##  NOT run: the Autobahn|TestSuite SERVER conformance suite (wsline echo)
+##  NOT run: the Autobahn|TestSuite CLIENT conformance suite (wsline autobahn-client)
+##  They are marked $( [ "$IS_CI" = 1 ] && echo "FAILED (CI=true)" || echo "SKIPPED, not passed" ).
+########################################################################${N}
+EOF
+}
+
+autobahn_available() {
+  if [ -f "$AB_DIR/test-server.sh" ] && [ -f "$AB_DIR/test-client.sh" ] && [ -f "$AB_DIR/install.sh" ]; then
+    return 0
+  fi
+  if [ "$AB_WARNED" = 0 ]; then
+    autobahn_missing_warning
+  else
+    warn "Autobahn harness missing ($AB_DIR): this suite is NOT run"
+  fi
+  AB_WARNED=1
+  if [ "$IS_CI" = 1 ]; then
+    echo "CI=true: a missing Autobahn harness is a failure" >&2
+    SUITE_NOTE="NOT RUN: $AB_DIR missing (CI=true)"
+    return 1
+  fi
+  skip "NOT RUN: $AB_DIR missing"
+}
+
+autobahn_install() {
+  [ -n "${AB_INSTALLED:-}" ] && return 0
+  log "AUTOBAHN_HOME=$AUTOBAHN_HOME"
+  run_step "$T_INSTALL" bash "$AB_DIR/install.sh" </dev/null || { echo "Autobahn install.sh failed" >&2; return 1; }
+  AB_INSTALLED=1
+}
+
+# Starts `wsline echo --listen 127.0.0.1:0`; sets ECHO_PID and ECHO_URL.
+# Its stdout after the first line and its stderr go to $1.
+start_echo_server() {
+  local logf=$1 fifo fd line="" rc=0
+  : >"$logf"
+  fifo="$(mktemp -u "$CACHE/autobahn/.echo-stdout.XXXXXX")"
+  mkfifo "$fifo" || return 1
+  timeout -k 10 $((T_AUTOBAHN + 300)) "$WSLINE_BIN" echo --listen 127.0.0.1:0 >"$fifo" 2>>"$logf" </dev/null &
+  ECHO_PID=$!
+  BG_PIDS+=("$ECHO_PID")
+  # The child opens the FIFO for writing as soon as it starts, so this open does not hang.
+  exec {fd}<"$fifo"
+  rm -f "$fifo"
+  IFS= read -r -t "$READY_TIMEOUT" -u "$fd" line || rc=$?
+  cat <&"$fd" >>"$logf" &   # keep draining stdout
+  BG_PIDS+=("$!")
+  exec {fd}<&-
+  if [ "$rc" -ne 0 ]; then
+    if [ "$rc" -gt 128 ]; then
+      echo "wsline echo printed no line within ${READY_TIMEOUT}s" >&2
+    else
+      echo "wsline echo closed stdout without printing the listening line" >&2
+    fi
+    stop_echo_server "$logf" >/dev/null 2>&1
+    tail -n 20 "$logf" >&2
+    return 1
+  fi
+  line="${line%$'\r'}"
+  if [[ "$line" =~ ^listening\ on\ (ws://[^[:space:]]+:[0-9]+)$ ]]; then
+    ECHO_URL="${BASH_REMATCH[1]}"
+    log "wsline echo (pid $ECHO_PID) $line"
+    return 0
+  fi
+  echo "unexpected first stdout line from wsline echo: '$line' (want 'listening on ws://IP:PORT')" >&2
+  stop_echo_server "$logf" >/dev/null 2>&1
+  return 1
+}
+
+# SIGTERM to the server, bounded wait; returns its exit status (fails if it had to be killed).
+stop_echo_server() {
+  local logf=$1 rc=0
+  [ -n "${ECHO_PID:-}" ] || return 0
+  kill -TERM "$ECHO_PID" 2>/dev/null
+  if ! timeout "$STOP_TIMEOUT" tail --pid="$ECHO_PID" -s 0.1 -f /dev/null; then
+    echo "wsline echo did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing it" >&2
+    kill -KILL "$ECHO_PID" 2>/dev/null
+    wait "$ECHO_PID" 2>/dev/null
+    ECHO_PID=""
+    return 1
+  fi
+  wait "$ECHO_PID" || rc=$?
+  ECHO_PID=""
+  if [ "$rc" -ne 0 ]; then
+    echo "wsline echo exited with status $rc after SIGTERM (expected 0); log: $logf" >&2
+    tail -n 20 "$logf" >&2
+  fi
+  return "$rc"
+}
+
+suite_autobahn_server() {
+  autobahn_available || return
+  need_bin || return
+  autobahn_install || return 1
+  mkdir -p "$CACHE/autobahn"
+  local logf="$CACHE/autobahn/server-wsline.log" rc=0 src=0 extra=()
+  read -r -a extra <<<"${AUTOBAHN_SERVER_ARGS-}"
+  start_echo_server "$logf" || return 1
+  run_step "$T_AUTOBAHN" bash "$AB_DIR/test-server.sh" "$ECHO_URL" --strict \
+    --report "$CACHE/autobahn/server" --timeout $((T_AUTOBAHN - 60)) "${extra[@]}" </dev/null || rc=$?
+  stop_echo_server "$logf" || src=$?
+  log "report: $CACHE/autobahn/server/index.html   server log: $logf"
+  if [ "$rc" -ne 0 ]; then
+    SUITE_NOTE="test-server.sh status $rc"
+    echo "--- last lines of the wsline echo log ($logf):" >&2
+    tail -n 15 "$logf" >&2
+  fi
+  [ "$src" -ne 0 ] && SUITE_NOTE="${SUITE_NOTE:+$SUITE_NOTE; }wsline echo exit status $src after SIGTERM"
+  [ "$rc" -eq 0 ] && [ "$src" -eq 0 ]
+}
+
+suite_autobahn_client() {
+  autobahn_available || return
+  need_bin || return
+  autobahn_install || return 1
+  mkdir -p "$CACHE/autobahn"
+  local extra=()
+  read -r -a extra <<<"${AUTOBAHN_CLIENT_ARGS-}"
+  run_step "$T_AUTOBAHN" bash "$AB_DIR/test-client.sh" --strict --report "$CACHE/autobahn/client" \
+    --timeout $((T_AUTOBAHN - 60)) "${extra[@]}" -- "$WSLINE_BIN" autobahn-client </dev/null || return 1
+  log "report: $CACHE/autobahn/client/index.html"
+}
+
+suite_interop_python() {
+  need_bin || return
+  ensure_venv || return 1
+  local rc=0 flags=()
+  [ "${WSLINE_EXPECT_COMPRESSION:-1}" = 1 ] && flags+=(--expect-compression)
+  run_step "$T_INTEROP" "$VENV/bin/python" tests/interop/py_client_vs_echo.py "${flags[@]}" </dev/null || rc=1
+  run_step "$T_INTEROP" "$VENV/bin/python" tests/interop/py_server_for_connect.py </dev/null || rc=1
+  return "$rc"
+}
+
+suite_interop_node() {
+  need_bin || return
+  ensure_node_ws || return 1
+  run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
+    tests/interop/node_client_vs_echo.test.mjs tests/interop/node_server_for_connect.test.mjs </dev/null
+}
+
+# -------------------------------------------------------------- driver ------
+declare -A STATUS=() SECS=() NOTE=()
+ORDER=()
+
+run_suite() {
+  local name=$1 fn=$2 t0 rc=0
+  ORDER+=("$name")
+  echo
+  echo "${B}==================== suite: $name ====================${N}"
+  SUITE_NOTE=""
+  t0=$(now_us)
+  "$fn" || rc=$?
+  SECS[$name]=$(fmt_secs $(($(now_us) - t0)))
+  case "$rc" in
+    0) STATUS[$name]=passed ;;
+    77) STATUS[$name]=skipped ;;
+    *) STATUS[$name]=failed ;;
+  esac
+  NOTE[$name]="$SUITE_NOTE"
+  local color=$G
+  [ "${STATUS[$name]}" = failed ] && color=$R
+  [ "${STATUS[$name]}" = skipped ] && color=$Y
+  echo "${color}${B}---- suite $name: ${STATUS[$name]}${NOTE[$name]:+ (${NOTE[$name]})} in ${SECS[$name]}s${N}"
+}
+
+mark_skipped() {
+  ORDER+=("$1"); STATUS[$1]=skipped; SECS[$1]=0.0; NOTE[$1]="$2"
+}
+
+log "repo: $ROOT"
+log "wsline binary for the Autobahn/interop suites: $WSLINE_BIN$( [ "$BIN_FROM_ENV" = 1 ] && echo ' (from WSLINE_BIN)')"
+[ "$BUILD_PULLED_IN" = 1 ] && log "build added: a selected suite needs the wsline binary"
+T_ALL=$(now_us)
+
+# The two Autobahn suites spend most of their time in wstest (one Python
+# process each), so they run side by side: about 15 minutes instead of 30
+# with the permessage-deflate cases.
+run_autobahn_pair() {
+  local t0 rc=0 bg log="$CACHE/autobahn/client-suite.log"
+  mkdir -p "$CACHE/autobahn"
+  if ! autobahn_available; then
+    run_suite autobahn-server suite_autobahn_server
+    run_suite autobahn-client suite_autobahn_client
+    return
+  fi
+  autobahn_install >/dev/null || true
+  log "autobahn-client runs in the background while autobahn-server runs (output: $log)"
+  t0=$(now_us)
+  ( suite_autobahn_client ) >"$log" 2>&1 </dev/null &
+  bg=$!
+  BG_PIDS+=("$bg")
+  run_suite autobahn-server suite_autobahn_server
+  wait "$bg" || rc=$?
+  ORDER+=(autobahn-client)
+  echo
+  echo "${B}==================== suite: autobahn-client (ran in parallel) ====================${N}"
+  cat "$log"
+  SECS[autobahn-client]=$(fmt_secs $(($(now_us) - t0)))
+  case "$rc" in
+    0) STATUS[autobahn-client]=passed ;;
+    77) STATUS[autobahn-client]=skipped ;;
+    *) STATUS[autobahn-client]=failed ;;
+  esac
+  NOTE[autobahn-client]="parallel with autobahn-server"
+  echo "${B}---- suite autobahn-client: ${STATUS[autobahn-client]} in ${SECS[autobahn-client]}s${N}"
+}
+
+for s in "${ALL_SUITES[@]}"; do
+  [ -n "${SELECTED[$s]:-}" ] || continue
+  if [ "$QUICK" = 1 ]; then
+    case "$s" in clippy|autobahn-*) mark_skipped "$s" "--quick"; continue ;; esac
+  fi
+  if [ "$s" = autobahn-server ] && [ -n "${SELECTED[autobahn-client]:-}" ]; then
+    run_autobahn_pair
+    continue
+  fi
+  [ "$s" = autobahn-client ] && [ -n "${STATUS[autobahn-client]:-}" ] && continue
+  run_suite "$s" "suite_${s//-/_}"
+done
+
+# ------------------------------------------------------------- summary ------
+PASSED=0 FAILED=0 SKIPPED=0
+for s in "${ORDER[@]}"; do
+  case "${STATUS[$s]}" in
+    passed) PASSED=$((PASSED + 1)) ;;
+    failed) FAILED=$((FAILED + 1)) ;;
+    skipped) SKIPPED=$((SKIPPED + 1)) ;;
+  esac
+done
+
+echo
+[ "$AB_WARNED" = 1 ] && autobahn_missing_warning
+echo "${B}==================== summary ($(fmt_secs $(($(now_us) - T_ALL)))s) ====================${N}"
+printf '%-17s %-8s %8s  %s\n' suite status seconds note
+for s in "${ORDER[@]}"; do
+  color=$G
+  [ "${STATUS[$s]}" = failed ] && color=$R
+  [ "${STATUS[$s]}" = skipped ] && color=$Y
+  printf '%-17s %s%-8s%s %8s  %s\n' "$s" "$color" "${STATUS[$s]}" "$N" "${SECS[$s]}" "${NOTE[$s]:-}"
+done
+line="suites: $PASSED passed, $FAILED failed"
+[ "$SKIPPED" -gt 0 ] && line="$line, $SKIPPED skipped"
+echo "$line"
+[ "$FAILED" -eq 0 ]
