@@ -16,7 +16,8 @@ use zlib_rs::{Deflate, DeflateFlush};
 fn deflate_chunk(d: &mut Deflate, input: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; input.len() + 1024];
     let before = d.total_out();
-    d.compress(input, &mut out, DeflateFlush::SyncFlush).unwrap();
+    d.compress(input, &mut out, DeflateFlush::SyncFlush)
+        .unwrap();
     out.truncate((d.total_out() - before) as usize);
     out
 }
@@ -167,7 +168,8 @@ async fn compression_bomb_gets_1009_without_inflating_it_in_full() {
     assert!(bomb.len() < 2 << 20, "bomb is {} bytes", bomb.len());
     let (mut raw, _) =
         Raw::handshake(echo.addr, &["Sec-WebSocket-Extensions: permessage-deflate"]).await;
-    raw.send(&rsv1(frame(true, BINARY, &bomb, Some(MASK)))).await;
+    raw.send(&rsv1(frame(true, BINARY, &bomb, Some(MASK))))
+        .await;
     let (code, _) = raw.read_close().await;
     assert_eq!(code, 1009);
     let peak = peak_rss_kib(pid);

@@ -341,13 +341,83 @@ impl Connection {
     /// Bytes received from the transport. Parses as far as they go; the
     /// results come out of [`Connection::poll_event`]. Never fails: a peer's
     /// violation fails the connection with the right close code.
-    pub fn receive_data(&mut self, data: &[u8], now: Instant) {
+    pub fn receive_data(&mut self, mut data: &[u8], now: Instant) {
         self.now = now;
-        if !self.reading {
-            return;
+        while self.reading && !data.is_empty() {
+            if self.in_buf.is_empty() && self.frame.is_none() {
+                // Whole frames straight from the caller's bytes: nothing is
+                // kept between calls but a partial frame.
+                let used = self.parse_slice(data);
+                data = &data[used..];
+                if data.is_empty() || !self.reading {
+                    break;
+                }
+            }
+            // Complete the buffered partial frame (or header), then go back
+            // to parsing from the caller's bytes.
+            let mut take = match &self.frame {
+                Some(f) => f.len.saturating_sub(self.in_buf.len()).min(data.len()),
+                None => (MAX_HEADER_LEN - self.in_buf.len().min(MAX_HEADER_LEN)).min(data.len()),
+            };
+            if take == 0 {
+                take = data.len();
+            }
+            if self.in_buf.capacity() - self.in_buf.len() < take {
+                let frame_rest = self
+                    .frame
+                    .as_ref()
+                    .map_or(0, |f| f.len.saturating_sub(self.in_buf.len()));
+                self.in_buf.reserve(take.max(frame_rest.min(256 * 1024)));
+            }
+            self.in_buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.parse();
         }
-        self.in_buf.extend_from_slice(data);
-        self.parse();
+        if self.in_buf.is_empty() && self.in_buf.capacity() > 0 {
+            // An idle connection holds no read buffer.
+            self.in_buf = BytesMut::new();
+        }
+    }
+
+    /// Parses complete frames from `data` without buffering them; returns
+    /// how many bytes were used. Stops before a partial header, or after
+    /// the header of a partial frame (which becomes `self.frame`).
+    fn parse_slice(&mut self, data: &[u8]) -> usize {
+        let mut at = 0;
+        while self.reading {
+            let rest = &data[at..];
+            let (header, header_len) = match parse_header(rest) {
+                Ok(Some(h)) => h,
+                Ok(None) => return at,
+                Err(_) => {
+                    self.fail_protocol(ProtocolError::InvalidLength);
+                    break;
+                }
+            };
+            let frame = match self.check_header(&header) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.fail_protocol(e);
+                    break;
+                }
+            };
+            if rest.len() - header_len < frame.len {
+                self.frame = Some(frame);
+                return at + header_len;
+            }
+            let mut payload = BytesMut::with_capacity(frame.len);
+            payload.extend_from_slice(&rest[header_len..header_len + frame.len]);
+            if let Some(key) = frame.mask {
+                apply_mask(&mut payload, key, 0);
+            }
+            if frame.validate_utf8 && self.utf8.feed(&payload).is_err() {
+                self.fail_protocol(ProtocolError::InvalidUtf8);
+                break;
+            }
+            at += header_len + frame.len;
+            self.on_frame(frame, payload.freeze());
+        }
+        data.len()
     }
 
     /// The buffer that received bytes go into, for a runtime that reads
@@ -931,8 +1001,8 @@ impl Connection {
     /// Marks the first `n` bytes of [`Connection::output`] as written.
     pub fn consume_output(&mut self, n: usize) {
         self.out.advance(n.min(self.out.len()));
-        if self.out.is_empty() && self.out.capacity() > 64 * 1024 {
-            // Do not keep a large buffer for an idle connection.
+        if self.out.is_empty() {
+            // An idle connection holds no write buffer.
             self.out = BytesMut::new();
         }
     }

@@ -76,3 +76,62 @@ proptest! {
         }
     }
 }
+
+fn frames_strategy(server: bool) -> impl Strategy<Value = Vec<u8>> {
+    let role = if server { Role::Server } else { Role::Client };
+    proptest::collection::vec(
+        (
+            prop_oneof![
+                Just(0u8),
+                Just(1),
+                Just(2),
+                Just(8),
+                Just(9),
+                Just(10),
+                Just(3)
+            ],
+            any::<bool>(),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300),
+                ".{0,100}".prop_map(|s| s.into_bytes()),
+                Just(1000u16.to_be_bytes().to_vec()),
+            ],
+        ),
+        0..12,
+    )
+    .prop_map(move |frames| {
+        let mut out = Vec::new();
+        for (op, fin, payload) in frames {
+            out.extend(frame_to(role, fin || op >= 8, 0, op, &payload));
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The slice fast path of `receive_data` against the buffered path of
+    /// `read_buffer` + `process`: same events, same output, any chunking.
+    #[test]
+    fn slice_and_buffer_paths_agree(
+        (server, data) in any::<bool>().prop_flat_map(|s| (Just(s), frames_strategy(s))),
+        chunk in 1usize..400,
+    ) {
+        let now = Instant::now();
+        let role = if server { Role::Server } else { Role::Client };
+        let mut fast = Connection::new(role, Config::default(), now);
+        let mut simple = Connection::new(role, Config::default(), now);
+        let (mut ef, mut es) = (Vec::new(), Vec::new());
+        for piece in data.chunks(chunk) {
+            fast.receive_data(piece, now);
+            simple.read_buffer().extend_from_slice(piece);
+            simple.process(now);
+            ef.extend(events(&mut fast));
+            es.extend(events(&mut simple));
+        }
+        prop_assert_eq!(&ef, &es);
+        prop_assert_eq!(sent_frames(&mut fast), sent_frames(&mut simple));
+        prop_assert_eq!(fast.state(), simple.state());
+    }
+}

@@ -10,13 +10,13 @@
 //! messages queued while more input is already parsed are written in one
 //! go before the next read.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,8 +27,8 @@ use crate::Error;
 
 /// Output above this many bytes makes `feed` and `poll_ready` write first.
 const WRITE_HIGH_WATER: usize = 128 * 1024;
-/// Read at least this much at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// The size of the per-thread read buffer.
+const READ_CHUNK: usize = 64 * 1024;
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -223,13 +223,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if !self.conn.wants_read() {
                 return Poll::Pending;
             }
-            let buf = self.conn.read_buffer();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
-            match poll_read_buf(&mut self.io, cx, buf) {
+            match read_into_connection(&mut self.io, cx, &mut self.conn) {
                 Poll::Ready(Ok(0)) => self.conn.receive_eof(now()),
-                Poll::Ready(Ok(_)) => self.conn.process(now()),
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => {
                     self.io_error = Some(e.kind());
                     self.conn.receive_eof(now());
@@ -363,19 +359,40 @@ fn is_normal_end(t: &Termination) -> bool {
         )
 }
 
-fn poll_read_buf<S: AsyncRead + Unpin>(
+thread_local! {
+    /// One read buffer per thread, shared by every connection the thread
+    /// polls (as uWebSockets keeps one per event loop): an idle connection
+    /// holds no read buffer, only a partial frame when one is in flight.
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what the transport has into the thread's scratch buffer and hands
+/// it to the connection, which keeps only an incomplete frame.
+fn read_into_connection<S: AsyncRead + Unpin>(
     io: &mut S,
     cx: &mut Context<'_>,
-    buf: &mut BytesMut,
+    conn: &mut Connection,
 ) -> Poll<std::io::Result<usize>> {
-    let spare = buf.spare_capacity_mut();
-    let mut read_buf = ReadBuf::uninit(spare);
-    ready!(Pin::new(io).poll_read(cx, &mut read_buf))?;
-    let n = read_buf.filled().len();
-    // SAFETY: `poll_read` initialised the first `n` bytes of the spare
-    // capacity (ReadBuf tracks this), so they may become part of `buf`.
-    unsafe { buf.set_len(buf.len() + n) };
-    Poll::Ready(Ok(n))
+    READ_SCRATCH.with(|scratch| {
+        // A poll never re-enters another poll on the same thread, but be
+        // safe: fall back to a temporary buffer if the scratch is in use.
+        let mut fallback;
+        let mut borrowed = scratch.try_borrow_mut();
+        let buf: &mut [u8] = match &mut borrowed {
+            Ok(b) => b,
+            Err(_) => {
+                fallback = vec![0u8; READ_CHUNK];
+                &mut fallback
+            }
+        };
+        let mut read_buf = ReadBuf::new(buf);
+        ready!(Pin::new(io).poll_read(cx, &mut read_buf))?;
+        let n = read_buf.filled().len();
+        if n > 0 {
+            conn.receive_data(read_buf.filled(), now());
+        }
+        Poll::Ready(Ok(n))
+    })
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
