@@ -13,11 +13,13 @@
 #                    (runs in parallel with autobahn-server)
 #   interop-python   tests/interop/py_*.py with the `websockets` library
 #   interop-node     tests/interop/*.test.mjs (node --test) with the `ws` package
+#   interop-browser  tests/interop/browser_vs_echo.test.mjs: Debian's Chromium, driven by
+#                    playwright-core, against `wsline echo` (the browser's own WebSocket)
 #
 # Options:
 #   --quick             skip clippy and the Autobahn suites
 #   --only NAME[,NAME]  run only these suites (repeatable). Groups: lint = fmt,clippy;
-#                       autobahn = both Autobahn suites; interop = both interop suites.
+#                       autobahn = both Autobahn suites; interop = the three interop suites.
 #                       Suites that need the binary pull in `build` unless WSLINE_BIN is set.
 #   --list              print the suite names and exit
 #   -h, --help          this text
@@ -33,7 +35,9 @@
 #   CI                         true: a missing ../shared/autobahn is a failure, not a skip
 #
 # Tools are installed on demand, idempotently, into .cache/ (gitignored) with
-# pinned versions: a Python venv with websockets, and the npm package ws.
+# pinned versions: a Python venv with websockets, and the npm packages ws and
+# playwright-core (interop-browser also apt-installs Debian's chromium if
+# /usr/bin/chromium is missing; never `npx playwright install`).
 
 set -u
 set -o pipefail
@@ -44,6 +48,7 @@ cd "$ROOT" || exit 2
 # ---------------------------------------------------------------- pins ------
 WEBSOCKETS_VERSION="16.1.1"   # PyPI websockets
 WS_VERSION="8.23.0"           # npm ws
+PLAYWRIGHT_CORE_VERSION="1.65.1"  # npm playwright-core (drives Debian's chromium)
 
 # ---------------------------------------------------------- time bounds -----
 # Generous upper bounds (seconds) for each external step; normal runs take far less.
@@ -69,8 +74,8 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node)
-NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node "
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser)
+NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
 die_usage() { echo "test.sh: $*" >&2; echo "see ./scripts/test.sh --help" >&2; exit 2; }
@@ -99,7 +104,7 @@ else
       "") ;;
       lint) SELECTED[fmt]=1; SELECTED[clippy]=1 ;;
       autobahn) SELECTED[autobahn-server]=1; SELECTED[autobahn-client]=1 ;;
-      interop) SELECTED[interop-python]=1; SELECTED[interop-node]=1 ;;
+      interop) SELECTED[interop-python]=1; SELECTED[interop-node]=1; SELECTED[interop-browser]=1 ;;
       *)
         case " ${ALL_SUITES[*]} " in
           *" $s "*) SELECTED[$s]=1 ;;
@@ -226,6 +231,38 @@ ensure_node_ws() {
     --loglevel=error "ws@$WS_VERSION" </dev/null || return 1
   have="$(node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null || true)"
   [ "$have" = "$WS_VERSION" ] || { echo "ws $WS_VERSION not installed (found '${have}')" >&2; return 1; }
+}
+
+# Debian's chromium (apt, only when /usr/bin/chromium is missing) and npm
+# playwright-core beside ws in .cache/node. Never `npx playwright install`: it
+# downloads a browser build of its own, which fails here. WSLINE_CHROMIUM
+# (read by the test too) points at another browser binary instead.
+ensure_browser() {
+  ensure_node_ws || return 1
+  local chromium="${WSLINE_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$chromium" ]; then
+    if [ -z "${WSLINE_CHROMIUM:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      log "/usr/bin/chromium not found: installing Debian's chromium"
+      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
+      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium </dev/null || return 1
+      [ -x "$chromium" ] || { echo "apt-get installed chromium but $chromium is missing" >&2; return 1; }
+    else
+      echo "Chromium not found or not executable: $chromium (Debian: apt-get install chromium)" >&2
+      return 1
+    fi
+  fi
+  local pkg="$NODE_PREFIX/node_modules/playwright-core/package.json" have=""
+  [ -f "$pkg" ] && have="$(node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null || true)"
+  [ "$have" = "$PLAYWRIGHT_CORE_VERSION" ] && return 0
+  log "installing npm playwright-core@$PLAYWRIGHT_CORE_VERSION into .cache/node"
+  mkdir -p "$NODE_PREFIX"
+  run_step "$T_INSTALL" npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --save-exact \
+    --loglevel=error "playwright-core@$PLAYWRIGHT_CORE_VERSION" </dev/null || return 1
+  have="$(node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null || true)"
+  [ "$have" = "$PLAYWRIGHT_CORE_VERSION" ] || {
+    echo "playwright-core $PLAYWRIGHT_CORE_VERSION not installed (found '${have}')" >&2
+    return 1
+  }
 }
 
 # -------------------------------------------------------------- suites ------
@@ -403,6 +440,13 @@ suite_interop_node() {
   ensure_node_ws || return 1
   run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
     tests/interop/node_client_vs_echo.test.mjs tests/interop/node_server_for_connect.test.mjs </dev/null
+}
+
+suite_interop_browser() {
+  need_bin || return
+  ensure_browser || return 1
+  run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
+    tests/interop/browser_vs_echo.test.mjs </dev/null
 }
 
 # -------------------------------------------------------------- driver ------

@@ -87,6 +87,8 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
         }
     };
     let (mut sink, mut stream) = ws.split();
+    let we_closed = std::cell::Cell::new(false);
+    let we_closed_ref = &we_closed;
 
     let send_stdin = async move {
         let mut stdin = BufReader::new(tokio::io::stdin());
@@ -114,6 +116,7 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
                 }
             }
         }
+        we_closed_ref.set(true);
         let _ = sink.close(CloseCode::NORMAL, "").await;
         // Keep the task (and the write half) alive until the reader ends.
         std::future::pending::<()>().await
@@ -150,7 +153,8 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
         eprintln!("error: the connection ended unexpectedly");
         return 1;
     };
-    let we_closed = initiated_by_us(&t);
+    // Our Close went first when stdin ended before the server's Close came.
+    let we_closed = we_closed.get() && matches!(&t.sent, Some(f) if f.code == CloseCode::NORMAL);
     let code = t.code().as_u16();
     if t.reason().is_empty() {
         eprintln!("closed: {code}");
@@ -162,10 +166,4 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
         TerminationKind::Clean if matches!(code, 1000 | 1001) => 0,
         _ => 1,
     }
-}
-
-/// Whether this end started the closing handshake: our Close was 1000 with
-/// no reason (what stdin EOF sends) and the peer's, if any, echoed it.
-fn initiated_by_us(t: &wsline::Termination) -> bool {
-    matches!(&t.sent, Some(f) if f.code == CloseCode::NORMAL && f.reason.is_empty())
 }

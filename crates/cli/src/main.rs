@@ -1,13 +1,16 @@
-//! The `wsline` command: `echo` (echo server), `connect` (interactive
-//! client), and the hidden `autobahn-client` used by the conformance suite.
+//! The `wsline` command: `serve` (the real-time hub), `echo` (echo
+//! server), `connect` (interactive client), `bench` (load generator), and
+//! the hidden `autobahn-client` used by the conformance suite.
 //!
 //! Each subcommand lives in its own module; this file only parses the
 //! command line and sets up logging and the runtime.
 
 mod autobahn;
+mod bench;
 mod connect;
 mod echo;
 mod secs;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the real-time hub: channels, presence, recovery, HTTP API, metrics.
+    Serve(serve::ServeArgs),
     /// Run an echo server: every message comes back with the same type.
     Echo(echo::EchoArgs),
     /// Connect to a ws:// or wss:// URL: stdin lines out, messages to stdout.
@@ -28,17 +33,38 @@ enum Command {
     /// Autobahn TestSuite client testee (reads AUTOBAHN_URL).
     #[command(hide = true)]
     AutobahnClient(autobahn::AutobahnArgs),
+    /// Load-test a WebSocket server: echo throughput and latency, handshakes, idle connections.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let mut serve_config = None;
+    let mut json_logs = false;
+    let mut level = "warn";
+    if let Command::Serve(args) = &cli.command {
+        match serve::resolve(args) {
+            Ok((config, format)) => {
+                serve_config = Some(config);
+                json_logs = format == "json";
+                level = "info";
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WSLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,9 +77,14 @@ fn main() {
     };
     let code = runtime.block_on(async {
         match cli.command {
+            Command::Serve(_) => match serve_config {
+                Some(config) => serve::run(config).await,
+                None => 2,
+            },
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::AutobahnClient(args) => autobahn::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     // Exit without waiting for the blocking stdin reader thread.

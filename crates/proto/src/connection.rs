@@ -865,6 +865,27 @@ impl Connection {
         }
     }
 
+    /// Queues a data frame encoded once for many connections with
+    /// [`crate::frame::encode_server_frame`]: fan-out serializes and frames
+    /// a message once and every subscriber's connection copies the same
+    /// bytes. Servers only (clients must mask each frame themselves); the
+    /// frame goes out uncompressed, which permessage-deflate allows.
+    pub fn send_encoded(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            return Err(SendError::MaskRequired);
+        }
+        if !self.can_send() {
+            return Err(self.closed_error());
+        }
+        self.out.extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// Bytes queued for the transport and not yet written.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Queues one frame of a fragmented message: `opcode` is `Text` or
     /// `Binary` for the first frame and `Continuation` after it; `fin` marks
     /// the last. The caller keeps the sequence and the UTF-8 of text valid.

@@ -100,6 +100,9 @@ pub enum SendError {
     /// A close reason over 123 bytes.
     #[error("close reason of {0} bytes is over the limit of 123")]
     ReasonTooLong(usize),
+    /// A pre-encoded (unmasked) frame given to a client connection.
+    #[error("a client must mask every frame: pre-encoded frames are for servers only")]
+    MaskRequired,
     /// A close code that must not be sent (1005, 1006, 1015).
     #[error("close code {0} is for reporting only and cannot be sent")]
     UnsendableCode(CloseCode),

@@ -38,7 +38,9 @@ pub use client::{
     connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
 };
 pub use error::Error;
-pub use server::{accept, accept_with, Acceptance, ServerConfig};
+pub use server::{
+    accept, accept_request, accept_with, read_head, refuse, Acceptance, ServerConfig,
+};
 pub use split::{WsSink, WsStream};
 pub use tls::{MaybeTlsStream, TlsOptions};
 pub use websocket::WebSocket;

@@ -110,17 +110,46 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> Result<Acceptance, Response>,
 {
+    let (request, leftover) = read_head(&mut io, config).await?;
+    accept_request(io, request, &leftover, config, decide).await
+}
+
+/// Reads an HTTP request head, bounded by the configuration's head size
+/// (431 at once past it) and handshake timeout, answering malformed heads
+/// with 400. Returns the request and any bytes read past its head. For
+/// servers that answer plain HTTP on the same port: read the head, then
+/// route to [`accept_request`] or answer it yourself.
+pub async fn read_head<S>(io: &mut S, config: &ServerConfig) -> Result<(Request, Vec<u8>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let timeout = config.handshake_timeout;
-    let read = tokio::time::timeout(timeout, read_request(&mut io, config.max_head_size)).await;
-    let (request, leftover) = match read {
-        Err(_) => return Err(Error::HandshakeTimeout(timeout)),
+    let read = tokio::time::timeout(timeout, read_request(io, config.max_head_size)).await;
+    match read {
+        Err(_) => Err(Error::HandshakeTimeout(timeout)),
         Ok(Err(Error::Handshake(e))) => {
-            refuse(&mut io, &Response::from_error(&e)).await;
-            return Err(Error::Handshake(e));
+            refuse(io, &Response::from_error(&e)).await;
+            Err(Error::Handshake(e))
         }
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(r)) => r,
-    };
+        Ok(Err(e)) => Err(e),
+        Ok(Ok((request, leftover))) => Ok((request, leftover.to_vec())),
+    }
+}
+
+/// Completes the upgrade for a request read with [`read_head`]: the RFC
+/// checks, the Origin policy, `decide`, extension negotiation, then 101.
+pub async fn accept_request<S, F>(
+    mut io: S,
+    request: Request,
+    leftover: &[u8],
+    config: &ServerConfig,
+    decide: F,
+) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Result<Acceptance, Response>,
+{
+    let timeout = config.handshake_timeout;
     let checked =
         validate_request(&request).and_then(|()| check_origin(&request, &config.allowed_origins));
     if let Err(e) = checked {
@@ -170,7 +199,7 @@ where
     if let Some((params, _, cfg)) = &deflate {
         conn.enable_deflate(params, cfg);
     }
-    Ok(WebSocket::from_parts(io, conn, &leftover, protocol))
+    Ok(WebSocket::from_parts(io, conn, leftover, protocol))
 }
 
 /// Reads until a complete request head; refuses an oversized one as soon
@@ -198,8 +227,9 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
-/// Writes a refusal and closes the stream (best effort, bounded in time).
-async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, response: &Response) {
+/// Writes an HTTP response (a refusal, or any plain answer) and closes the
+/// stream, best effort and bounded in time.
+pub async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, response: &Response) {
     let write = async {
         io.write_all(&response.to_bytes()).await?;
         io.flush().await?;

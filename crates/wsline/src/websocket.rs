@@ -149,6 +149,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Queues a frame encoded once for many connections
+    /// (`wsline_proto::frame::encode_server_frame`), servers only. It is
+    /// written by the next `flush`, `send`, or `recv` that would wait.
+    pub fn queue_encoded(&mut self, frame: &[u8]) -> Result<(), Error> {
+        self.conn.send_encoded(frame).map_err(Error::from)
+    }
+
+    /// Bytes queued and not yet written to the transport.
+    pub fn buffered_output(&self) -> usize {
+        self.conn.output_len()
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
         poll_fn(|cx| self.poll_write_out(cx)).await

@@ -1,0 +1,185 @@
+//! `wsline serve`: the real-time hub (see the `wsline-hub` crate).
+//!
+//! Owns the command line: each flag is also a key of the TOML file given
+//! by `--config` (with `_` for `-`); flags win over the file, the file over
+//! the defaults.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use wsline_hub::config::FileConfig;
+use wsline_hub::HubConfig;
+
+use crate::secs::{optional, parse_secs};
+
+/// Options of `wsline serve`.
+#[derive(Args, Debug, Default)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; port 0 picks one].
+    #[arg(long)]
+    listen: Option<String>,
+    /// TOML file with these settings and [channels."pattern"] tables.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Key for /api/* (Authorization: Bearer KEY); without one, loopback only.
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// HS256 secret: clients connect to /ws?token=JWT.
+    #[arg(long, value_name = "SECRET")]
+    jwt_secret: Option<String>,
+    /// Allowed Origin (repeatable); others get 403.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Messages kept per channel for recovery [default: 100].
+    #[arg(long, value_name = "N")]
+    history_size: Option<usize>,
+    /// Seconds messages stay in history [default: 300].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    history_ttl: Option<Duration>,
+    /// Largest client message in bytes; larger → 1009 [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Publishes per second per connection, burst 2×N [default: 50].
+    #[arg(long, value_name = "N")]
+    publish_rate: Option<u32>,
+    /// Subscriptions per connection [default: 128].
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Open connections [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Per-connection outgoing queue; past it → 4008 [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    max_queue: Option<usize>,
+    /// Seconds between keepalive pings, 0 disables [default: 20].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    ping_interval: Option<Duration>,
+    /// Seconds to wait for a pong [default: 20].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    ping_timeout: Option<Duration>,
+    /// Seconds to wait for closing handshakes and at shutdown [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    close_timeout: Option<Duration>,
+    /// Log format on stderr: plain or json [default: plain].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn secs_from_file(v: Option<f64>, key: &str) -> Result<Option<Duration>, String> {
+    v.map(|s| {
+        if s.is_finite() && s >= 0.0 {
+            Ok(Duration::from_secs_f64(s))
+        } else {
+            Err(format!("{key} must be zero or more seconds"))
+        }
+    })
+    .transpose()
+}
+
+/// Merges flags over the file over the defaults. Returns the config and
+/// the log format.
+pub(crate) fn resolve(args: &ServeArgs) -> Result<(HubConfig, String), String> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut c = HubConfig::default();
+    if let Some(listen) = args.listen.clone().or(file.listen) {
+        c.listen = listen
+            .parse()
+            .map_err(|_| format!("listen: {listen:?} is not an IP:PORT address"))?;
+    }
+    c.api_key = args.api_key.clone().or(file.api_key);
+    c.jwt_secret = args.jwt_secret.clone().or(file.jwt_secret);
+    c.allow_origin = if args.allow_origin.is_empty() {
+        file.allow_origin.unwrap_or_default()
+    } else {
+        args.allow_origin.clone()
+    };
+    c.history_size = args
+        .history_size
+        .or(file.history_size)
+        .unwrap_or(c.history_size);
+    c.history_ttl = args
+        .history_ttl
+        .or(secs_from_file(file.history_ttl, "history_ttl")?)
+        .unwrap_or(c.history_ttl);
+    c.max_message_size = args
+        .max_message_size
+        .or(file.max_message_size)
+        .unwrap_or(c.max_message_size);
+    c.publish_rate = args
+        .publish_rate
+        .or(file.publish_rate)
+        .unwrap_or(c.publish_rate);
+    c.max_subscriptions = args
+        .max_subscriptions
+        .or(file.max_subscriptions)
+        .unwrap_or(c.max_subscriptions);
+    c.max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(c.max_connections);
+    c.max_queue = args.max_queue.or(file.max_queue).unwrap_or(c.max_queue);
+    if let Some(d) = args
+        .ping_interval
+        .or(secs_from_file(file.ping_interval, "ping_interval")?)
+    {
+        c.ping_interval = optional(d);
+    }
+    if let Some(d) = args
+        .ping_timeout
+        .or(secs_from_file(file.ping_timeout, "ping_timeout")?)
+    {
+        c.ping_timeout = optional(d);
+    }
+    if let Some(d) = args
+        .close_timeout
+        .or(secs_from_file(file.close_timeout, "close_timeout")?)
+    {
+        c.close_timeout = d;
+    }
+    c.channels = file.channels;
+    let log_format = args
+        .log_format
+        .clone()
+        .or(file.log_format)
+        .unwrap_or_else(|| "plain".into());
+    if !matches!(log_format.as_str(), "plain" | "json") {
+        return Err(format!(
+            "log_format must be plain or json, not {log_format:?}"
+        ));
+    }
+    Ok((c, log_format))
+}
+
+pub(crate) async fn run(config: HubConfig) -> i32 {
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", config.listen);
+            return 1;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("listening on http://{addr}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
+    let _ = std::io::stdout().flush();
+    match wsline_hub::serve(listener, config, crate::echo::shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

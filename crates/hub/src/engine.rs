@@ -1,0 +1,347 @@
+//! The engine: offsets, history, presence and delivery of publications.
+//!
+//! Owns the small interface the rest of the hub uses ([`Engine`]) and the
+//! in-memory implementation ([`MemoryEngine`], the default). A Redis engine
+//! for several nodes implements the same trait. Publications are encoded
+//! and framed once, then the same bytes go to every subscriber's
+//! [`Outbox`].
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use wsline_proto::frame::{encode_server_frame, OpCode};
+
+use crate::config::{ChannelPolicy, HubConfig};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::protocol::{self, Member};
+
+/// A text frame, encoded once for every connection that sends it.
+pub fn text_frame(json: &str) -> Bytes {
+    Bytes::from(encode_server_frame(OpCode::Text, json.as_bytes()))
+}
+
+/// One connection's subscription to a channel.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// Who, for presence.
+    pub member: Member,
+    /// Where its frames go.
+    pub outbox: Arc<Outbox>,
+}
+
+/// What a subscribe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel's latest offset (0 when empty).
+    pub offset: u64,
+    /// The channel's history epoch.
+    pub epoch: String,
+    /// Whether every message after `since` was replayed.
+    pub recovered: bool,
+}
+
+/// Why the engine cannot serve a request now (`unavailable`).
+#[derive(Debug, thiserror::Error)]
+#[error("engine unavailable: {0}")]
+pub struct EngineError(pub String);
+
+/// What the hub needs from an engine.
+pub trait Engine: Send + Sync + 'static {
+    /// Publishes `data` on `channel`: the next offset, kept in history,
+    /// delivered to every subscriber. `before_delivery` runs with the
+    /// offset before any subscriber gets the message (so a publisher's
+    /// reply precedes its own copy). Returns the offset.
+    fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        from: Option<&str>,
+        before_delivery: impl FnOnce(u64) + Send,
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    /// Subscribes: queues the `subscribed` reply built by `reply`, then
+    /// the messages after `since` still in history (when `epoch`, if given,
+    /// matches), then live ones, with none lost or doubled in between.
+    fn subscribe(
+        &self,
+        channel: &str,
+        subscriber: Subscriber,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        reply: impl FnOnce(&Subscribed) -> Bytes + Send,
+    ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send;
+
+    /// Removes a subscription; false if there was none.
+    fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send;
+
+    /// The channel's present members.
+    fn presence(
+        &self,
+        channel: &str,
+    ) -> impl Future<Output = Result<Vec<Member>, EngineError>> + Send;
+
+    /// Channels with subscribers, and how many.
+    fn channels(&self) -> impl Future<Output = Vec<(String, usize)>> + Send;
+
+    /// Whether the engine can serve requests.
+    fn is_up(&self) -> bool;
+}
+
+struct ChannelState {
+    offset: u64,
+    epoch: String,
+    history: VecDeque<(u64, Instant, Bytes)>,
+    subscribers: Vec<Subscriber>,
+    policy: ChannelPolicy,
+}
+
+impl ChannelState {
+    fn trim(&mut self, now: Instant) {
+        while self.history.len() > self.policy.history_size {
+            self.history.pop_front();
+        }
+        while self
+            .history
+            .front()
+            .is_some_and(|(_, at, _)| now.duration_since(*at) > self.policy.history_ttl)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// Sends `frame` to every subscriber but `except`.
+    fn broadcast(&self, frame: &Bytes, except: &str) {
+        for s in &self.subscribers {
+            if s.member.client != except {
+                s.outbox.push(frame.clone(), None);
+            }
+        }
+    }
+}
+
+/// The in-memory engine: one process, history lost on restart (the epoch
+/// changes, so clients learn their recovery is incomplete).
+pub struct MemoryEngine {
+    config: Arc<HubConfig>,
+    metrics: Arc<Metrics>,
+    channels: Mutex<HashMap<String, Arc<Mutex<ChannelState>>>>,
+    boot: String,
+    generation: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryEngine {
+    /// An empty engine.
+    pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Self {
+        metrics.engine_up.store(1, Relaxed);
+        Self {
+            config,
+            metrics,
+            channels: Mutex::new(HashMap::new()),
+            boot: format!("{:08x}", rand::random::<u32>()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn channel(&self, name: &str) -> Arc<Mutex<ChannelState>> {
+        let mut channels = lock(&self.channels);
+        channels
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let generation = self.generation.fetch_add(1, Relaxed);
+                Arc::new(Mutex::new(ChannelState {
+                    offset: 0,
+                    epoch: format!("{}-{generation}", self.boot),
+                    history: VecDeque::new(),
+                    subscribers: Vec::new(),
+                    policy: self.config.policy(name),
+                }))
+            })
+            .clone()
+    }
+
+    /// Forgets channels with no subscribers and no history left.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        lock(&self.channels).retain(|_, ch| {
+            let mut st = lock(ch);
+            st.trim(now);
+            !(st.subscribers.is_empty() && st.history.is_empty())
+        });
+    }
+
+    fn publish_now(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        from: Option<&str>,
+        before_delivery: impl FnOnce(u64),
+    ) -> u64 {
+        let ch = self.channel(channel);
+        let mut st = lock(&ch);
+        let now = Instant::now();
+        st.offset += 1;
+        let offset = st.offset;
+        let frame = text_frame(&protocol::message(channel, offset, data, from));
+        if st.policy.history_size > 0 {
+            st.history.push_back((offset, now, frame.clone()));
+        }
+        st.trim(now);
+        before_delivery(offset);
+        let mut delivered = 0;
+        for s in &st.subscribers {
+            if s.outbox.push(frame.clone(), Some(now)) {
+                delivered += 1;
+            }
+        }
+        self.metrics.publishes.fetch_add(1, Relaxed);
+        self.metrics.deliveries.fetch_add(delivered, Relaxed);
+        offset
+    }
+
+    fn subscribe_now(
+        &self,
+        channel: &str,
+        subscriber: Subscriber,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        reply: impl FnOnce(&Subscribed) -> Bytes,
+    ) -> Subscribed {
+        let ch = self.channel(channel);
+        let mut st = lock(&ch);
+        st.trim(Instant::now());
+        let mut replay: Vec<Bytes> = Vec::new();
+        let recovered = match since {
+            None => false,
+            Some(_) if epoch.is_some_and(|e| e != st.epoch) => false,
+            Some(s) if s >= st.offset => s == st.offset,
+            Some(s) => {
+                let complete = st
+                    .history
+                    .front()
+                    .is_some_and(|(first, _, _)| *first <= s + 1);
+                replay.extend(
+                    st.history
+                        .iter()
+                        .filter(|(o, _, _)| *o > s)
+                        .map(|(_, _, f)| f.clone()),
+                );
+                complete
+            }
+        };
+        let result = Subscribed {
+            offset: st.offset,
+            epoch: st.epoch.clone(),
+            recovered,
+        };
+        let outbox = subscriber.outbox.clone();
+        outbox.push(reply(&result), None);
+        for frame in replay {
+            outbox.push(frame, None);
+        }
+        let already = st
+            .subscribers
+            .iter()
+            .any(|s| s.member.client == subscriber.member.client);
+        if !already {
+            if st.policy.presence {
+                let join = text_frame(&protocol::presence_event(
+                    "join",
+                    channel,
+                    &subscriber.member,
+                ));
+                st.broadcast(&join, &subscriber.member.client);
+            }
+            st.subscribers.push(subscriber);
+        }
+        result
+    }
+
+    fn unsubscribe_now(&self, channel: &str, client: &str) -> bool {
+        let Some(ch) = lock(&self.channels).get(channel).cloned() else {
+            return false;
+        };
+        let mut st = lock(&ch);
+        let Some(i) = st
+            .subscribers
+            .iter()
+            .position(|s| s.member.client == client)
+        else {
+            return false;
+        };
+        let gone = st.subscribers.swap_remove(i);
+        if st.policy.presence {
+            let leave = text_frame(&protocol::presence_event("leave", channel, &gone.member));
+            st.broadcast(&leave, client);
+        }
+        true
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        from: Option<&str>,
+        before_delivery: impl FnOnce(u64) + Send,
+    ) -> impl Future<Output = Result<u64, EngineError>> + Send {
+        let r = self.publish_now(channel, data, from, before_delivery);
+        std::future::ready(Ok(r))
+    }
+
+    fn subscribe(
+        &self,
+        channel: &str,
+        subscriber: Subscriber,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        reply: impl FnOnce(&Subscribed) -> Bytes + Send,
+    ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send {
+        let r = self.subscribe_now(channel, subscriber, since, epoch, reply);
+        std::future::ready(Ok(r))
+    }
+
+    fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send {
+        std::future::ready(self.unsubscribe_now(channel, client))
+    }
+
+    fn presence(
+        &self,
+        channel: &str,
+    ) -> impl Future<Output = Result<Vec<Member>, EngineError>> + Send {
+        let members = lock(&self.channels)
+            .get(channel)
+            .map_or_else(Vec::new, |ch| {
+                lock(ch)
+                    .subscribers
+                    .iter()
+                    .map(|s| s.member.clone())
+                    .collect()
+            });
+        std::future::ready(Ok(members))
+    }
+
+    fn channels(&self) -> impl Future<Output = Vec<(String, usize)>> + Send {
+        let mut list: Vec<(String, usize)> = lock(&self.channels)
+            .iter()
+            .map(|(name, ch)| (name.clone(), lock(ch).subscribers.len()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        list.sort();
+        std::future::ready(list)
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+}

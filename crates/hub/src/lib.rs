@@ -1,0 +1,128 @@
+//! The wsline hub: a real-time server people run as is (`wsline serve`).
+//!
+//! Channels with fan-out, presence, recovery after reconnect (offsets and
+//! epochs), JWT auth, rate limits, slow-consumer protection, an HTTP API
+//! and Prometheus metrics, all on one port.
+//!
+//! Layout: [`config`] (settings, per-channel patterns), [`protocol`] (the
+//! JSON client protocol), [`engine`] (offsets, history, presence, delivery;
+//! in-memory by default), [`outbox`] (per-connection bounded queues),
+//! `session` (one WebSocket client), `http` (the API, metrics, health,
+//! demo page), [`auth`] (JWT), [`metrics`].
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::HubConfig;
+use engine::MemoryEngine;
+use metrics::Metrics;
+
+/// Shared state of a running hub.
+pub(crate) struct Hub {
+    pub(crate) config: Arc<HubConfig>,
+    pub(crate) engine: MemoryEngine,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) server: wsline::ServerConfig,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    next_client: AtomicU64,
+    client_prefix: String,
+}
+
+impl Hub {
+    pub(crate) fn new_client_id(&self) -> String {
+        format!(
+            "{}{}",
+            self.client_prefix,
+            self.next_client.fetch_add(1, Relaxed)
+        )
+    }
+}
+
+/// Serves the hub on `listener` until `shutdown` completes, then closes
+/// every client with 1001, waits for them up to the close timeout, and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    config: HubConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let mut server = wsline::ServerConfig::default();
+    server.protocol.max_message_size = config.max_message_size;
+    server.protocol.max_frame_size = config.max_message_size;
+    server.protocol.ping_interval = config.ping_interval;
+    server.protocol.ping_timeout = config.ping_timeout;
+    server.protocol.close_timeout = config.close_timeout;
+    server.allowed_origins = config.allow_origin.clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let hub = Arc::new(Hub {
+        engine: MemoryEngine::new(config.clone(), metrics.clone()),
+        config: config.clone(),
+        metrics,
+        server,
+        shutdown: stop_rx,
+        next_client: AtomicU64::new(1),
+        client_prefix: format!("{:06x}-", rand::random::<u32>() & 0xff_ffff),
+    });
+
+    let mut tasks = JoinSet::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = sweep.tick() => hub.engine.sweep(),
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let hub = hub.clone();
+                    tasks.spawn(handle(hub, tcp, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let grace = config.close_timeout + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    Ok(())
+}
+
+/// One TCP connection: an HTTP request, possibly upgraded to WebSocket.
+async fn handle(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let (request, leftover) = match wsline::read_head(&mut tcp, &hub.server).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, "bad request: {e}");
+            return;
+        }
+    };
+    if request.path() == "/ws" {
+        session::run(hub, tcp, peer, request, leftover).await;
+    } else {
+        http::answer(&hub, tcp, peer, request, leftover).await;
+    }
+}

@@ -1,0 +1,491 @@
+//! One WebSocket client of the hub: authentication, the request loop,
+//! rate limiting, token expiry, slow-consumer handling, and cleanup.
+//!
+//! Every frame for the client (replies, publications, presence events)
+//! goes through its [`Outbox`] in order; the loop moves them into the
+//! WebSocket's output in batches, so one write carries everything queued.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::net::TcpStream;
+use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
+
+use crate::auth::{self, Claims};
+use crate::config::pattern_matches;
+use crate::engine::{text_frame, Engine, Subscriber};
+use crate::outbox::{Entry, Outbox};
+use crate::protocol::{self, Member, Request as Op};
+use crate::Hub;
+
+/// Output waiting in the WebSocket beyond this stays in the outbox, where
+/// it counts against the slow-consumer limit.
+const WRITE_LIMIT: usize = 64 * 1024;
+/// The 11th rate-limited publish within this window closes with 1008.
+const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+const ABUSE_LIMIT: usize = 10;
+
+/// 4001: the token expired; reconnect with a fresh one.
+const TOKEN_EXPIRED: u16 = 4001;
+/// 4008: too slow to read; reconnect.
+const SLOW_CONSUMER: u16 = 4008;
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    request: Request,
+    leftover: Vec<u8>,
+) {
+    if hub.metrics.connections.load(Relaxed) as usize >= hub.config.max_connections {
+        wsline::refuse(
+            &mut tcp,
+            &Response::reject(503, "too many connections; retry later"),
+        )
+        .await;
+        return;
+    }
+    let claims = match &hub.config.jwt_secret {
+        None => None,
+        Some(secret) => {
+            let token = query_param(request.query(), "token");
+            let verified = token
+                .as_deref()
+                .ok_or(auth::TokenError::Malformed)
+                .and_then(|t| auth::verify(t, secret.as_bytes(), auth::unix_now()));
+            match verified {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let text = if token.is_none() {
+                        "a token is required: connect to /ws?token=JWT".to_owned()
+                    } else {
+                        format!("token refused: {e}")
+                    };
+                    wsline::refuse(&mut tcp, &Response::reject(401, &text)).await;
+                    return;
+                }
+            }
+        }
+    };
+    let ws = match wsline::accept_request(tcp, request, &leftover, &hub.server, |_| {
+        Ok(Acceptance::default())
+    })
+    .await
+    {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%peer, "upgrade refused: {e}");
+            return;
+        }
+    };
+    hub.metrics.connections.fetch_add(1, Relaxed);
+    let member = Member {
+        client: hub.new_client_id(),
+        user: claims.as_ref().and_then(|c| c.user.clone()),
+    };
+    let outbox = Arc::new(Outbox::new(hub.config.max_queue));
+    let mut session = Session {
+        rate: Bucket::new(hub.config.publish_rate),
+        hub: hub.clone(),
+        member,
+        outbox,
+        claims,
+        subscriptions: HashSet::new(),
+        limited: VecDeque::new(),
+        batch: Vec::new(),
+    };
+    let code = session.serve(ws).await;
+    session.cleanup().await;
+    hub.metrics.connections.fetch_sub(1, Relaxed);
+    hub.metrics.closed(code);
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    member: Member,
+    outbox: Arc<Outbox>,
+    claims: Option<Claims>,
+    subscriptions: HashSet<String>,
+    rate: Bucket,
+    limited: VecDeque<Instant>,
+    batch: Vec<Entry>,
+}
+
+enum Step {
+    Received(Option<Result<Message, wsline::Error>>),
+    SlowConsumer,
+}
+
+/// How the session ends from its side.
+enum End {
+    Close(CloseCode, &'static str),
+    Over(u16),
+}
+
+impl Session {
+    fn push(&self, json: &str) {
+        self.outbox.push(text_frame(json), None);
+    }
+
+    fn error(&self, id: &Option<Value>, code: &str, message: &str) {
+        self.push(&protocol::error(id, code, message));
+    }
+
+    fn allowed(&self, channel: &str) -> bool {
+        match self.claims.as_ref().and_then(|c| c.channels.as_ref()) {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| pattern_matches(p, channel)),
+        }
+    }
+
+    /// Runs until the connection ends; returns the close code to count.
+    async fn serve(&mut self, mut ws: WebSocket<TcpStream>) -> u16 {
+        self.push(&protocol::welcome(
+            &self.member.client,
+            self.member.user.as_deref(),
+        ));
+        let expiry = self.claims.as_ref().and_then(|c| c.expires).map(|exp| {
+            let at = UNIX_EPOCH + Duration::from_secs(exp);
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let mut shutdown = self.hub.shutdown.clone();
+        let end = loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    break End::Close(CloseCode::GOING_AWAY, "server shutting down");
+                }
+                _ = sleep_until_opt(expiry) => {
+                    break End::Close(close_code(TOKEN_EXPIRED), "token expired");
+                }
+                step = poll_fn(|cx| poll_step(&mut ws, &self.outbox, &mut self.batch, &self.hub, cx)) => step,
+            };
+            match step {
+                Step::SlowConsumer => {
+                    self.hub
+                        .metrics
+                        .slow_consumer_disconnects
+                        .fetch_add(1, Relaxed);
+                    break End::Close(close_code(SLOW_CONSUMER), "slow consumer");
+                }
+                Step::Received(Some(Ok(message))) => {
+                    if let Some(end) = self.on_message(message).await {
+                        break end;
+                    }
+                }
+                Step::Received(Some(Err(e))) => {
+                    let code = e.termination().map_or(1006, |t| t.code().as_u16());
+                    break End::Over(code);
+                }
+                Step::Received(None) => {
+                    break End::Over(ws.termination().map_or(1000, |t| t.code().as_u16()));
+                }
+            }
+        };
+        self.outbox.close();
+        match end {
+            End::Over(code) => code,
+            End::Close(code, reason) => {
+                let _ = tokio::time::timeout(
+                    self.hub.config.close_timeout + Duration::from_secs(1),
+                    ws.close(code, reason),
+                )
+                .await;
+                code.as_u16()
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Option<End> {
+        let metrics = &self.hub.metrics;
+        metrics.messages_received.fetch_add(1, Relaxed);
+        metrics
+            .bytes_received
+            .fetch_add(message.len() as u64, Relaxed);
+        let Message::Text(text) = message else {
+            self.error(
+                &None,
+                "bad_request",
+                "binary messages are not part of the protocol: send JSON text",
+            );
+            return None;
+        };
+        let (id, op) = match protocol::parse(&text) {
+            Ok(r) => r,
+            Err((id, why)) => {
+                self.error(&id, "bad_request", &why);
+                return None;
+            }
+        };
+        match op {
+            Op::Ping => self.push(&protocol::pong(&id)),
+            Op::Subscribe {
+                channel,
+                since,
+                epoch,
+            } => self.subscribe(&id, channel, since, epoch).await,
+            Op::Unsubscribe { channel } => {
+                if self.subscriptions.remove(&channel) {
+                    self.hub
+                        .engine
+                        .unsubscribe(&channel, &self.member.client)
+                        .await;
+                    self.push(&protocol::unsubscribed(&id, &channel));
+                } else {
+                    self.error(&id, "not_found", "not subscribed to this channel");
+                }
+            }
+            Op::Publish { channel, data } => return self.publish(&id, &channel, &data).await,
+            Op::Presence { channel } => {
+                if !self.allowed(&channel) {
+                    self.error(&id, "forbidden", "the token does not allow this channel");
+                } else if !self.hub.config.policy(&channel).presence {
+                    self.error(&id, "forbidden", "presence is off for this channel");
+                } else {
+                    match self.hub.engine.presence(&channel).await {
+                        Ok(members) => self.push(&protocol::presence(&id, &channel, &members)),
+                        Err(e) => self.error(&id, "unavailable", &e.to_string()),
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: &Option<Value>,
+        channel: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+    ) {
+        if !self.allowed(&channel) {
+            return self.error(id, "forbidden", "the token does not allow this channel");
+        }
+        if !self.subscriptions.contains(&channel)
+            && self.subscriptions.len() >= self.hub.config.max_subscriptions
+        {
+            return self.error(
+                id,
+                "limit_exceeded",
+                "too many subscriptions on this connection",
+            );
+        }
+        let subscriber = Subscriber {
+            member: self.member.clone(),
+            outbox: self.outbox.clone(),
+        };
+        let reply_id = id.clone();
+        let reply_channel = channel.clone();
+        let result = self
+            .hub
+            .engine
+            .subscribe(&channel, subscriber, since, epoch.as_deref(), move |s| {
+                text_frame(&protocol::subscribed(
+                    &reply_id,
+                    &reply_channel,
+                    s.offset,
+                    &s.epoch,
+                    s.recovered,
+                ))
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                self.subscriptions.insert(channel);
+            }
+            Err(e) => self.error(id, "unavailable", &e.to_string()),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        id: &Option<Value>,
+        channel: &str,
+        data: &serde_json::value::RawValue,
+    ) -> Option<End> {
+        if !self.allowed(channel) {
+            self.error(id, "forbidden", "the token does not allow this channel");
+            return None;
+        }
+        if !self.hub.config.policy(channel).client_publish {
+            self.error(id, "forbidden", "clients may not publish on this channel");
+            return None;
+        }
+        let now = Instant::now();
+        if !self.rate.take(now) {
+            while self
+                .limited
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > ABUSE_WINDOW)
+            {
+                self.limited.pop_front();
+            }
+            if self.limited.len() >= ABUSE_LIMIT {
+                return Some(End::Close(
+                    CloseCode::POLICY_VIOLATION,
+                    "publish rate limit abused",
+                ));
+            }
+            self.limited.push_back(now);
+            self.error(id, "rate_limited", "too many publishes: slow down");
+            return None;
+        }
+        let from = self.member.user.as_deref().unwrap_or(&self.member.client);
+        let outbox = self.outbox.clone();
+        let reply_id = id.clone();
+        let result = self
+            .hub
+            .engine
+            .publish(channel, data, Some(from), move |offset| {
+                outbox.push(
+                    text_frame(&protocol::published(&reply_id, channel, offset)),
+                    None,
+                );
+            })
+            .await;
+        if let Err(e) = result {
+            self.error(id, "unavailable", &e.to_string());
+        }
+        None
+    }
+
+    async fn cleanup(&mut self) {
+        for channel in std::mem::take(&mut self.subscriptions) {
+            self.hub
+                .engine
+                .unsubscribe(&channel, &self.member.client)
+                .await;
+        }
+    }
+}
+
+fn close_code(code: u16) -> CloseCode {
+    CloseCode::new(code).unwrap_or(CloseCode::INTERNAL_ERROR)
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Moves queued frames into the WebSocket (up to [`WRITE_LIMIT`] waiting),
+/// lets it write and read, and returns the next client message or the
+/// slow-consumer verdict.
+fn poll_step(
+    ws: &mut WebSocket<TcpStream>,
+    outbox: &Outbox,
+    batch: &mut Vec<Entry>,
+    hub: &Hub,
+    cx: &mut Context<'_>,
+) -> Poll<Step> {
+    loop {
+        let mut budget = WRITE_LIMIT.saturating_sub(ws.buffered_output());
+        let overflowed = outbox.drain(
+            |len| {
+                let fits = len <= budget || budget == WRITE_LIMIT;
+                budget = budget.saturating_sub(len);
+                fits
+            },
+            |entry| batch.push(entry),
+        );
+        if overflowed {
+            return Poll::Ready(Step::SlowConsumer);
+        }
+        if !batch.is_empty() {
+            let now = Instant::now();
+            let metrics = &hub.metrics;
+            metrics.messages_sent.fetch_add(batch.len() as u64, Relaxed);
+            for (frame, published) in batch.drain(..) {
+                metrics.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
+                if let Some(at) = published {
+                    metrics.delivered_after(now.duration_since(at));
+                }
+                let _ = ws.queue_encoded(&frame);
+            }
+        }
+        outbox.register(cx.waker());
+        if let Poll::Ready(r) = ws.poll_recv(cx) {
+            return Poll::Ready(Step::Received(r));
+        }
+        // Writing made room and more is waiting: move it now.
+        if ws.buffered_output() < WRITE_LIMIT && !outbox.is_empty() {
+            continue;
+        }
+        return Poll::Pending;
+    }
+}
+
+/// The publish token bucket: `rate` per second, a burst of twice that,
+/// full at the start.
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate);
+        Self {
+            rate,
+            capacity: 2.0 * rate,
+            tokens: 2.0 * rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
