@@ -27,6 +27,8 @@ use crate::Error;
 
 /// Output above this many bytes makes `feed` and `poll_ready` write first.
 const WRITE_HIGH_WATER: usize = 128 * 1024;
+/// Reading pauses while this much output waits for the transport.
+const MAX_UNWRITTEN: usize = 4 * WRITE_HIGH_WATER;
 /// The size of the per-thread read buffer.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -233,6 +235,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 continue;
             }
             if !self.conn.wants_read() {
+                return Poll::Pending;
+            }
+            // A peer that does not read what we write (say, Pongs to its
+            // Pings) must not grow our output without bound: read nothing
+            // more until the output drains (the write waker is armed).
+            if self.conn.output_len() >= MAX_UNWRITTEN {
                 return Poll::Pending;
             }
             match read_into_connection(&mut self.io, cx, &mut self.conn) {
