@@ -81,13 +81,13 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
             return 1;
         }
     };
+    let signal = shutdown_signal();
     println!("listening on ws://{addr}");
     let _ = std::io::stdout().flush();
 
     let config = args.server_config();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -154,27 +154,35 @@ where
     }
 }
 
-pub(crate) async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed when this is called (not
+/// when first polled), so call it before announcing the listening address:
+/// a signal right after that line must still mean a graceful shutdown.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        );
+        async move {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

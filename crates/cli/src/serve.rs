@@ -167,6 +167,7 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
             return 1;
         }
     };
+    let shutdown = crate::echo::shutdown_signal();
     match listener.local_addr() {
         Ok(addr) => println!("listening on http://{addr}"),
         Err(e) => {
@@ -175,7 +176,7 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
         }
     }
     let _ = std::io::stdout().flush();
-    match wsline_hub::serve(listener, config, crate::echo::shutdown_signal()).await {
+    match wsline_hub::serve(listener, config, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");

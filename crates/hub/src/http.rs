@@ -21,8 +21,10 @@ use crate::config::valid_channel;
 use crate::engine::Engine;
 use crate::Hub;
 
-/// The demo page (a placeholder until the browser client lands).
-const INDEX_HTML: &str = include_str!("index.html");
+/// The demo chat page (crates/hub/static/index.html).
+const INDEX_HTML: &str = include_str!("../static/index.html");
+/// The JavaScript client (crates/hub/static/wsline.js, docs/js-client.md).
+const WSLINE_JS: &str = include_str!("../static/wsline.js");
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response {
     let mut headers = Headers::new();
@@ -84,35 +86,45 @@ async fn route(
             "text/html; charset=utf-8",
             INDEX_HTML.as_bytes().to_vec(),
         ),
+        ("GET", "/wsline.js") => respond(
+            200,
+            "application/javascript; charset=utf-8",
+            WSLINE_JS.as_bytes().to_vec(),
+        ),
         (_, p) if p.starts_with("/api/") => {
-            if let Some(refusal) = check_api_access(hub, peer, request) {
+            if let Some(refusal) = check_api_access(hub.config.api_key.as_deref(), peer, request) {
                 return refusal;
             }
             api(hub, tcp, method, p, request, leftover).await
         }
-        (_, "/healthz" | "/metrics" | "/") => error(405, "method not allowed"),
+        (_, "/healthz" | "/metrics" | "/" | "/wsline.js") => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
 }
 
 /// With an API key: `Authorization: Bearer KEY` (else 401). Without one:
-/// loopback clients only (else 403).
-fn check_api_access(hub: &Hub, peer: SocketAddr, request: &Request) -> Option<Response> {
-    match &hub.config.api_key {
+/// loopback clients only (else 403); an IPv4 client of a dual-stack
+/// listener (`[::]`) arrives as `::ffff:127.0.0.1`, which is loopback too.
+fn check_api_access(
+    api_key: Option<&str>,
+    peer: SocketAddr,
+    request: &Request,
+) -> Option<Response> {
+    match api_key {
         Some(key) => {
             let given = request
                 .headers
                 .get("authorization")
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
-            (given != Some(key.as_str())).then(|| {
+            (given != Some(key)).then(|| {
                 error(
                     401,
                     "missing or wrong API key: send Authorization: Bearer KEY",
                 )
             })
         }
-        None => (!peer.ip().is_loopback()).then(|| {
+        None => (!peer.ip().to_canonical().is_loopback()).then(|| {
             error(
                 403,
                 "the API answers only loopback clients unless the hub has an API key",
@@ -230,4 +242,57 @@ async fn read_body(
     }
     body.truncate(len);
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsline_proto::handshake::parse_request;
+
+    fn request(extra: &str) -> Request {
+        let head = format!("GET /api/channels HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
+        parse_request(head.as_bytes(), 8192)
+            .expect("valid")
+            .expect("complete")
+            .0
+    }
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 5000)
+    }
+
+    #[test]
+    fn without_a_key_only_loopback_peers_pass() {
+        let r = request("");
+        for ip in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert!(check_api_access(None, peer(ip), &r).is_none(), "{ip}");
+        }
+        for ip in ["192.0.2.7", "10.1.2.3", "2001:db8::1", "::ffff:192.0.2.7"] {
+            let refusal = check_api_access(None, peer(ip), &r).expect(ip);
+            assert_eq!(refusal.status, 403, "{ip}");
+            let body: serde_json::Value = serde_json::from_slice(&refusal.body).unwrap();
+            assert!(body["error"].is_string());
+        }
+    }
+
+    #[test]
+    fn with_a_key_the_bearer_key_decides_wherever_the_peer_is() {
+        let good = request("Authorization: Bearer k\r\n");
+        let wrong = request("Authorization: Bearer x\r\n");
+        for ip in ["127.0.0.1", "192.0.2.7"] {
+            assert!(check_api_access(Some("k"), peer(ip), &good).is_none());
+            assert_eq!(
+                check_api_access(Some("k"), peer(ip), &wrong)
+                    .unwrap()
+                    .status,
+                401
+            );
+            assert_eq!(
+                check_api_access(Some("k"), peer(ip), &request(""))
+                    .unwrap()
+                    .status,
+                401
+            );
+        }
+    }
 }

@@ -182,11 +182,16 @@ impl Session {
             &self.member.client,
             self.member.user.as_deref(),
         ));
-        let expiry = self.claims.as_ref().and_then(|c| c.expires).map(|exp| {
-            let at = UNIX_EPOCH + Duration::from_secs(exp);
-            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::Instant::now() + left
-        });
+        // An `exp` too far ahead to represent (say 1e30) never comes.
+        let expiry = self
+            .claims
+            .as_ref()
+            .and_then(|c| c.expires)
+            .and_then(|exp| {
+                let at = UNIX_EPOCH.checked_add(Duration::from_secs(exp))?;
+                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                tokio::time::Instant::now().checked_add(left)
+            });
         let mut shutdown = self.hub.shutdown.clone();
         let end = loop {
             let step = tokio::select! {
@@ -222,6 +227,10 @@ impl Session {
             }
         };
         self.outbox.close();
+        // Leave every channel now: other members get their `leave` without
+        // waiting for this client's closing handshake (a slow consumer's
+        // can take the whole close timeout).
+        self.cleanup().await;
         match end {
             End::Over(code) => code,
             End::Close(code, reason) => {

@@ -1,0 +1,470 @@
+//! `wsline serve` as a child process: no config needed, the `listening on`
+//! line, graceful shutdown on SIGTERM/SIGINT, the `--config` TOML file
+//! and flags over it, `[channels."pattern"]` tables.
+
+#[path = "../../hub/tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{http, within, Client};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsline");
+
+/// A running `wsline serve`.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    /// Lines printed on stdout after `listening on`, read to the end.
+    stdout_rest: Option<JoinHandle<Vec<String>>>,
+    /// Everything printed on stderr (the logs), read to the end.
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// Starts `wsline serve ARGS` and waits for its `listening on` line.
+async fn spawn_serve(args: &[&str]) -> Serve {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env_remove("WSLINE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wsline serve");
+    // Drain stderr so the child never blocks on a full pipe.
+    let mut err = child.stderr.take().expect("piped stderr");
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text).await;
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let line = within("the `listening on` line", lines.next_line())
+        .await
+        .expect("read stdout")
+        .unwrap_or_else(|| panic!("wsline serve exited before listening"));
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+    let stdout_rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+    Serve {
+        child,
+        addr,
+        stdout_rest: Some(stdout_rest),
+        stderr: Some(stderr),
+    }
+}
+
+impl Serve {
+    fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.addr)
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(&self.url("")).await
+    }
+
+    /// Sends `signal` (`kill -TERM PID` and the like).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Waits for the process to exit.
+    async fn wait(&mut self) -> ExitStatus {
+        within("wsline serve to exit", self.child.wait())
+            .await
+            .expect("wait")
+    }
+
+    /// Waits for the process to exit; its status, the stdout lines after
+    /// `listening on`, and its stderr.
+    async fn finish(&mut self) -> (ExitStatus, Vec<String>, String) {
+        let status = self.wait().await;
+        let rest = self.stdout_rest.take().expect("not finished yet");
+        let rest = within("stdout to end", rest).await.expect("stdout reader");
+        let err = self.stderr.take().expect("not finished yet");
+        let err = within("stderr to end", err).await.expect("stderr reader");
+        (status, rest, err)
+    }
+}
+
+/// Runs `wsline serve ARGS` expecting it to fail before listening: its
+/// exit status and stderr.
+async fn serve_fails(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = within(
+        "wsline serve to fail",
+        Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .env_remove("WSLINE_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run wsline serve");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a config file for this test under the target's temp dir.
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("serve-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
+#[tokio::test]
+async fn serve_runs_without_config_prints_listening_and_serves_ws_and_http() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;
+    assert!(serve.addr.ip().is_loopback());
+    assert_ne!(serve.addr.port(), 0, "the real port is printed");
+    let health = http(serve.addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(
+        (health.status, health.json()),
+        (200, json!({"status": "ok"}))
+    );
+    let mut a = serve.client().await;
+    let mut b = serve.client().await;
+    a.subscribe("hello").await;
+    assert_eq!(b.publish("hello", json!({"n": 1})).await, 1);
+    let m = a.recv().await;
+    assert_eq!(
+        m,
+        json!({"op": "message", "channel": "hello", "offset": 1, "data": {"n": 1}, "from": b.id})
+    );
+    // The API answers loopback clients without a key.
+    let body = r#"{"channel":"hello","data":2}"#;
+    let reply = http(serve.addr, "POST", "/api/publish", &[], Some(body)).await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"offset": 2})));
+    assert_eq!(a.recv().await["from"], json!(null));
+    serve.signal("-TERM");
+    assert_eq!(a.closed().await.0, 1001);
+    assert_eq!(b.closed().await.0, 1001);
+    let (status, more_stdout, stderr) = serve.finish().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        more_stdout.is_empty(),
+        "`listening on` is the only stdout line: {more_stdout:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_listens_on_127_0_0_1_8080_by_default() {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_remove("WSLINE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wsline serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    match within("the first stdout line", lines.next_line())
+        .await
+        .unwrap()
+    {
+        Some(line) => {
+            assert_eq!(line, "listening on http://127.0.0.1:8080");
+            // Shut it down once it serves (its signal handlers are then
+            // installed).
+            let health = http(([127, 0, 0, 1], 8080).into(), "GET", "/healthz", &[], None).await;
+            assert_eq!(health.status, 200);
+            let pid = child.id().unwrap().to_string();
+            let killed = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+            assert!(killed.unwrap().success());
+            let status = within("exit", child.wait()).await.unwrap();
+            assert_eq!(status.code(), Some(0));
+        }
+        None => {
+            // Something else holds port 8080 here: the error names it.
+            let out = within("exit", child.wait_with_output()).await.unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("127.0.0.1:8080"), "{stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_sigterm_closes_every_client_with_1001_and_exits_0() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--close-timeout", "3"]).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = serve.client().await;
+        c.subscribe(&format!("room{i}")).await;
+        clients.push(c);
+    }
+    let started = Instant::now();
+    serve.signal("-TERM");
+    for c in &mut clients {
+        let (code, reason) = c.closed().await;
+        assert_eq!(code, 1001, "{reason}");
+    }
+    let (status, _, stderr) = serve.finish().await;
+    assert_eq!(status.code(), Some(0), "{status:?}: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "clients that answer let it exit before the close timeout: {:?}",
+        started.elapsed()
+    );
+    // It no longer listens.
+    assert!(tokio::net::TcpStream::connect(serve.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn serve_sigint_shuts_down_like_sigterm() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;
+    let mut c = serve.client().await;
+    serve.signal("-INT");
+    assert_eq!(c.closed().await.0, 1001);
+    assert_eq!(serve.wait().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn serve_sigterm_exits_0_after_the_close_timeout_when_a_client_never_answers() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--close-timeout", "0.5"]).await;
+    // Open the WebSocket, read the welcome, then never read again (so the
+    // Close is never answered).
+    let mut stuck = Client::connect(&serve.url("")).await;
+    let started = Instant::now();
+    serve.signal("-TERM");
+    let status = serve.wait().await;
+    assert_eq!(status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+        "waits for the close timeout, then exits: {took:?}"
+    );
+    // What it sent before leaving was the 1001.
+    assert_eq!(stuck.closed().await.0, 1001);
+}
+
+/// The status of `GET /api/channels` with `Authorization: Bearer KEY`.
+async fn api_status(addr: SocketAddr, key: Option<&str>) -> u16 {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http(addr, "GET", "/api/channels", &headers, None)
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn serve_config_file_applies_and_flags_win_over_it() {
+    let path = config_file(
+        "precedence",
+        r#"
+listen = "127.0.0.1:0"
+api_key = "from-file"
+history_size = 2
+max_subscriptions = 1
+"#,
+    );
+    let serve = spawn_serve(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--api-key",
+        "from-flag",
+        "--max-subscriptions",
+        "3",
+    ])
+    .await;
+    // `listen` came from the file (there is no --listen).
+    assert!(serve.addr.ip().is_loopback());
+    // --api-key wins over api_key.
+    assert_eq!(api_status(serve.addr, Some("from-flag")).await, 200);
+    assert_eq!(api_status(serve.addr, Some("from-file")).await, 401);
+    assert_eq!(api_status(serve.addr, None).await, 401);
+
+    // --max-subscriptions 3 wins over max_subscriptions = 1.
+    let mut c = serve.client().await;
+    for channel in ["a", "b", "c"] {
+        c.subscribe(channel).await;
+    }
+    let reply = c.request(json!({"op": "subscribe", "channel": "d"})).await;
+    assert_eq!(reply["code"], "limit_exceeded", "{reply}");
+
+    // history_size = 2 from the file: of 4 messages only the last 2 are
+    // kept, so recovery from 0 is incomplete.
+    let mut publisher = serve.client().await;
+    for i in 1..=4 {
+        assert_eq!(publisher.publish("log", json!(i)).await, i);
+    }
+    let mut late = serve.client().await;
+    let reply = late
+        .request(json!({"op": "subscribe", "channel": "log", "since": 0}))
+        .await;
+    assert_eq!(
+        (reply["offset"].clone(), reply["recovered"].clone()),
+        (json!(4), json!(false))
+    );
+    assert_eq!(late.recv().await["offset"], 3);
+    assert_eq!(late.recv().await["offset"], 4);
+    late.expect_nothing_pending().await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn serve_channels_table_with_client_publish_false_is_forbidden() {
+    let path = config_file(
+        "channels",
+        r#"
+[channels."x:*"]
+client_publish = false
+
+[channels."x:open:*"]
+client_publish = true
+presence = false
+"#,
+    );
+    let serve = spawn_serve(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let mut c = serve.client().await;
+    let reply = c
+        .request(json!({"op": "publish", "channel": "x:news", "data": 1, "id": 1}))
+        .await;
+    assert_eq!(
+        (
+            reply["op"].clone(),
+            reply["code"].clone(),
+            reply["id"].clone()
+        ),
+        (json!("error"), json!("forbidden"), json!(1)),
+        "{reply}"
+    );
+    // The longer pattern wins: publishing is allowed again, presence is off.
+    assert_eq!(c.publish("x:open:room", json!(1)).await, 1);
+    let reply = c
+        .request(json!({"op": "presence", "channel": "x:open:room"}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    // Unmatched channels keep the defaults; the HTTP API may publish anywhere.
+    assert_eq!(c.publish("y", json!(1)).await, 1);
+    let body = r#"{"channel":"x:news","data":1}"#;
+    let api = http(serve.addr, "POST", "/api/publish", &[], Some(body)).await;
+    assert_eq!((api.status, api.json()), (200, json!({"offset": 1})));
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn serve_runs_the_example_config_of_docs_hub_md() {
+    let doc = include_str!("../../../docs/hub.md");
+    let example = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split_once("```").map(|(toml, _)| toml))
+        .find(|toml| toml.contains("listen ="))
+        .expect("docs/hub.md has an example config file");
+    let path = config_file("docs-example", example);
+    // Its listen address is overridden by the flag.
+    let serve = spawn_serve(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let token = wsline_hub::auth::sign(&json!({"sub": "ann"}), b"another-long-secret");
+    let mut ann = Client::connect(&serve.url(&format!("?token={token}"))).await;
+    assert_eq!(ann.welcome["user"], "ann");
+    ann.subscribe("announce:all").await;
+    let reply = ann
+        .request(json!({"op": "publish", "channel": "announce:all", "data": 1}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+    assert_eq!(api_status(serve.addr, Some("change-me")).await, 200);
+    assert_eq!(api_status(serve.addr, None).await, 401);
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn serve_allow_origin_is_repeatable_and_refuses_other_origins_with_403() {
+    let serve = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-origin",
+        "https://a.example",
+        "--allow-origin",
+        "https://b.example",
+    ])
+    .await;
+    for (origin, allowed) in [
+        ("https://a.example", true),
+        ("https://b.example", true),
+        ("https://c.example", false),
+    ] {
+        let mut config = common::client_config();
+        config.headers.push("Origin", origin);
+        let result = within("connect", wsline::connect_with(&serve.url(""), &config)).await;
+        match result {
+            Ok(_) => assert!(allowed, "{origin} was let in"),
+            Err(e) => {
+                assert!(!allowed, "{origin} refused: {e}");
+                assert_eq!(e.http_status(), Some(403), "{e}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_config_file_or_flag_with_exit_2() {
+    let unknown = config_file("unknown", "histroy_size = 5\n");
+    let (status, stdout, stderr) = serve_fails(&["--config", unknown.to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "no listening line: {stdout}");
+    assert!(stderr.contains("histroy_size"), "{stderr}");
+    let (status, _, stderr) = serve_fails(&["--config", "/nonexistent/wsline.toml"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (status, _, stderr) = serve_fails(&["--listen", "not-an-address"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let (status, _, _) = serve_fails(&["--history-size", "many"]).await;
+    assert_eq!(status.code(), Some(2));
+    let _ = std::fs::remove_file(unknown);
+}
+
+#[tokio::test]
+async fn serve_sigterm_right_after_the_listening_line_still_exits_0() {
+    // A supervisor may signal as soon as the line is out. Until the
+    // handlers are installed, SIGTERM kills the process (status: signal
+    // 15) instead of shutting it down; a few tries catch that window.
+    for _ in 0..50 {
+        let mut serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;
+        serve.signal("-TERM");
+        let status = serve.wait().await;
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}
