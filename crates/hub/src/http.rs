@@ -115,7 +115,11 @@ fn check_api_access(
             let given = request
                 .headers
                 .get("authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| {
+                    // The scheme is case-insensitive (RFC 7235).
+                    let (scheme, credentials) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+                })
                 .map(str::trim);
             (given != Some(key)).then(|| {
                 error(
@@ -195,6 +199,9 @@ async fn api(
                     400,
                     "invalid channel name: 1-255 characters of A-Za-z0-9_-:.@",
                 );
+            }
+            if !hub.config.policy(channel).presence {
+                return error(403, "presence is off for this channel");
             }
             match hub.engine.presence(channel).await {
                 Ok(members) => {
@@ -279,6 +286,8 @@ mod tests {
     fn with_a_key_the_bearer_key_decides_wherever_the_peer_is() {
         let good = request("Authorization: Bearer k\r\n");
         let wrong = request("Authorization: Bearer x\r\n");
+        let lowercase = request("Authorization: bearer k\r\n");
+        assert!(check_api_access(Some("k"), peer("127.0.0.1"), &lowercase).is_none());
         for ip in ["127.0.0.1", "192.0.2.7"] {
             assert!(check_api_access(Some("k"), peer(ip), &good).is_none());
             assert_eq!(
