@@ -15,6 +15,9 @@
 #   interop-node     tests/interop/*.test.mjs (node --test) with the `ws` package
 #   interop-browser  tests/interop/browser_vs_echo.test.mjs: Debian's Chromium, driven by
 #                    playwright-core, against `wsline echo` (the browser's own WebSocket)
+#   browser-e2e      tests/browser/: unit tests of the JS client /wsline.js (node --test, fake
+#                    hub and clock), then the demo chat in Debian's Chromium (playwright-core)
+#                    against `wsline serve` (drops, SIGSTOP, restart); screenshots in .cache/browser-e2e/
 #
 # Options:
 #   --quick             skip clippy and the Autobahn suites
@@ -36,7 +39,7 @@
 #
 # Tools are installed on demand, idempotently, into .cache/ (gitignored) with
 # pinned versions: a Python venv with websockets, and the npm packages ws and
-# playwright-core (interop-browser also apt-installs Debian's chromium if
+# playwright-core (interop-browser and browser-e2e also apt-install Debian's chromium if
 # /usr/bin/chromium is missing; never `npx playwright install`).
 
 set -u
@@ -74,8 +77,8 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser)
-NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser "
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e)
+NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
 die_usage() { echo "test.sh: $*" >&2; echo "see ./scripts/test.sh --help" >&2; exit 2; }
@@ -447,6 +450,13 @@ suite_interop_browser() {
   ensure_browser || return 1
   run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
     tests/interop/browser_vs_echo.test.mjs </dev/null
+}
+
+suite_browser_e2e() {
+  need_bin || return
+  ensure_browser || return 1
+  run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
+    tests/browser/client_unit.test.mjs tests/browser/chat_e2e.test.mjs </dev/null
 }
 
 # -------------------------------------------------------------- driver ------
