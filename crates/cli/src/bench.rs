@@ -161,11 +161,12 @@ pub(crate) async fn run(args: BenchArgs) -> i32 {
     }
     let config = Arc::new(args.client_config());
     let url: Arc<str> = Arc::from(args.url.as_str());
-    let report = match args.mode {
+    let mut report = match args.mode {
         Mode::Echo => echo_mode(&args, url, config).await,
         Mode::Handshake => handshake_mode(&args, url, config).await,
         Mode::Idle => idle_mode(&args, url, config).await,
     };
+    report.bench_cpu_total_s = process_cpu().map(|c| c.as_secs_f64());
     if args.json {
         match serde_json::to_string(&report) {
             Ok(s) => println!("{s}"),
@@ -261,6 +262,8 @@ struct Report {
     bench_cpu_s: Option<f64>,
     /// `bench_cpu_s / messages_total`, in microseconds.
     bench_cpu_us_per_msg: Option<f64>,
+    /// utime + stime of this process from its start to the report.
+    bench_cpu_total_s: Option<f64>,
 }
 
 impl Report {
@@ -287,6 +290,7 @@ impl Report {
             error_samples: Vec::new(),
             bench_cpu_s: None,
             bench_cpu_us_per_msg: None,
+            bench_cpu_total_s: None,
         }
     }
 

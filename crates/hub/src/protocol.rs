@@ -61,6 +61,10 @@ pub type BadRequest = (Option<Value>, String);
 /// Decodes one client message. On error, the request's id (when it could
 /// be read) and what is wrong.
 pub fn parse(text: &str) -> Result<(Option<Value>, Request), BadRequest> {
+    // A derived struct would also accept a JSON array, read positionally.
+    if !text.trim_start().starts_with('{') {
+        return Err((None, "malformed request: expected a JSON object".to_owned()));
+    }
     let env: Envelope<'_> =
         serde_json::from_str(text).map_err(|e| (None, format!("malformed JSON object: {e}")))?;
     let id = env.id.clone();

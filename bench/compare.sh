@@ -1,0 +1,417 @@
+#!/usr/bin/env bash
+# bench/compare.sh: `wsline echo` against echo servers built on
+# tokio-tungstenite, fastwebsockets and tokio-websockets (bench/peers/),
+# driven by `wsline bench`. Not part of CI; see docs/performance.md.
+#
+# For each workload, round by round, each server in turn (the order rotates
+# every round): start it pinned to one core (taskset -c $SERVER_CORE), run
+# `wsline bench` pinned to another ($CLIENT_CORE), and take from
+# /proc/PID/stat the server's utime+stime before and after. Reported:
+#   CPU per message  = server CPU time / messages echoed (handshakes: per
+#                      handshake), the number that does not depend on
+#                      whether the client could keep the server busy;
+#   msgs/s           = echoes received within the measured window / window;
+#   RSS per idle connection = (peak server RSS while N connections are
+#                      held - RSS before) / N.
+# Medians over the rounds, one Markdown table, wsline's ratio to each peer
+# and to the best one. A second table tells whether the client's core was
+# saturated (then msgs/s measures the client, not the server).
+#
+# Usage: bench/compare.sh            (about 7 minutes with the defaults)
+# Environment (defaults in brackets):
+#   DURATION       seconds per echo/handshake measurement [5]
+#   ROUNDS         rounds per workload [3]
+#   IDLE_CONNS     connections in the idle workload [10000]
+#   IDLE_HOLD      seconds the idle connections are held [3]
+#   WORKLOADS      subset, space-separated, of:
+#                  echo16 pipe16 text1k bin64k handshake idle [all]
+#   SERVERS        subset of: wsline tokio-tungstenite fastwebsockets
+#                  tokio-websockets [all]
+#   SERVER_CORE    [0]   CLIENT_CORE [1]
+#   WSLINE_BIN     a wsline binary to use instead of building one
+#   WSLINE_DESC    how the table describes that binary (e.g. its commit)
+#   OUT            results folder [bench/results/DATE-TIME]
+#   FOREIGN_MAX    CPU (in cores) other processes may use during a
+#                  measurement before it is redone [0.15]; compare.sh also
+#                  waits for the machine to be that quiet before each one
+#   TRIES          attempts per measurement [3]   QUIET_WAIT seconds [600]
+# Quick look: DURATION=1 ROUNDS=1 IDLE_CONNS=1000 bench/compare.sh
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-3}"
+IDLE_CONNS="${IDLE_CONNS:-10000}"
+IDLE_HOLD="${IDLE_HOLD:-3}"
+WORKLOADS="${WORKLOADS:-echo16 pipe16 text1k bin64k handshake idle}"
+SERVERS="${SERVERS:-wsline tokio-tungstenite fastwebsockets tokio-websockets}"
+SERVER_CORE="${SERVER_CORE:-0}"
+CLIENT_CORE="${CLIENT_CORE:-1}"
+OUT="${OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
+HZ="$(getconf CLK_TCK)"
+FOREIGN_MAX="${FOREIGN_MAX:-0.15}"
+QUIET_WAIT="${QUIET_WAIT:-600}"
+TRIES="${TRIES:-3}"
+PEERS="$ROOT/bench/peers"
+
+log() { echo "compare.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+REPORT_ONLY="${REPORT_ONLY:-0}"
+
+# ------------------------------------------------------------------ build
+if [[ "$REPORT_ONLY" == 1 ]]; then
+    [[ -f "$OUT/results.tsv" ]] || die "REPORT_ONLY=1 needs OUT=a folder with results.tsv"
+    WSLINE_BIN="${WSLINE_BIN:-true}"
+    WSLINE_DESC="${WSLINE_DESC:-measured as recorded in $OUT}"
+elif [[ -n "${WSLINE_BIN:-}" ]]; then
+    WSLINE_DESC="${WSLINE_DESC:-prebuilt binary $WSLINE_BIN}"
+else
+    log "building wsline (release)"
+    cargo build --release --quiet --bin wsline
+    WSLINE_BIN="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/wsline"
+fi
+if [[ "$REPORT_ONLY" != 1 ]]; then
+    [[ -x "$WSLINE_BIN" ]] || die "no wsline binary at $WSLINE_BIN"
+    log "building the peers (release)"
+    cargo build --release --quiet --manifest-path "$PEERS/Cargo.toml"
+fi
+PEER_BIN="$PEERS/target/release"
+[[ -n "${CARGO_TARGET_DIR:-}" ]] && PEER_BIN="$CARGO_TARGET_DIR/release"
+
+# --------------------------------------------------------------- machine
+PIN_S=(taskset -c "$SERVER_CORE")
+PIN_C=(taskset -c "$CLIENT_CORE")
+if ! command -v taskset >/dev/null || [[ "$(nproc)" -lt 2 ]]; then
+    log "warning: taskset or a second core missing: running unpinned"
+    PIN_S=()
+    PIN_C=()
+fi
+# The idle workload needs a descriptor per connection in each process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [[ "$(ulimit -n)" != unlimited ]] && (( $(ulimit -n) < IDLE_CONNS + 256 )); then
+    IDLE_CONNS=$(( $(ulimit -n) - 256 ))
+    log "warning: ulimit -n is $(ulimit -n): the idle workload uses $IDLE_CONNS connections"
+fi
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.tsv"
+# An existing results.tsv is added to (a run can be resumed or completed
+# with more rounds: OUT=that-folder WORKLOADS=... bench/compare.sh).
+[[ -f "$RESULTS" ]] || printf 'workload\tserver\tround\tmessages_total\tmsgs_per_sec\tserver_cpu_ticks\tserver_cpu_us_per_msg\trss_before_kib\trss_peak_kib\trss_per_conn_b\tclient_cpu_us_per_msg\tclient_core_busy\terrors\tconnections_open\tforeign_load\n' >"$RESULTS"
+
+# ------------------------------------------------------------- workloads
+workload_label() {
+    case "$1" in
+        echo16) echo "100 conns × 16 B binary, 1 in flight" ;;
+        pipe16) echo "100 conns × 16 B binary, 32 in flight" ;;
+        text1k) echo "50 conns × 1 KiB text, 8 in flight" ;;
+        bin64k) echo "10 conns × 64 KiB binary, 2 in flight" ;;
+        handshake) echo "handshakes, 8 at a time (per handshake)" ;;
+        idle) echo "$IDLE_CONNS idle connections (RSS per connection)" ;;
+        *) die "unknown workload $1" ;;
+    esac
+}
+
+workload_args() {
+    case "$1" in
+        echo16) echo "-c 100 --size 16 --in-flight 1 --binary --duration $DURATION" ;;
+        pipe16) echo "-c 100 --size 16 --in-flight 32 --binary --duration $DURATION" ;;
+        text1k) echo "-c 50 --size 1024 --in-flight 8 --text --duration $DURATION" ;;
+        bin64k) echo "-c 10 --size 65536 --in-flight 2 --binary --duration $DURATION" ;;
+        handshake) echo "--mode handshake -c 8 --duration $DURATION" ;;
+        idle) echo "--mode idle -c $IDLE_CONNS --duration $IDLE_HOLD --connect-concurrency 64" ;;
+    esac
+}
+
+server_cmd() {
+    case "$1" in
+        wsline) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
+        tokio-tungstenite | fastwebsockets | tokio-websockets) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
+        *) die "unknown server $1" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- probes
+cpu_ticks() { # utime + stime (fields 14 and 15; the name in field 2 has no spaces here)
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+rss_kib() { # builtins only: it is polled while the idle workload runs
+    local k v _
+    while read -r k v _; do
+        [[ "$k" == VmRSS: ]] && { echo "$v"; return; }
+    done <"/proc/$1/status"
+    echo 0
+}
+busy_ticks() { # non-idle time of all CPUs so far (user nice system irq softirq steal)
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+now_s() { date +%s.%N; }
+# Other processes' CPU use in cores, over SECS seconds (nothing of ours runs).
+background_load() {
+    local b0 t0 b1 t1
+    b0="$(busy_ticks)"; t0="$(now_s)"
+    sleep "$1"
+    b1="$(busy_ticks)"; t1="$(now_s)"
+    awk -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b1 - b0) / hz / (t1 - t0) }'
+}
+# Waits (up to QUIET_WAIT seconds) until other processes use less than
+# FOREIGN_MAX cores: builds and tests running beside the benchmark skew it.
+wait_quiet() {
+    local waited=0 load
+    while :; do
+        load="$(background_load 0.5)"
+        awk -v l="$load" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && return 0
+        if (( waited >= QUIET_WAIT )); then
+            log "warning: the machine is still busy ($load cores used by other processes); measuring anyway"
+            return 0
+        fi
+        (( waited == 0 )) && log "waiting for the machine to be quiet ($load cores used by other processes)"
+        sleep 2
+        waited=$((waited + 2))
+    done
+}
+json_num() { # KEY FILE: a number from the bench's one-line JSON, or empty
+    sed -n "s/.*\"$1\":\([-0-9.eE+]*\)[,}].*/\1/p" "$2" | head -1
+}
+
+SERVER_PID=""
+stop_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap stop_server EXIT
+
+# measure_once WORKLOAD SERVER ROUND: one measurement; its line for
+# results.tsv goes to $tag.line, the other processes' CPU use to $tag.foreign.
+measure_once() {
+    local w="$1" s="$2" r="$3"
+    local tag="$OUT/$w.$s.$r"
+    rm -f "$tag.line" "$tag.foreign"
+    wait_quiet
+    : >"$tag.server.log"
+    # shellcheck disable=SC2046
+    "${PIN_S[@]}" $(server_cmd "$s") >"$tag.server.log" 2>&1 &
+    SERVER_PID=$!
+    local addr=""
+    for _ in $(seq 100); do
+        addr="$(sed -n 's/^listening on ws:\/\/\(.*\)$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
+        [[ -n "$addr" ]] && break
+        sleep 0.1
+    done
+    if [[ -z "$addr" ]]; then
+        log "$s did not start; see $tag.server.log"
+        stop_server
+        return
+    fi
+    sleep 0.2
+    local cpu0 rss0 rss_peak rss busy0 t0
+    busy0="$(busy_ticks)"
+    t0="$(now_s)"
+    cpu0="$(cpu_ticks "$SERVER_PID")"
+    rss0="$(rss_kib "$SERVER_PID")"
+    rss_peak="$rss0"
+    # shellcheck disable=SC2046
+    "${PIN_C[@]}" "$WSLINE_BIN" bench "ws://$addr/" $(workload_args "$w") --json \
+        >"$tag.json" 2>"$tag.bench.log" &
+    local bench_pid=$!
+    if [[ "$w" == idle ]]; then
+        while kill -0 "$bench_pid" 2>/dev/null; do
+            rss="$(rss_kib "$SERVER_PID" 2>/dev/null || echo 0)"
+            (( rss > rss_peak )) && rss_peak="$rss"
+            sleep 0.1
+        done
+    fi
+    wait "$bench_pid" || true
+    local cpu1 busy1 t1
+    cpu1="$(cpu_ticks "$SERVER_PID")"
+    busy1="$(busy_ticks)"
+    t1="$(now_s)"
+    stop_server
+
+    local total rate errors open ccpu elapsed
+    total="$(json_num messages_total "$tag.json")"
+    rate="$(json_num msgs_per_sec "$tag.json")"
+    errors="$(json_num errors "$tag.json")"
+    open="$(json_num connections_open "$tag.json")"
+    ccpu="$(json_num bench_cpu_s "$tag.json")"
+    elapsed="$(json_num elapsed_s "$tag.json")"
+    if [[ -z "$total" ]]; then
+        log "$w/$s round $r: no result; see $tag.bench.log"
+        return
+    fi
+    local ccpu_all
+    ccpu_all="$(json_num bench_cpu_total_s "$tag.json")"
+    awk -v w="$w" -v s="$s" -v r="$r" -v total="$total" -v rate="$rate" \
+        -v t0="$cpu0" -v t1="$cpu1" -v hz="$HZ" -v rss0="$rss0" -v rssp="$rss_peak" \
+        -v open="$open" -v ccpu="$ccpu" -v el="$elapsed" -v errors="$errors" -v idle="$([[ $w == idle ]] && echo 1 || echo 0)" \
+        -v b0="$busy0" -v b1="$busy1" -v w0="$t0" -v w1="$t1" -v call="$ccpu_all" -v foreign_file="$tag.foreign" '
+    BEGIN {
+        ticks = t1 - t0
+        per = (total > 0) ? ticks * 1e6 / hz / total : ""
+        per_conn = (idle && open > 0) ? (rssp - rss0) * 1024 / open : ""
+        cper = (total > 0 && ccpu != "") ? ccpu * 1e6 / total : ""
+        busy = (el > 0 && ccpu != "") ? ccpu / el : ""
+        # CPU used by anything but the server and the bench, in cores.
+        foreign = ((b1 - b0) / hz - ticks / hz - (call == "" ? 0 : call)) / (w1 - w0)
+        if (foreign < 0) foreign = 0
+        printf "%.2f\n", foreign > foreign_file
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", w, s, r, total, rate, ticks, per, rss0, rssp, per_conn, cper, busy, errors, open, foreign
+    }' >"$tag.line"
+}
+
+# measure WORKLOAD SERVER ROUND: measure_once, redone (up to TRIES times)
+# while other processes used more than FOREIGN_MAX cores meanwhile.
+measure() {
+    local tag="$OUT/$1.$2.$3" try foreign
+    for try in $(seq "$TRIES"); do
+        measure_once "$1" "$2" "$3"
+        [[ -f "$tag.line" ]] || continue
+        # Memory does not depend on what else runs; CPU time does.
+        [[ "$1" == idle ]] && break
+        foreign="$(cat "$tag.foreign")"
+        awk -v l="$foreign" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && break
+        log "$1/$2 round $3: other processes used $foreign cores meanwhile; measuring again"
+    done
+    [[ -f "$tag.line" ]] || return 0
+    cat "$tag.line" >>"$RESULTS"
+    log "$(tail -1 "$RESULTS" | awk -F'\t' '{
+        if ($1 == "idle") printf "%-9s %-17s round %s: %s connections, %.0f B/conn, %s errors, background %s cores", $1, $2, $3, $14, $10, $13, $15
+        else printf "%-9s %-17s round %s: %.0f msgs/s, server %.2f µs/msg, client core %.0f%% busy, %s errors, background %s cores", $1, $2, $3, $5, $7, $12 * 100, $13, $15 }')"
+}
+
+# ------------------------------------------------------------------- run
+read -r -a SERVER_LIST <<<"$SERVERS"
+n_servers=${#SERVER_LIST[@]}
+log "results in $OUT"
+for w in $WORKLOADS; do
+    [[ "$REPORT_ONLY" == 1 ]] && break
+    log "workload $w: $(workload_label "$w")"
+    for r in $(seq "$ROUNDS"); do
+        for i in $(seq 0 $((n_servers - 1))); do
+            measure "$w" "${SERVER_LIST[$(((i + r - 1) % n_servers))]}" "$r"
+        done
+    done
+done
+
+# ----------------------------------------------------------------- table
+{
+    echo "Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores; server on core $SERVER_CORE, client on core $CLIENT_CORE"
+    echo "Run: $(date -u -r "$RESULTS" '+%Y-%m-%d %H:%M UTC'), $ROUNDS rounds, ${DURATION} s per measurement (idle: $IDLE_CONNS connections held ${IDLE_HOLD} s); medians"
+    if [[ -z "${WSLINE_DESC:-}" ]]; then
+        WSLINE_DESC="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || WSLINE_DESC="$WSLINE_DESC with uncommitted changes"
+    fi
+    echo "wsline: $("$WSLINE_BIN" --version 2>/dev/null), $WSLINE_DESC"
+    echo "Peers: $(awk '/^name = "(tokio-tungstenite|fastwebsockets|tokio-websockets)"$/ { n = $3; getline; printf "%s %s  ", n, $3 }' "$PEERS/Cargo.lock" | tr -d '"')"
+    echo
+} >"$OUT/table.md"
+
+awk -F'\t' -v servers="$SERVERS" -v workloads="$WORKLOADS" -v idle_n="$IDLE_CONNS" -v fmax="$FOREIGN_MAX" '
+function median(key,    n, i, j, t, v) {
+    n = cnt[key]
+    if (n == 0) return ""
+    for (i = 1; i <= n; i++) v[i] = vals[key, i]
+    for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function add(key, x) { if (x == "") return; cnt[key]++; vals[key, cnt[key]] = x }
+function rate(x) { return x >= 1e6 ? sprintf("%.2fM/s", x / 1e6) : (x >= 1e3 ? sprintf("%.1fk/s", x / 1e3) : sprintf("%.0f/s", x)) }
+function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "—" : sprintf("%.2f×", a / b) }
+function label(w) {
+    if (w == "echo16") return "100 conns × 16 B binary, 1 in flight"
+    if (w == "pipe16") return "100 conns × 16 B binary, 32 in flight"
+    if (w == "text1k") return "50 conns × 1 KiB text, 8 in flight"
+    if (w == "bin64k") return "10 conns × 64 KiB binary, 2 in flight"
+    if (w == "handshake") return "handshakes, 8 at a time"
+    if (w == "idle") return idle_n " idle connections"
+    return w
+}
+NR > 1 { n++; row[n] = $0; if ($1 == "idle" || $15 <= fmax) clean[$1 SUBSEP $2]++ }
+END {
+    # Measurements during which other processes used more than FOREIGN_MAX
+    # cores count only where no clean one exists (the cell gets a dagger).
+    for (i = 1; i <= n; i++) {
+        split(row[i], f, "\t"); k = f[1] SUBSEP f[2]
+        if (f[1] != "idle" && f[15] > fmax) { if (clean[k]) continue; dirty[k] = 1 }
+        add("cpu" SUBSEP k, f[7]); add("rate" SUBSEP k, f[5]); add("mem" SUBSEP k, f[10])
+        add("ccpu" SUBSEP k, f[11]); add("busy" SUBSEP k, f[12]); err[k] += f[13]; used[k]++
+    }
+    ns = split(servers, S, " "); nw = split(workloads, W, " "); minused = 1e9; maxused = 0
+    hdr = "| Workload |"; sep = "|---|"
+    for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
+    for (i = 1; i <= ns; i++) if (S[i] != "wsline") { hdr = hdr " wsline ÷ " S[i] " |"; sep = sep "---|" }
+    hdr = hdr " wsline ÷ best peer | target |"; sep = sep "---|---|"
+    print hdr; print sep
+    for (wi = 1; wi <= nw; wi++) {
+        w = W[wi]; line = "| " label(w) " |"
+        for (i = 1; i <= ns; i++) {
+            k = w SUBSEP S[i]
+            c[i] = median("cpu" SUBSEP k); t[i] = median("rate" SUBSEP k); m[i] = median("mem" SUBSEP k)
+            e = (err[k] > 0) ? sprintf(" (%d errors)", err[k]) : ""
+            if (k in dirty) e = e " †"
+            if (used[k] != "" && used[k] < minused) minused = used[k]
+            if (used[k] > maxused) maxused = used[k]
+            if (w == "idle") cell = (m[i] == "") ? "—" : sprintf("%.0f B/conn", m[i])
+            else if (w == "handshake") cell = (c[i] == "") ? "—" : sprintf("%.1f µs/hs · %s", c[i], rate(t[i]))
+            else cell = (c[i] == "") ? "—" : sprintf("%.2f µs/msg · %s", c[i], rate(t[i]))
+            line = line " " cell e " |"
+            if (S[i] == "wsline") me = i
+        }
+        bc = ""; bt = ""; bm = ""
+        for (i = 1; i <= ns; i++) {
+            if (i == me) continue
+            if (w == "idle") line = line " mem " ratio(m[me], m[i]) " |"
+            else line = line " CPU " ratio(c[me], c[i]) " · thr " ratio(t[me], t[i]) " |"
+            if (c[i] != "" && (bc == "" || c[i] < c[bc])) bc = i
+            if (t[i] != "" && (bt == "" || t[i] > t[bt])) bt = i
+            if (m[i] != "" && (bm == "" || m[i] < m[bm])) bm = i
+        }
+        if (w == "idle") {
+            line = line " mem " ratio(m[me], (bm == "" ? "" : m[bm])) (bm == "" ? "" : " (" S[bm] ")") " |"
+            target = (m[me] == "") ? "—" : ((m[me] <= 1024) ? "≤ 1 KiB/conn: met" : "≤ 1 KiB/conn: MISSED")
+        } else {
+            rc = (bc == "") ? "" : c[me] / c[bc]; rt = (bt == "") ? "" : t[me] / t[bt]
+            line = line " CPU " ratio(c[me], (bc == "" ? "" : c[bc])) (bc == "" ? "" : " (" S[bc] ")") " · thr " ratio(t[me], (bt == "" ? "" : t[bt])) (bt == "" ? "" : " (" S[bt] ")") " |"
+            target = ""
+            if (rc != "") target = (rc <= 0.8) ? "CPU ≤ 0.8×: met" : "CPU ≤ 0.8×: MISSED"
+            if (rt != "") target = target ((rt >= 0.995) ? "; thr ≥ 1×: met" : "; thr ≥ 1×: MISSED")
+            if (target == "") target = "—"
+        }
+        print line " " target " |"
+    }
+    print ""
+    printf "Medians of %s measurements per cell. CPU: server utime+stime per message (per handshake); thr: msgs/s (handshakes/s). Ratios below 1× mean wsline uses less CPU (or memory); above 1× on thr, more throughput.\n", (minused == maxused ? maxused : minused "–" maxused)
+    for (k in dirty) { print "† other processes used more than " fmax " cores during every measurement of this cell."; break }
+    print ""
+    print "Client side (the `wsline bench` process, medians): CPU per message and how busy its core was. Near 100% busy, msgs/s is bounded by the client: compare the servers by CPU per message."
+    print ""
+    hdr = "| Workload |"; sep = "|---|"
+    for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
+    print hdr; print sep
+    for (wi = 1; wi <= nw; wi++) {
+        w = W[wi]; if (w == "idle") continue
+        line = "| " label(w) " |"
+        for (i = 1; i <= ns; i++) {
+            k = w SUBSEP S[i]; cc = median("ccpu" SUBSEP k); bu = median("busy" SUBSEP k)
+            line = line ((cc == "") ? " — |" : sprintf(" %.2f µs · %.0f%% |", cc, bu * 100))
+        }
+        print line
+    }
+}' "$RESULTS" >>"$OUT/table.md"
+
+echo
+cat "$OUT/table.md"
+echo
+log "raw results: $RESULTS"

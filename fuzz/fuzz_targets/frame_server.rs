@@ -1,0 +1,6 @@
+#![no_main]
+//! A server-role `Connection` fed arbitrary received bytes. See `wsline_fuzz::frames` for the input layout and invariants.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    wsline_fuzz::frames::run(wsline_proto::Role::Server, data);
+});

@@ -1,0 +1,6 @@
+#![no_main]
+//! `parse_response` + `validate_response` on arbitrary bytes. See `wsline_fuzz::handshake` for the input layout and invariants.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    wsline_fuzz::handshake::run_response(data);
+});
