@@ -17,7 +17,7 @@
 # and to the best one. A second table tells whether the client's core was
 # saturated (then msgs/s measures the client, not the server).
 #
-# Usage: bench/compare.sh            (about 7 minutes with the defaults)
+# Usage: bench/compare.sh            (about 8 minutes with the defaults)
 # Environment (defaults in brackets):
 #   DURATION       seconds per echo/handshake measurement [5]
 #   ROUNDS         rounds per workload [3]
