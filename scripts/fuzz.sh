@@ -106,8 +106,12 @@ export RUSTC_BOOTSTRAP=1
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 BIN_DIR="$FUZZ_TARGET_DIR/$HOST/release"
 
-log "building ${#TARGETS[@]} target(s): release, debug assertions, sanitizer=$SANITIZER"
-if ! cargo fuzz build --fuzz-dir "$FUZZ_DIR" -O -a -s "$SANITIZER" --target-dir "$FUZZ_TARGET_DIR" </dev/null; then
+# One target builds alone; several build all (cargo fuzz build takes one or all).
+BUILD_WHAT=()
+[ ${#TARGETS[@]} -eq 1 ] && BUILD_WHAT=("${TARGETS[0]}")
+log "building ${BUILD_WHAT[*]:-every target}: release, debug assertions, sanitizer=$SANITIZER"
+if ! cargo fuzz build --fuzz-dir "$FUZZ_DIR" -O -a -s "$SANITIZER" --target-dir "$FUZZ_TARGET_DIR" \
+  "${BUILD_WHAT[@]}" </dev/null; then
   echo "fuzz.sh: build failed" >&2
   exit 1
 fi
