@@ -528,6 +528,30 @@ fn run_bar(duration: Duration) -> ProgressBar {
 // ------------------------------------------------------------- connecting
 
 /// Opens `n` connections, `at_once` at a time.
+/// Opens the connections and records how long that took, how many opened,
+/// and the errors, in `report`.
+async fn open_measured(
+    args: &BenchArgs,
+    url: &Arc<str>,
+    config: &Arc<ClientConfig>,
+    report: &mut Report,
+) -> Vec<Ws> {
+    let mut errors = Errors::default();
+    let t0 = Instant::now();
+    let conns = open_all(
+        url,
+        config,
+        args.connections,
+        args.connect_concurrency,
+        &mut errors,
+    )
+    .await;
+    report.connect_s = t0.elapsed().as_secs_f64();
+    report.connections_open = conns.len();
+    report.add_errors(errors);
+    conns
+}
+
 async fn open_all(
     url: &Arc<str>,
     config: &Arc<ClientConfig>,
@@ -622,19 +646,7 @@ async fn collect(set: &mut JoinSet<ConnStats>, report: &mut Report) -> Histogram
 
 async fn echo_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfig>) -> Report {
     let mut report = Report::new(args);
-    let mut errors = Errors::default();
-    let t0 = Instant::now();
-    let conns = open_all(
-        &url,
-        &config,
-        args.connections,
-        args.connect_concurrency,
-        &mut errors,
-    )
-    .await;
-    report.connect_s = t0.elapsed().as_secs_f64();
-    report.connections_open = conns.len();
-    report.add_errors(errors);
+    let conns = open_measured(args, &url, &config, &mut report).await;
     if conns.is_empty() {
         return report;
     }
@@ -810,20 +822,8 @@ async fn handshake_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfi
 
 async fn idle_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfig>) -> Report {
     let mut report = Report::new(args);
-    let mut errors = Errors::default();
     let cpu0 = process_cpu();
-    let t0 = Instant::now();
-    let conns = open_all(
-        &url,
-        &config,
-        args.connections,
-        args.connect_concurrency,
-        &mut errors,
-    )
-    .await;
-    report.connect_s = t0.elapsed().as_secs_f64();
-    report.connections_open = conns.len();
-    report.add_errors(errors);
+    let conns = open_measured(args, &url, &config, &mut report).await;
     if conns.is_empty() {
         return report;
     }
