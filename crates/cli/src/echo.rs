@@ -4,15 +4,20 @@
 //! handling (Close 1001 to every client, wait up to the close timeout,
 //! exit 0).
 
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use clap::Args;
+use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use wsline::{CloseCode, ServerConfig, WebSocket};
+use wsline::{CloseCode, Message, ServerConfig, WebSocket};
 
 use crate::secs::{optional, parse_secs};
 
@@ -85,7 +90,7 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     println!("listening on ws://{addr}");
     let _ = std::io::stdout().flush();
 
-    let config = args.server_config();
+    let config = Arc::new(args.server_config());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(signal);
@@ -104,13 +109,11 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
                 };
                 let _ = tcp.set_nodelay(true);
                 let config = config.clone();
-                let shutdown = shutdown_rx.clone();
-                tasks.spawn(async move {
-                    match wsline::accept(tcp, &config).await {
-                        Ok(ws) => echo(ws, shutdown).await,
-                        Err(e) => tracing::debug!(%peer, "handshake failed: {e}"),
-                    }
-                });
+                tracing::trace!(%peer, "accepted");
+                tasks.spawn(EchoTask::new(
+                    async move { wsline::accept(tcp, &config).await },
+                    shutdown_rx.clone(),
+                ));
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -127,28 +130,107 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     0
 }
 
-/// Echoes every message back with the same type until the connection ends
-/// or the server shuts down.
-pub(crate) async fn echo<S>(mut ws: WebSocket<S>, mut shutdown: watch::Receiver<bool>)
+/// One connection of `wsline echo`, from handshake to end, as a
+/// hand-written future: what an idle connection costs is this struct and
+/// the boxed shutdown wait, nothing else. (An `async fn` taking the
+/// `WebSocket` would hold it twice, and a `select!` loop would rebuild the
+/// shutdown future for every message.)
+pub(crate) struct EchoTask<S> {
+    state: TaskState<S>,
+    /// Resolves when the server shuts down; created once, polled only
+    /// when woken.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    shutting_down: bool,
+}
+
+enum TaskState<S> {
+    /// The opening handshake, boxed: its buffers are gone once it is over.
+    Handshake(Pin<Box<dyn Future<Output = Result<WebSocket<S>, wsline::Error>> + Send>>),
+    /// Echoing; `pending` is a message read but not yet queued because the
+    /// output buffer was full.
+    Open {
+        ws: WebSocket<S>,
+        pending: Option<Message>,
+    },
+}
+
+impl<S> EchoTask<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// A connection whose handshake `handshake` runs; `shutdown` turns true
+    /// when the server stops (then: Close 1001, wait for the peer).
+    pub(crate) fn new(
+        handshake: impl Future<Output = Result<WebSocket<S>, wsline::Error>> + Send + 'static,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            state: TaskState::Handshake(Box::pin(handshake)),
+            shutdown: Box::pin(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }),
+            shutting_down: false,
+        }
+    }
+}
+
+impl<S> Future for EchoTask<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    loop {
-        tokio::select! {
-            biased;
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down").await;
-                return;
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let stop = !this.shutting_down && this.shutdown.as_mut().poll(cx).is_ready();
+        if stop {
+            this.shutting_down = true;
+        }
+        if let TaskState::Handshake(handshake) = &mut this.state {
+            match ready!(handshake.as_mut().poll(cx)) {
+                Ok(ws) => {
+                    this.state = TaskState::Open { ws, pending: None };
+                }
+                Err(e) => {
+                    tracing::debug!("handshake failed: {e}");
+                    return Poll::Ready(());
+                }
             }
-            msg = ws.recv() => match msg {
-                // Queued; written before the next read blocks, so replies to
-                // pipelined messages go out together.
-                Some(Ok(m)) => { let _ = ws.feed(m).await; }
+        }
+        let TaskState::Open { ws, pending } = &mut this.state else {
+            return Poll::Ready(());
+        };
+        if this.shutting_down && (stop || pending.is_some()) {
+            *pending = None;
+            let _ = ws.start_close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+        loop {
+            if let Some(message) = pending.take() {
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    // Queued; written before the next read blocks, so
+                    // replies to pipelined messages go out together.
+                    Poll::Ready(Ok(())) => {
+                        let _ = Pin::new(&mut *ws).start_send(message);
+                    }
+                    // The connection is ending: reading reports how.
+                    Poll::Ready(Err(_)) => {}
+                    Poll::Pending => {
+                        *pending = Some(message);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            match ready!(ws.poll_recv(cx)) {
+                Some(Ok(message)) => {
+                    if !this.shutting_down {
+                        *pending = Some(message);
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::debug!("connection ended: {e}");
-                    return;
+                    return Poll::Ready(());
                 }
-                None => return,
+                None => return Poll::Ready(()),
             }
         }
     }

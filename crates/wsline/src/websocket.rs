@@ -61,11 +61,13 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     protocol: Option<String>,
-    timer: Pin<Box<Sleep>>,
+    /// Created on the first deadline: a connection without keepalive or
+    /// closing timers holds no timer entry.
+    timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
     /// Bounds the final write and shutdown once the connection is over.
     finish_deadline: Option<Instant>,
-    termination: Option<Termination>,
+    termination: Option<Box<Termination>>,
     transport_closed: bool,
     end_reported: bool,
     io_error: Option<std::io::ErrorKind>,
@@ -91,7 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             conn,
             protocol,
-            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer: None,
             timer_deadline: None,
             finish_deadline: None,
             termination: None,
@@ -123,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// How the connection ended, once it has.
     pub fn termination(&self) -> Option<&Termination> {
-        self.termination.as_ref()
+        self.termination.as_deref()
     }
 
     /// The next message, or `None` after a normal close. Answers pings,
@@ -182,13 +184,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             match self.recv().await {
                 Some(Ok(_)) => continue,
-                Some(Err(Error::Closed(t))) => return Ok(t),
+                Some(Err(Error::Closed(t))) => return Ok(*t),
                 Some(Err(e)) => return Err(e),
                 None => break,
             }
         }
         self.termination
-            .clone()
+            .as_deref()
+            .cloned()
             .ok_or_else(|| Error::Io(std::io::ErrorKind::UnexpectedEof.into()))
     }
 
@@ -276,11 +279,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         if self.timer_deadline != Some(deadline) {
             self.timer_deadline = Some(deadline);
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(deadline));
+            self.arm_timer(deadline);
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
+        if self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        {
             self.conn
                 .handle_timeout(self.timer_deadline.unwrap_or(now).max(now));
             self.timer_deadline = None;
@@ -322,11 +327,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.finish_deadline.is_none() {
             let deadline = now() + self.conn.config().close_timeout;
             self.finish_deadline = Some(deadline);
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(deadline));
+            self.arm_timer(deadline);
         }
-        self.timer.as_mut().poll(cx).is_ready()
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+
+    /// Sets the timer to `deadline`, creating it the first time.
+    fn arm_timer(&mut self, deadline: Instant) {
+        let at = tokio::time::Instant::from_std(deadline);
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
     }
 
     /// Writes all queued output and flushes the stream.
