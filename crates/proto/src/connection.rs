@@ -820,7 +820,7 @@ impl Connection {
         let closing = self.closing_mut();
         closing.received = Some(frame);
         closing.close_deadline = None;
-        if !self.closing().is_some_and(|c| c.sent.is_some()) && !self.eof {
+        if self.closing().is_none_or(|c| c.sent.is_none()) && !self.eof {
             if has_code {
                 self.write_close(CloseFrame::new(echo, ""));
             } else {
@@ -867,7 +867,7 @@ impl Connection {
         self.in_buf.clear();
         self.frame = None;
         self.fragmented = None;
-        if !self.closing().is_some_and(|c| c.sent.is_some()) && !self.eof {
+        if self.closing().is_none_or(|c| c.sent.is_none()) && !self.eof {
             self.write_close(frame);
         }
         self.handshake_done(TerminationKind::Failed);
@@ -1152,7 +1152,7 @@ impl Connection {
             return;
         }
         if self.pong_deadline.is_some_and(|d| now >= d) {
-            if !self.closing().is_some_and(|c| c.sent.is_some()) {
+            if self.closing().is_none_or(|c| c.sent.is_none()) {
                 self.write_close(CloseFrame::new(
                     CloseCode::INTERNAL_ERROR,
                     "keepalive ping timeout",
