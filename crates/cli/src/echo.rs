@@ -143,6 +143,9 @@ pub(crate) struct EchoTask<S> {
     shutting_down: bool,
 }
 
+// The open state is where a connection spends its life: boxing it would
+// add an allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
 enum TaskState<S> {
     /// The opening handshake, boxed: its buffers are gone once it is over.
     Handshake(Pin<Box<dyn Future<Output = Result<WebSocket<S>, wsline::Error>> + Send>>),
