@@ -8,7 +8,6 @@
 //! works.
 
 use std::fmt;
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -82,64 +81,51 @@ impl AnyEngine {
 }
 
 impl Engine for AnyEngine {
-    fn publish(
+    async fn publish(
         &self,
         channel: &str,
         data: &RawValue,
         from: Option<&str>,
         before_delivery: impl FnOnce(u64) + Send,
-    ) -> impl Future<Output = Result<u64, EngineError>> + Send {
-        async move {
-            match self {
-                Self::Memory(e) => e.publish(channel, data, from, before_delivery).await,
-                Self::Redis(e) => e.publish(channel, data, from, before_delivery).await,
-            }
+    ) -> Result<u64, EngineError> {
+        match self {
+            Self::Memory(e) => e.publish(channel, data, from, before_delivery).await,
+            Self::Redis(e) => e.publish(channel, data, from, before_delivery).await,
         }
     }
 
-    fn subscribe(
+    async fn subscribe(
         &self,
         channel: &str,
         subscriber: Subscriber,
         since: Option<u64>,
         epoch: Option<&str>,
         reply: impl FnOnce(&Subscribed) -> Bytes + Send,
-    ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send {
-        async move {
-            match self {
-                Self::Memory(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
-                Self::Redis(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
-            }
+    ) -> Result<Subscribed, EngineError> {
+        match self {
+            Self::Memory(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
+            Self::Redis(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
         }
     }
 
-    fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send {
-        async move {
-            match self {
-                Self::Memory(e) => e.unsubscribe(channel, client).await,
-                Self::Redis(e) => e.unsubscribe(channel, client).await,
-            }
+    async fn unsubscribe(&self, channel: &str, client: &str) -> bool {
+        match self {
+            Self::Memory(e) => e.unsubscribe(channel, client).await,
+            Self::Redis(e) => e.unsubscribe(channel, client).await,
         }
     }
 
-    fn presence(
-        &self,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<Member>, EngineError>> + Send {
-        async move {
-            match self {
-                Self::Memory(e) => e.presence(channel).await,
-                Self::Redis(e) => e.presence(channel).await,
-            }
+    async fn presence(&self, channel: &str) -> Result<Vec<Member>, EngineError> {
+        match self {
+            Self::Memory(e) => e.presence(channel).await,
+            Self::Redis(e) => e.presence(channel).await,
         }
     }
 
-    fn channels(&self) -> impl Future<Output = Vec<(String, usize)>> + Send {
-        async move {
-            match self {
-                Self::Memory(e) => e.channels().await,
-                Self::Redis(e) => e.channels().await,
-            }
+    async fn channels(&self) -> Vec<(String, usize)> {
+        match self {
+            Self::Memory(e) => e.channels().await,
+            Self::Redis(e) => e.channels().await,
         }
     }
 

@@ -790,7 +790,7 @@ impl Inner {
         call.key(keys::history(channel))
             .key(keys::presence(channel))
             .arg(new_epoch())
-            .arg(since.map_or(-1, |s| i128::from(s)).to_string())
+            .arg(since.map_or(-1, i128::from).to_string())
             .arg(millis(policy.history_ttl))
             .arg(self.meta_ttl_ms(policy))
             .arg(member.map_or_else(String::new, |(m, _)| member_json(m)))
