@@ -126,12 +126,22 @@ struct Node {
 }
 
 impl Node {
+    /// A node of `redis`, healthy (`/healthz` 200).
     async fn start(redis: &Redis, extra: &[&str]) -> Node {
         let url = redis.url();
+        let mut args = vec!["--engine", "redis", "--redis-url", &url];
+        args.extend_from_slice(extra);
+        let node = Node::spawn(&args).await;
+        node.wait_health(200).await;
+        node
+    }
+
+    /// `wsline serve --listen 127.0.0.1:0 --close-timeout 1 ARGS`, once it
+    /// listens.
+    async fn spawn(args: &[&str]) -> Node {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--engine", "redis"])
-            .args(["--redis-url", &url, "--close-timeout", "1"])
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0", "--close-timeout", "1"])
+            .args(args)
             .env_remove("WSLINE_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -154,9 +164,7 @@ impl Node {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("an address");
-        let node = Node { child, addr };
-        node.wait_health(200).await;
-        node
+        Node { child, addr }
     }
 
     async fn client(&self) -> Client {
@@ -237,10 +245,20 @@ async fn subscribe_since(client: &mut Client, channel: &str, since: u64, epoch: 
 #[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
 async fn a_publish_on_one_node_reaches_subscribers_on_all_three() {
     let redis = Redis::start().await;
+    // The third takes the engine from its config file.
+    let config = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-node-{}.toml", redis.port));
+    std::fs::write(
+        &config,
+        format!("engine = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
+    )
+    .expect("write the config file");
+    let third = Node::spawn(&["--config", config.to_str().expect("utf-8 path")]).await;
+    third.wait_health(200).await;
     let nodes = [
         Node::start(&redis, &[]).await,
         Node::start(&redis, &[]).await,
-        Node::start(&redis, &[]).await,
+        third,
     ];
     let ports: std::collections::HashSet<u16> = nodes.iter().map(|n| n.addr.port()).collect();
     assert_eq!(ports.len(), 3, "three nodes on different ports");
@@ -474,4 +492,118 @@ async fn a_redis_outage_refuses_publishes_and_everything_resumes() {
     let s = subscribe_since(&mut z, "news", 1, old_epoch.as_str().expect("epoch")).await;
     assert_eq!(s["recovered"], false);
     z.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn a_node_started_before_redis_is_unhealthy_then_joins() {
+    let mut redis = Redis::start().await;
+    redis.kill().await;
+    let url = redis.url();
+    let node = Node::spawn(&["--engine", "redis", "--redis-url", &url]).await;
+    node.wait_health(503).await;
+    assert_eq!(node.engine_up().await, "0");
+    let mut c = node.client().await;
+    let r = c
+        .request(json!({"op": "subscribe", "channel": "early", "id": 1}))
+        .await;
+    assert_eq!(
+        (r["op"].clone(), r["code"].clone()),
+        (json!("error"), json!("unavailable")),
+        "{r}"
+    );
+    redis.restart().await;
+    node.wait_health(200).await;
+    c.subscribe("early").await;
+    assert_eq!(c.publish("early", json!("hi")).await, 1);
+    expect_message(&mut c, 1, json!("hi")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn a_cut_pubsub_link_loses_and_doubles_nothing() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis, &[]).await;
+    let b = Node::start(&redis, &["--publish-rate", "1000"]).await;
+    let mut x = a.client().await;
+    x.subscribe("ticks").await;
+    let mut p = b.client().await;
+    // Cut every pub/sub connection (node A's and B's) while B publishes:
+    // what A missed comes from history when it reconnects, the rest live.
+    let killed = redis
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed.starts_with(':'), "{killed}");
+    let mut sent = 0;
+    while sent < 60 {
+        let r = p
+            .request(json!({"op": "publish", "channel": "ticks", "data": sent + 1}))
+            .await;
+        match r["op"].as_str() {
+            Some("published") => sent += 1,
+            // B itself noticed the cut: refused, not lost. Try again.
+            Some("error") if r["code"] == "unavailable" => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => panic!("{r}"),
+        }
+    }
+    for n in 1..=60u64 {
+        let m = x.recv().await;
+        if m["op"] == "subscribed" {
+            panic!("history covered the gap, yet recovered:false: {m}");
+        }
+        expect_offset(&m, n);
+    }
+    x.expect_nothing_pending().await;
+}
+
+fn expect_offset(m: &Value, offset: u64) {
+    assert_eq!(
+        (m["op"].as_str(), m["offset"].as_u64(), m["data"].as_u64()),
+        (Some("message"), Some(offset), Some(offset)),
+        "{m}"
+    );
+}
+
+/// Runs `wsline serve ARGS` expecting a configuration error: its stderr.
+async fn refused(args: &[&str]) -> String {
+    let out = within(
+        "wsline serve to refuse its configuration",
+        Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run wsline serve");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "no `listening on` line");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn engine_settings_are_checked_before_listening() {
+    assert!(refused(&["--engine", "mongo"])
+        .await
+        .contains("engine must be memory or redis"));
+    assert!(refused(&["--redis-url", "redis://127.0.0.1:6379"])
+        .await
+        .contains("--engine redis"));
+    let bad = refused(&["--engine", "redis", "--redis-url", "http://example.invalid"]).await;
+    assert!(bad.contains("invalid redis_url"), "{bad}");
+    assert!(refused(&["--engine", "redis", "--presence-timeout", "0"])
+        .await
+        .contains("presence_timeout"));
+}
+
+#[tokio::test]
+async fn the_memory_engine_is_the_default_and_reports_up() {
+    let node = Node::spawn(&[]).await;
+    node.wait_health(200).await;
+    assert_eq!(node.engine_up().await, "1");
 }
