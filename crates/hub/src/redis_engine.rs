@@ -17,7 +17,7 @@
 //! replay, each subscriber only taking offsets above the last one it got:
 //! nothing is lost between history and live, nothing doubled.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -325,10 +325,54 @@ struct LocalSub {
 struct Local {
     subs: Vec<LocalSub>,
     policy: ChannelPolicy,
-    /// Publishes from this node waiting for their offset: live items are
-    /// held until then, so a publisher's reply precedes its own copy.
-    inflight: usize,
-    held: Vec<Live>,
+    /// Publishes from this node waiting for their offset, by ticket. A
+    /// live item arriving while some are in flight may be one of theirs, so
+    /// it waits until those (not later ones) are answered: a publisher's
+    /// reply precedes its own copy, and a busy channel is never starved.
+    inflight: BTreeSet<u64>,
+    next_ticket: u64,
+    /// Live items waiting, each with the last ticket it waits for.
+    held: VecDeque<(u64, Live)>,
+}
+
+impl Local {
+    fn new(policy: ChannelPolicy) -> Self {
+        Self {
+            subs: Vec::new(),
+            policy,
+            inflight: BTreeSet::new(),
+            next_ticket: 0,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// A live item: delivered now, or held behind publishes in flight.
+    fn arrive(&mut self, live: Live, channel: &str, metrics: &Metrics) {
+        if self.inflight.is_empty() && self.held.is_empty() {
+            deliver_all(self, &live, channel, metrics);
+        } else {
+            self.held.push_back((self.next_ticket, live));
+        }
+    }
+
+    /// Takes a ticket for a publish about to be sent.
+    fn hold(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.inflight.insert(self.next_ticket);
+        self.next_ticket
+    }
+
+    /// The publish with `ticket` has its answer: delivers what no longer
+    /// waits for any publish in flight.
+    fn release(&mut self, ticket: u64, channel: &str, metrics: &Metrics) {
+        self.inflight.remove(&ticket);
+        let oldest = self.inflight.first().copied().unwrap_or(u64::MAX);
+        while self.held.front().is_some_and(|(waits, _)| *waits < oldest) {
+            if let Some((_, live)) = self.held.pop_front() {
+                deliver_all(self, &live, channel, metrics);
+            }
+        }
+    }
 }
 
 fn resync_frame(channel: &str, epoch: &str, offset: u64) -> Bytes {
@@ -639,7 +683,11 @@ impl Inner {
                     tracing::warn!("lost the Redis pub/sub connection; reconnecting");
                 }
                 Err(e) => {
-                    self.pubsub.lock().await.sink = None;
+                    {
+                        let mut st = self.pubsub.lock().await;
+                        st.sink = None;
+                        st.subscribed.clear();
+                    }
                     if !logged {
                         tracing::warn!("cannot set up the Redis pub/sub connection: {e}; retrying with backoff");
                         logged = true;
@@ -852,12 +900,7 @@ impl Inner {
                 return;
             }
         };
-        let mut st = lock(&ch);
-        if st.inflight > 0 {
-            st.held.push(live);
-        } else {
-            deliver_all(&mut st, &live, channel, &self.metrics);
-        }
+        lock(&ch).arrive(live, channel, &self.metrics);
     }
 
     /// Makes sure this node's pub/sub connection receives `channel`.
@@ -902,17 +945,6 @@ impl Inner {
         }
     }
 
-    /// Ends a hold taken by a publish: delivers what waited.
-    fn release(&self, ch: &Mutex<Local>, channel: &str) {
-        let mut st = lock(ch);
-        st.inflight -= 1;
-        if st.inflight == 0 {
-            for live in std::mem::take(&mut st.held) {
-                deliver_all(&mut st, &live, channel, &self.metrics);
-            }
-        }
-    }
-
     async fn publish(
         &self,
         channel: &str,
@@ -924,10 +956,9 @@ impl Inner {
             return Err(unavailable());
         }
         let policy = self.config.policy(channel);
-        let hold = lock(&self.channels).get(channel).cloned();
-        if let Some(ch) = &hold {
-            lock(ch).inflight += 1;
-        }
+        let hold = lock(&self.channels)
+            .get(channel)
+            .map(|ch| (ch.clone(), lock(ch).hold()));
         let from = serde_json::to_string(&from).unwrap_or_else(|_| "null".into());
         let mut conn = self.conn.clone();
         let mut call = self.scripts.publish.key(keys::meta(channel));
@@ -945,8 +976,8 @@ impl Inner {
             self.metrics.publishes.fetch_add(1, Relaxed);
             offset
         });
-        if let Some(ch) = &hold {
-            self.release(ch, channel);
+        if let Some((ch, ticket)) = hold {
+            lock(&ch).release(ticket, channel, &self.metrics);
         }
         result
     }
@@ -969,14 +1000,7 @@ impl Inner {
             let mut channels = lock(&self.channels);
             let ch = channels
                 .entry(channel.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(Local {
-                        subs: Vec::new(),
-                        policy: self.config.policy(channel),
-                        inflight: 0,
-                        held: Vec::new(),
-                    }))
-                })
+                .or_insert_with(|| Arc::new(Mutex::new(Local::new(self.config.policy(channel)))))
                 .clone();
             let mut st = lock(&ch);
             let policy = st.policy.clone();
@@ -1292,6 +1316,27 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got[0].contains(r#""op":"subscribed""#) && got[0].contains(r#""recovered":false"#));
         assert_eq!(got[1], "1");
+    }
+
+    #[test]
+    fn live_items_wait_only_for_publishes_already_in_flight() {
+        let metrics = Metrics::default();
+        let policy = HubConfig::default().policy("c");
+        let mut ch = Local::new(policy);
+        ch.subs.push(sub("a"));
+        let first = ch.hold();
+        ch.arrive(message("e", 1), "c", &metrics);
+        let second = ch.hold();
+        ch.arrive(message("e", 2), "c", &metrics);
+        assert!(drained(&ch.subs[0]).is_empty(), "held behind publishes");
+        // 1 waited for the first publish only: out once it is answered,
+        // though the second is still in flight.
+        ch.release(first, "c", &metrics);
+        assert_eq!(drained(&ch.subs[0]), ["1"]);
+        ch.release(second, "c", &metrics);
+        assert_eq!(drained(&ch.subs[0]), ["2"]);
+        ch.arrive(message("e", 3), "c", &metrics);
+        assert_eq!(drained(&ch.subs[0]), ["3"], "nothing in flight: at once");
     }
 
     #[test]
