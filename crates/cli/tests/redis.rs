@@ -191,6 +191,26 @@ impl Node {
         }
     }
 
+    /// Polls `/api/channels` until it lists `want` (other nodes' counts
+    /// arrive within a moment).
+    async fn wait_channels(&self, want: Value) {
+        let deadline = Instant::now() + SLOW;
+        loop {
+            let reply = http(self.addr, "GET", "/api/channels", &[], None).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            if reply.json()["channels"] == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/api/channels of {} is {} after {SLOW:?}, not {want}",
+                self.addr,
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn engine_up(&self) -> String {
         let metrics = http(self.addr, "GET", "/metrics", &[], None).await.body;
         metrics
@@ -297,6 +317,11 @@ async fn a_publish_on_one_node_reaches_subscribers_on_all_three() {
             (json!(2), json!("two"), Value::Null)
         );
     }
+    // Every node counts every node's subscribers.
+    for n in &nodes {
+        n.wait_channels(json!([{"channel": "room", "subscribers": 3}]))
+            .await;
+    }
     // Nodes listen only to channels with local subscribers.
     assert_eq!(redis.listeners("room").await, 3);
     assert_eq!(redis.listeners("elsewhere").await, 0);
@@ -314,6 +339,9 @@ async fn a_publish_on_one_node_reaches_subscribers_on_all_three() {
         let leave = expect_op(&mut clients[i], "leave").await;
         assert_eq!(leave["member"]["client"], json!(clients[1].id));
     }
+    nodes[1]
+        .wait_channels(json!([{"channel": "room", "subscribers": 2}]))
+        .await;
     nodes[1].publish_ok("room", json!(3)).await;
     expect_message(&mut clients[0], 3, json!(3)).await;
     expect_message(&mut clients[2], 3, json!(3)).await;
@@ -413,6 +441,8 @@ async fn presence_is_shared_and_a_killed_nodes_members_vanish() {
         .request(json!({"op": "presence", "channel": "lobby"}))
         .await;
     assert_eq!(listed(&on_b), want);
+    a.wait_channels(json!([{"channel": "lobby", "subscribers": 2}]))
+        .await;
 
     // Node B dies without a word: Bob is a ghost until the timeout.
     b.kill();
@@ -434,6 +464,9 @@ async fn presence_is_shared_and_a_killed_nodes_members_vanish() {
     );
     let on_a = http(a.addr, "GET", "/api/presence/lobby", &[], None).await;
     assert_eq!(listed(&on_a.json()), vec![alice.id.clone()]);
+    // The dead node's subscribers are no longer counted either.
+    a.wait_channels(json!([{"channel": "lobby", "subscribers": 1}]))
+        .await;
 }
 
 #[tokio::test]

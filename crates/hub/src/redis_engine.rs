@@ -75,8 +75,9 @@ fn open_client(url: &str) -> Result<redis::Client, RedisSetupError> {
     })
 }
 
-/// The Redis names of one hub channel. The channel name sits in a hash tag
-/// (`{…}`) so a channel's keys would share a slot under Redis Cluster.
+/// The Redis names the engine uses: per hub channel (the channel name in a
+/// `{…}` hash tag, so one channel's keys stay together if ever sharded),
+/// and per node (subscriber counts for `/api/channels`).
 pub mod keys {
     /// Hash `epoch`, `offset`: the channel's history epoch and latest
     /// offset.
@@ -100,6 +101,15 @@ pub mod keys {
     /// join/leave events.
     pub fn live(channel: &str) -> String {
         format!("wsline:{{{channel}}}:live")
+    }
+
+    /// Sorted set of node IDs, scored by the Redis time in ms when the
+    /// node counts as gone unless it refreshes itself.
+    pub const NODES: &str = "wsline:nodes";
+
+    /// Hash channel → subscribers on one node (for `/api/channels`).
+    pub fn node_channels(node: &str) -> String {
+        format!("wsline:node:{node}:channels")
     }
 
     /// The hub channel of a pub/sub channel name from [`live`].
@@ -184,6 +194,26 @@ const REFRESH_BODY: &str =
     if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end\n\
     return #gone\n";
 
+/// KEYS node channels, nodes. ARGV node ID, ttl ms, then channel, count
+/// pairs: replaces this node's subscriber counts and keeps it listed.
+const COUNTS_BODY: &str = "redis.call('DEL', KEYS[1])\n\
+    for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end\n\
+    if #ARGV >= 3 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n\
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])\n\
+    return 1\n";
+
+/// KEYS nodes. ARGV this node's ID. Forgets nodes gone quiet; returns the
+/// channel, count pairs of every other node. (Reads keys it is not given:
+/// fine on one Redis server, not on Redis Cluster.)
+const CHANNELS_BODY: &str = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n\
+    local out = {}\n\
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n\
+      if id ~= ARGV[1] then\n\
+        for _, v in ipairs(redis.call('HGETALL', 'wsline:node:' .. id .. ':channels')) do out[#out + 1] = v end\n\
+      end\n\
+    end\n\
+    return out\n";
+
 /// KEYS presence. The members not expired.
 const PRESENCE_BODY: &str = "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')\n";
 
@@ -193,6 +223,8 @@ struct Scripts {
     leave: Script,
     refresh: Script,
     presence: Script,
+    counts: Script,
+    channels: Script,
 }
 
 impl Scripts {
@@ -203,6 +235,8 @@ impl Scripts {
             leave: Script::new(LEAVE_LUA),
             refresh: Script::new(&format!("{NOW_LUA}{REFRESH_BODY}")),
             presence: Script::new(&format!("{NOW_LUA}{PRESENCE_BODY}")),
+            counts: Script::new(&format!("{NOW_LUA}{COUNTS_BODY}")),
+            channels: Script::new(&format!("{NOW_LUA}{CHANNELS_BODY}")),
         }
     }
 }
@@ -538,6 +572,10 @@ struct Inner {
     up: AtomicBool,
     reconnect: Notify,
     scripts: Scripts,
+    /// This node's ID in [`keys::NODES`].
+    node: String,
+    /// Local subscriber counts changed: write them to Redis.
+    counts_changed: Notify,
 }
 
 /// The Redis engine. See the module documentation.
@@ -588,12 +626,15 @@ impl RedisEngine {
             pubsub_up: AtomicBool::new(false),
             up: AtomicBool::new(false),
             reconnect: Notify::new(),
+            node: format!("{:016x}", rand::random::<u64>()),
+            counts_changed: Notify::new(),
             scripts: Scripts::new(),
         });
         let tasks = vec![
             tokio::spawn(inner.clone().health_loop()),
             tokio::spawn(inner.clone().pubsub_loop()),
             tokio::spawn(inner.clone().refresh_loop()),
+            tokio::spawn(inner.clone().counts_loop()),
         ];
         Ok(Self { inner, tasks })
     }
@@ -776,6 +817,35 @@ impl Inner {
                         s.after = snap.latest;
                     }
                 }
+            }
+        }
+    }
+
+    /// Keeps this node's subscriber counts in Redis for `/api/channels`:
+    /// written shortly after a change (batched), and at each presence
+    /// refresh so the node stays listed.
+    async fn counts_loop(self: Arc<Self>) {
+        let every = (self.config.presence_timeout / 3).max(Duration::from_millis(50));
+        loop {
+            let _ = tokio::time::timeout(every, self.counts_changed.notified()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !self.up.load(Relaxed) {
+                continue;
+            }
+            let mut counts: Vec<String> = Vec::new();
+            for (name, n) in self.local_channels() {
+                counts.push(name);
+                counts.push(n.to_string());
+            }
+            let mut conn = self.conn.clone();
+            let mut call = self.scripts.counts.key(keys::node_channels(&self.node));
+            call.key(keys::NODES)
+                .arg(&self.node)
+                .arg(self.presence_ttl_ms())
+                .arg(counts);
+            if let Err(e) = bounded("counts", call.invoke_async::<Value>(&mut conn)).await {
+                tracing::debug!("writing subscriber counts failed: {e}");
+                self.counts_changed.notify_one();
             }
         }
     }
@@ -1058,6 +1128,7 @@ impl Inner {
                 deliver_to(s, &live, channel, now);
             }
         }
+        self.counts_changed.notify_one();
         Ok(result)
     }
 
@@ -1102,6 +1173,7 @@ impl Inner {
             }
         }
         self.forget_if_idle(channel).await;
+        self.counts_changed.notify_one();
         true
     }
 
@@ -1117,12 +1189,38 @@ impl Inner {
         Ok(members)
     }
 
-    fn channels(&self) -> Vec<(String, usize)> {
-        let mut list: Vec<(String, usize)> = lock(&self.channels)
+    /// This node's channels with subscribers, and how many.
+    fn local_channels(&self) -> Vec<(String, usize)> {
+        lock(&self.channels)
             .iter()
             .map(|(name, ch)| (name.clone(), lock(ch).subs.len()))
             .filter(|(_, n)| *n > 0)
-            .collect();
+            .collect()
+    }
+
+    /// Every node's channels: this node's counts now, the others' as last
+    /// written (within a moment of a change). Only this node's while Redis
+    /// is unreachable.
+    async fn channels(&self) -> Vec<(String, usize)> {
+        let mut total: HashMap<String, usize> = self.local_channels().into_iter().collect();
+        if self.up.load(Relaxed) {
+            let mut conn = self.conn.clone();
+            let mut call = self.scripts.channels.key(keys::NODES);
+            call.arg(&self.node);
+            match bounded("channels", call.invoke_async::<Vec<String>>(&mut conn)).await {
+                Ok(pairs) => {
+                    for pair in pairs.chunks(2) {
+                        if let [name, n] = pair {
+                            if let Ok(n) = n.parse::<usize>() {
+                                *total.entry(name.clone()).or_default() += n;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        let mut list: Vec<(String, usize)> = total.into_iter().filter(|(_, n)| *n > 0).collect();
         list.sort();
         list
     }
@@ -1162,9 +1260,9 @@ impl Engine for RedisEngine {
         self.inner.presence(channel)
     }
 
-    /// This node's channels and their local subscribers.
+    /// Every node's channels and subscribers.
     fn channels(&self) -> impl Future<Output = Vec<(String, usize)>> + Send {
-        std::future::ready(self.inner.channels())
+        self.inner.channels()
     }
 
     fn is_up(&self) -> bool {
