@@ -1,6 +1,6 @@
 //! `wsline bench URL`: a load generator for any WebSocket server.
 //!
-//! Owns three workloads and their report:
+//! Owns four workloads and their report:
 //! - `echo` (default): N connections, K messages in flight on each; every
 //!   echo's round trip goes into a latency histogram;
 //! - `handshake`: connect, upgrade, close, N at a time;
