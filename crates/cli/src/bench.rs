@@ -1,10 +1,12 @@
 //! `wsline bench URL`: a load generator for any WebSocket server.
 //!
-//! Owns three workloads and their report:
+//! Owns four workloads and their report:
 //! - `echo` (default): N connections, K messages in flight on each; every
 //!   echo's round trip goes into a latency histogram;
 //! - `handshake`: connect, upgrade, close, N at a time;
-//! - `idle`: open N connections and hold them for the duration.
+//! - `idle`: open N connections and hold them for the duration;
+//! - `fanout`: N subscribers and one publisher on a hub speaking the wsline
+//!   hub protocol (`wsline serve`); see [`fanout`].
 //!
 //! A progress bar goes to stderr when it is a terminal; the summary (or,
 //! with `--json`, one JSON object) goes to stdout.
@@ -37,6 +39,8 @@ use wsline::{ClientConfig, CloseCode, MaybeTlsStream, Message, TerminationKind, 
 
 use crate::secs::parse_secs;
 
+mod fanout;
+
 type Ws = wsline::WebSocket<MaybeTlsStream>;
 
 /// How long a connection may take to finish its closing handshake at the
@@ -57,6 +61,8 @@ pub(crate) enum Mode {
     Handshake,
     /// Open N connections and hold them, silent, for the duration.
     Idle,
+    /// N subscribers on one channel of a hub, one publisher.
+    Fanout,
 }
 
 /// Options of `wsline bench`.
@@ -68,13 +74,16 @@ pub(crate) struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
-    /// Connections (echo, idle), or handshakes at a time (handshake).
+    /// Connections (echo, idle), subscribers (fanout), or handshakes at a
+    /// time (handshake).
     #[arg(long, short = 'c', value_name = "N", default_value_t = 10)]
     connections: usize,
-    /// Payload size of each message in bytes (echo).
+    /// Payload size of each message in bytes (echo; fanout: the published
+    /// `data`, a JSON string of this many bytes, at least 29).
     #[arg(long, value_name = "BYTES", default_value_t = 16)]
     size: usize,
-    /// Messages in flight on each connection (echo).
+    /// Messages in flight on each connection (echo); publishes not yet
+    /// received by every subscriber (fanout).
     #[arg(long, value_name = "K", default_value_t = 1)]
     in_flight: usize,
     /// Seconds to send for (echo), to keep handshaking for (handshake), or
@@ -109,6 +118,20 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Where the publisher connects (fanout) [default: URL].
+    #[arg(long, value_name = "URL")]
+    publish_url: Option<String>,
+    /// Publishes per second at most (fanout) [default: as fast as the
+    /// in-flight window allows].
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    rate: Option<f64>,
+    /// The channel to subscribe and publish to (fanout).
+    #[arg(long, value_name = "NAME", default_value = "bench-fanout")]
+    channel: String,
+    /// The server's process ID, to report its CPU time per delivery
+    /// (fanout, Linux).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 impl BenchArgs {
@@ -121,6 +144,15 @@ impl BenchArgs {
         }
         if self.connect_concurrency == 0 {
             return Err("--connect-concurrency must be at least 1".into());
+        }
+        if self.mode == Mode::Fanout && self.size < fanout::MIN_SIZE {
+            return Err(format!(
+                "--size must be at least {} for fanout",
+                fanout::MIN_SIZE
+            ));
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err("--rate must be more than 0".into());
         }
         if self.duration.is_zero() && self.mode != Mode::Idle {
             return Err("--duration must be more than 0".into());
@@ -204,6 +236,7 @@ pub(crate) async fn run(args: BenchArgs) -> i32 {
         Mode::Echo => echo_mode(&args, url, config).await,
         Mode::Handshake => handshake_mode(&args, url, config).await,
         Mode::Idle => idle_mode(&args, url, config).await,
+        Mode::Fanout => fanout::fanout_mode(&args, url, config).await,
     };
     report.bench_cpu_total_s = process_cpu().map(|c| c.as_secs_f64());
     if args.json {
@@ -303,6 +336,9 @@ struct Report {
     bench_cpu_us_per_msg: Option<f64>,
     /// utime + stime of this process from its start to the report.
     bench_cpu_total_s: Option<f64>,
+    /// The fan-out figures (fanout only; `messages` counts deliveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fanout: Option<fanout::FanoutReport>,
 }
 
 impl Report {
@@ -330,6 +366,7 @@ impl Report {
             bench_cpu_s: None,
             bench_cpu_us_per_msg: None,
             bench_cpu_total_s: None,
+            fanout: None,
         }
     }
 
@@ -383,6 +420,10 @@ impl Report {
                 "{} connections held {} s",
                 self.connections, self.duration_s
             ),
+            Mode::Fanout => format!(
+                "{} subscribers, {} B data, {} s",
+                self.connections, self.size, self.duration_s
+            ),
         };
         println!(
             "wsline bench {:?} {}: {setup}, {compression}",
@@ -394,10 +435,10 @@ impl Report {
                 self.connections_open, self.connections, self.connect_s
             );
         }
-        let unit = if self.mode == Mode::Handshake {
-            "handshakes"
-        } else {
-            "msgs"
+        let unit = match self.mode {
+            Mode::Handshake => "handshakes",
+            Mode::Fanout => "deliveries",
+            _ => "msgs",
         };
         if self.mode != Mode::Idle {
             let mb = if self.mode == Mode::Echo {
@@ -413,6 +454,23 @@ impl Report {
                 group(self.msgs_per_sec.round() as u64),
                 group(self.messages_total),
             );
+        }
+        if let Some(f) = &self.fanout {
+            println!("pacing        {}", f.pacing);
+            println!(
+                "fan-out       {} publishes to {} subscribers (subscribed in {:.2} s): {} of {} deliveries, {} lost, {} duplicates, {} publish errors",
+                group(f.publishes),
+                group(f.subscribers as u64),
+                f.subscribe_s,
+                group(f.deliveries),
+                group(f.expected_deliveries),
+                group(f.lost),
+                group(f.duplicates),
+                f.publish_errors,
+            );
+            if let (Some(c), Some(per)) = (f.server_cpu_s, f.server_cpu_us_per_delivery) {
+                println!("server CPU    {c:.2} s, {per:.3} µs per delivery");
+            }
         }
         if let Some(l) = &self.latency_us {
             println!(
@@ -433,10 +491,10 @@ impl Report {
         }
         match (self.bench_cpu_s, self.bench_cpu_us_per_msg) {
             (Some(c), Some(per)) => {
-                let one = if self.mode == Mode::Handshake {
-                    "handshake"
-                } else {
-                    "message"
+                let one = match self.mode {
+                    Mode::Handshake => "handshake",
+                    Mode::Fanout => "delivery",
+                    _ => "message",
                 };
                 println!("bench CPU     {c:.2} s, {per:.2} µs per {one}")
             }

@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
@@ -21,7 +22,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
-use wsline_proto::{CloseCode, Connection, Event, Message, Termination, TerminationKind};
+use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination, TerminationKind};
 
 use crate::Error;
 
@@ -31,6 +32,8 @@ const WRITE_HIGH_WATER: usize = 128 * 1024;
 const MAX_UNWRITTEN: usize = 4 * WRITE_HIGH_WATER;
 /// The size of the per-thread read buffer.
 const READ_CHUNK: usize = 64 * 1024;
+/// Most frames [`WebSocket::write_encoded`] hands one vectored write.
+const MAX_IOV: usize = 64;
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -158,6 +161,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// written by the next `flush`, `send`, or `recv` that would wait.
     pub fn queue_encoded(&mut self, frame: &[u8]) -> Result<(), Error> {
         self.conn.send_encoded(frame).map_err(Error::from)
+    }
+
+    /// Sends frames encoded once for many connections (as
+    /// [`WebSocket::queue_encoded`], servers only) without copying them
+    /// when it can: while nothing else is queued, they go to the transport
+    /// straight from the caller's buffers, up to 64 in one vectored write;
+    /// whatever the transport does not take now is queued as by
+    /// `queue_encoded` and written by the next `flush`, `send`, or `recv`
+    /// (which also report a transport error). The bytes on the wire are
+    /// the same as with `queue_encoded` per frame. `cx` is woken when the
+    /// transport can take more.
+    pub fn write_encoded<B: AsRef<[u8]>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &[B],
+    ) -> Result<(), Error> {
+        let mut rest = frames;
+        while !rest.is_empty()
+            && self.conn.output_len() == 0
+            && self.conn.role() == Role::Server
+            && self.conn.can_send()
+            && self.io_error.is_none()
+        {
+            let n = rest.len().min(MAX_IOV);
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            for (slice, frame) in slices.iter_mut().zip(&rest[..n]) {
+                *slice = IoSlice::new(frame.as_ref());
+            }
+            let written = match &self.write_wakers {
+                Some(set) => {
+                    set.register(cx.waker());
+                    let proxy = Waker::from(set.clone());
+                    Pin::new(&mut self.io)
+                        .poll_write_vectored(&mut Context::from_waker(&proxy), &slices[..n])
+                }
+                None => Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]),
+            };
+            let mut written = match written {
+                Poll::Ready(Ok(w)) if w > 0 => w,
+                // Not now, or an error the buffered path will report.
+                _ => break,
+            };
+            while written > 0 {
+                let Some(frame) = rest.first().map(AsRef::as_ref) else {
+                    break;
+                };
+                rest = &rest[1..];
+                if written >= frame.len() {
+                    written -= frame.len();
+                } else {
+                    // The transport took part of this frame: queue its tail.
+                    self.conn.send_encoded(&frame[written..])?;
+                    written = 0;
+                }
+            }
+        }
+        for frame in rest {
+            self.conn.send_encoded(frame.as_ref())?;
+        }
+        Ok(())
     }
 
     /// Bytes queued and not yet written to the transport.
