@@ -213,7 +213,7 @@ where
                     // Queued; written before the next read blocks, so
                     // replies to pipelined messages go out together.
                     Poll::Ready(Ok(())) => {
-                        let _ = Pin::new(&mut *ws).start_send(message);
+                        let _ = ws.write_message(cx, message);
                     }
                     // The connection is ending: reading reports how.
                     Poll::Ready(Err(_)) => {}

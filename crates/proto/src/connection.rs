@@ -275,6 +275,8 @@ pub struct Connection {
     peer_close_pending: bool,
 
     out: BytesMut,
+    /// The Pong answering the latest Ping, held while output is backed up.
+    deferred_pong: Option<Box<Bytes>>,
     /// Boxed, with its scratch space: most connections never compress.
     deflate: Option<Box<Deflating>>,
 
@@ -290,6 +292,10 @@ pub struct Connection {
     ping_count: u64,
     pong_deadline: Option<Instant>,
 }
+
+/// While this much output waits, a Ping's Pong is held back and only the
+/// latest one is sent once the output drains below it.
+const PONG_DEFER_OUTPUT: usize = 64 * 1024;
 
 /// permessage-deflate's codec and the buffer one outgoing message is
 /// compressed into.
@@ -330,6 +336,7 @@ impl Connection {
             peer_close_pending: false,
             out: BytesMut::new(),
             deflate: None,
+            deferred_pong: None,
             closing: None,
             eof: false,
             finished: false,
@@ -492,6 +499,18 @@ impl Connection {
         &mut self.in_buf
     }
 
+    /// How many more payload bytes the frame being received needs (0 when
+    /// no frame is under way): an I/O layer reading a large frame can read
+    /// straight into [`Connection::read_buffer`] (then call
+    /// [`Connection::process`]) instead of copying through
+    /// [`Connection::receive_data`].
+    pub fn frame_bytes_wanted(&self) -> usize {
+        match &self.frame {
+            Some(f) if self.reading => f.len.saturating_sub(self.in_buf.len()),
+            _ => 0,
+        }
+    }
+
     /// Parses what [`Connection::read_buffer`] holds, as `receive_data` does.
     pub fn process(&mut self, now: Instant) {
         self.now = now;
@@ -499,6 +518,10 @@ impl Connection {
             self.parse();
         } else {
             self.in_buf.clear();
+        }
+        if self.in_buf.is_empty() && self.in_buf.capacity() > 0 {
+            // An idle connection holds no read buffer.
+            self.in_buf = BytesMut::new();
         }
     }
 
@@ -695,7 +718,15 @@ impl Connection {
         match frame.opcode {
             OpCode::Ping => {
                 if self.can_send() && !self.peer_close_pending {
-                    self.encode_frame(OpCode::Pong, &payload, true);
+                    if self.out.len() >= PONG_DEFER_OUTPUT {
+                        // Output is backed up (the peer reads slowly, or
+                        // not at all while it pings): answer only the most
+                        // recent Ping once it drains (RFC 6455 §5.5.3), so
+                        // Pings cannot grow the output without bound.
+                        self.deferred_pong = Some(Box::new(payload.clone()));
+                    } else {
+                        self.encode_frame(OpCode::Pong, &payload, true);
+                    }
                 }
                 self.events.push(Pending::Event(Event::Ping(payload)));
             }
@@ -932,6 +963,44 @@ impl Connection {
         }
     }
 
+    /// The header of the frame [`Connection::send`] would queue for
+    /// `message`, when that frame is the message's bytes as they are: this
+    /// end is a server (no mask), sending is allowed, and the message goes
+    /// out uncompressed. Written into `head`; returns its length, or `None`
+    /// when `send` must be used. An I/O layer can then write the header and
+    /// the message's own bytes (a vectored write) instead of having `send`
+    /// copy a large payload into the output; the bytes on the wire are the
+    /// same. Only valid while [`Connection::output`] is empty (else the
+    /// frame would overtake queued bytes).
+    pub fn direct_frame_header(
+        &self,
+        message: &Message,
+        head: &mut [u8; MAX_HEADER_LEN],
+    ) -> Option<usize> {
+        let (opcode, len) = match message {
+            Message::Text(t) => (OpCode::Text, t.len()),
+            Message::Binary(b) => (OpCode::Binary, b.len()),
+        };
+        if self.role != Role::Server || !self.can_send() || !self.out.is_empty() {
+            return None;
+        }
+        if self
+            .deflate
+            .as_ref()
+            .is_some_and(|d| d.codec.should_compress(len))
+        {
+            return None;
+        }
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: opcode.as_u8(),
+            mask: None,
+            payload_len: len as u64,
+        };
+        Some(encode_header(&header, head))
+    }
+
     /// Queues a data frame encoded once for many connections with
     /// [`crate::frame::encode_server_frame`]: fan-out serializes and frames
     /// a message once and every subscriber's connection copies the same
@@ -1091,6 +1160,13 @@ impl Connection {
     /// Marks the first `n` bytes of [`Connection::output`] as written.
     pub fn consume_output(&mut self, n: usize) {
         self.out.advance(n.min(self.out.len()));
+        if self.out.len() < PONG_DEFER_OUTPUT {
+            if let Some(payload) = self.deferred_pong.take() {
+                if self.can_send() {
+                    self.encode_frame(OpCode::Pong, &payload, true);
+                }
+            }
+        }
         if self.out.is_empty() {
             // An idle connection holds no write buffer.
             self.out = BytesMut::new();
@@ -1099,7 +1175,13 @@ impl Connection {
 
     /// Takes all pending output at once.
     pub fn take_output(&mut self) -> Bytes {
-        self.out.split().freeze()
+        let taken = self.out.split().freeze();
+        if let Some(payload) = self.deferred_pong.take() {
+            if self.can_send() {
+                self.encode_frame(OpCode::Pong, &payload, true);
+            }
+        }
+        taken
     }
 
     /// Whether the transport should be closed once [`Connection::output`]
@@ -1233,5 +1315,158 @@ mod event_queue_tests {
         assert!(q.pop().is_none());
         assert!(q.is_empty());
         assert_eq!(q.rest.capacity(), 0);
+    }
+}
+
+#[cfg(test)]
+mod direct_io_tests {
+    use super::*;
+
+    fn server() -> Connection {
+        Connection::new(Role::Server, Config::default(), Instant::now())
+    }
+
+    /// The direct path's header followed by the message's own bytes is
+    /// exactly what `send` queues.
+    #[test]
+    fn direct_frame_header_plus_payload_equals_send_output() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            for message in [
+                Message::Binary(Bytes::from(vec![7u8; len])),
+                Message::text("x".repeat(len)),
+            ] {
+                let direct = server();
+                let mut head = [0u8; MAX_HEADER_LEN];
+                let n = direct
+                    .direct_frame_header(&message, &mut head)
+                    .expect("a server sends uncompressed frames directly");
+                let mut wire = head[..n].to_vec();
+                wire.extend_from_slice(match &message {
+                    Message::Binary(b) => b,
+                    Message::Text(t) => t.as_bytes(),
+                });
+                let mut simple = server();
+                simple.send(&message).unwrap();
+                assert_eq!(wire, simple.output(), "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_direct_header_when_send_must_be_used() {
+        let message = Message::Binary(Bytes::from(vec![1u8; 100_000]));
+        let mut head = [0u8; MAX_HEADER_LEN];
+        // A client masks every frame.
+        let client = Connection::new(Role::Client, Config::default(), Instant::now());
+        assert_eq!(client.direct_frame_header(&message, &mut head), None);
+        // Queued output must go first.
+        let mut queued = server();
+        queued.send(&Message::text("first")).unwrap();
+        assert_eq!(queued.direct_frame_header(&message, &mut head), None);
+        // Closing: no more data frames.
+        let mut closing = server();
+        closing
+            .close(CloseCode::NORMAL, "", Instant::now())
+            .unwrap();
+        assert_eq!(closing.direct_frame_header(&message, &mut head), None);
+        // A message permessage-deflate would compress.
+        let mut deflating = server();
+        let (params, _answer) = crate::deflate::negotiate_server(
+            &[crate::handshake::ExtensionOffer::new("permessage-deflate")],
+            &DeflateConfig::server_default(),
+        )
+        .expect("offer accepted");
+        deflating.enable_deflate(&params, &DeflateConfig::server_default());
+        assert_eq!(deflating.direct_frame_header(&message, &mut head), None);
+        // One under the compression threshold goes out as it is.
+        let small = Message::Binary(Bytes::from_static(b"hi"));
+        assert!(deflating.direct_frame_header(&small, &mut head).is_some());
+    }
+
+    /// Reading the rest of a large frame straight into the read buffer
+    /// gives the same message as `receive_data`.
+    #[test]
+    fn reading_a_frame_rest_into_the_read_buffer_matches_receive_data() {
+        let binary: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        read_rest_directly(Role::Server, 0x82, binary.clone());
+        read_rest_directly(Role::Server, 0x81, "é".repeat(50_000).into_bytes());
+        read_rest_directly(Role::Client, 0x82, binary);
+        read_rest_directly(Role::Client, 0x81, "é".repeat(50_000).into_bytes());
+    }
+
+    fn read_rest_directly(role: Role, first_byte: u8, payload: Vec<u8>) {
+        let key = [9, 8, 7, 6];
+        let masked = role == Role::Server;
+        let mut frame = vec![first_byte, if masked { 0xFF } else { 0x7F }];
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        if masked {
+            frame.extend_from_slice(&key);
+        }
+        let start = frame.len();
+        frame.extend_from_slice(&payload);
+        if masked {
+            crate::frame::apply_mask(&mut frame[start..], key, 0);
+        }
+        let server = || Connection::new(role, Config::default(), Instant::now());
+
+        let now = Instant::now();
+        let mut direct = server();
+        direct.receive_data(&frame[..5_000], now);
+        assert_eq!(direct.frame_bytes_wanted(), frame.len() - 5_000);
+        let mut at = 5_000;
+        while direct.frame_bytes_wanted() > 0 {
+            let take = direct.frame_bytes_wanted().min(30_000);
+            direct
+                .read_buffer()
+                .extend_from_slice(&frame[at..at + take]);
+            at += take;
+            direct.process(now);
+        }
+        assert_eq!(at, frame.len());
+        let mut simple = server();
+        simple.receive_data(&frame, now);
+        let got = direct.poll_event();
+        assert_eq!(got, simple.poll_event());
+        let want = if first_byte == 0x81 {
+            Message::Text(Utf8Bytes::try_from(payload).expect("UTF-8"))
+        } else {
+            Message::Binary(Bytes::from(payload))
+        };
+        assert_eq!(got, Some(Event::Message(want)));
+        assert_eq!(direct.frame_bytes_wanted(), 0);
+    }
+}
+
+#[cfg(test)]
+mod deferred_pong_tests {
+    use super::*;
+
+    fn ping(n: u8) -> Vec<u8> {
+        // A masked Ping from a client with a 1-byte payload.
+        let key = [1, 2, 3, 4];
+        vec![0x89, 0x81, key[0], key[1], key[2], key[3], n ^ key[0]]
+    }
+
+    /// A peer that pings while our output is backed up gets one Pong, for
+    /// its latest Ping, once the output drains: Pings cannot grow the
+    /// output without bound.
+    #[test]
+    fn pings_while_output_is_backed_up_get_one_pong_for_the_latest() {
+        let now = Instant::now();
+        let mut c = Connection::new(Role::Server, Config::default(), now);
+        c.send(&Message::Binary(Bytes::from(vec![0u8; 100_000])))
+            .unwrap();
+        let backed_up = c.output_len();
+        for n in 0..100 {
+            c.receive_data(&ping(n), now);
+        }
+        assert_eq!(c.output_len(), backed_up, "no Pong queued while backed up");
+        c.consume_output(backed_up);
+        assert_eq!(c.output(), &[0x8A, 0x01, 99], "one Pong, latest payload");
+        // Not backed up: every Ping is answered at once, as before.
+        c.consume_output(3);
+        c.receive_data(&ping(7), now);
+        c.receive_data(&ping(8), now);
+        assert_eq!(c.output(), &[0x8A, 0x01, 7, 0x8A, 0x01, 8]);
     }
 }

@@ -22,16 +22,24 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+use wsline_proto::frame::MAX_HEADER_LEN;
 use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination, TerminationKind};
 
 use crate::Error;
 
 /// Output above this many bytes makes `feed` and `poll_ready` write first.
 const WRITE_HIGH_WATER: usize = 128 * 1024;
-/// Reading pauses while this much output waits for the transport.
-const MAX_UNWRITTEN: usize = 4 * WRITE_HIGH_WATER;
 /// The size of the per-thread read buffer.
 const READ_CHUNK: usize = 64 * 1024;
+/// A message at least this big goes to the transport straight from its own
+/// bytes in [`WebSocket::write_message`] (below, copying it into the
+/// output buffer costs more than the extra write call).
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
+/// A frame with at least this much payload still to come is read straight
+/// into the connection's buffer instead of through the per-thread scratch.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+/// The most one such read reserves.
+const DIRECT_READ_MAX: usize = 256 * 1024;
 /// Most frames [`WebSocket::write_encoded`] hands one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -223,6 +231,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Queues `message` as [`Sink::start_send`] does, except that a large
+    /// message (16 KiB or more) from a server with nothing else queued and
+    /// no compression for it is written at once straight from the
+    /// message's own bytes (header and payload in one vectored write)
+    /// instead of being copied into the output buffer; only what the
+    /// transport does not take is queued. The bytes on the wire are the
+    /// same. Apply backpressure first (e.g. [`Sink::poll_ready`]); `cx` is
+    /// woken when the transport can take more.
+    pub fn write_message(&mut self, cx: &mut Context<'_>, message: Message) -> Result<(), Error> {
+        let payload: &[u8] = match &message {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        };
+        if payload.len() >= DIRECT_WRITE_MIN {
+            let mut head = [0u8; MAX_HEADER_LEN];
+            if let Some(n) = self.conn.direct_frame_header(&message, &mut head) {
+                return self.write_encoded(cx, &[&head[..n], payload]);
+            }
+        }
+        self.queue(&message)
+    }
+
     /// Bytes queued and not yet written to the transport.
     pub fn buffered_output(&self) -> usize {
         self.conn.output_len()
@@ -303,12 +333,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if !self.conn.wants_read() {
                 return Poll::Pending;
             }
-            // A peer that does not read what we write (say, Pongs to its
-            // Pings) must not grow our output without bound: read nothing
-            // more until the output drains (the write waker is armed).
-            if self.conn.output_len() >= MAX_UNWRITTEN {
-                return Poll::Pending;
-            }
+            // Reading never waits for our own output to drain: two peers
+            // each writing a large message while the other waits would
+            // deadlock. What reading adds to the output is bounded in the
+            // core (one Close reply; Pongs are held back and coalesced
+            // while output is backed up); what the application adds is
+            // bounded by `poll_ready`/`feed` backpressure.
             match read_into_connection(&mut self.io, cx, &mut self.conn) {
                 Poll::Ready(Ok(0)) => self.conn.receive_eof(now()),
                 Poll::Ready(Ok(_)) => {}
@@ -470,6 +500,17 @@ fn read_into_connection<S: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     conn: &mut Connection,
 ) -> Poll<std::io::Result<usize>> {
+    let wanted = conn.frame_bytes_wanted();
+    if wanted >= DIRECT_READ_MIN {
+        // The rest of a large frame: straight into the connection's buffer.
+        let buf = conn.read_buffer();
+        buf.reserve(wanted.min(DIRECT_READ_MAX));
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?;
+        if n > 0 {
+            conn.process(now());
+        }
+        return Poll::Ready(Ok(n));
+    }
     READ_SCRATCH.with(|scratch| {
         // A poll never re-enters another poll on the same thread, but be
         // safe: fall back to a temporary buffer if the scratch is in use.
