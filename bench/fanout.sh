@@ -59,49 +59,25 @@ TRIES="${TRIES:-2}"
 PEERS="$ROOT/bench/peers"
 
 log() { echo "fanout.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
 # ------------------------------------------------------------------ build
-if [[ -z "${WSLINE_BIN:-}" ]]; then
-    log "building wsline (release)"
-    cargo build --release --quiet --bin wsline
-    WSLINE_BIN="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/wsline"
-fi
-[[ -x "$WSLINE_BIN" ]] || die "no wsline binary at $WSLINE_BIN"
+build_wsline
 log "building the peer hubs (release)"
 cargo build --release --quiet --manifest-path "$PEERS/Cargo.toml" --bin hub-tokio-tungstenite --bin hub-fastwebsockets
 PEER_BIN="$PEERS/target/release"
 [[ -n "${CARGO_TARGET_DIR:-}" ]] && PEER_BIN="$CARGO_TARGET_DIR/release"
 
 # --------------------------------------------------------------- machine
-PIN_S=(taskset -c "$SERVER_CORE")
-PIN_C=(taskset -c "$CLIENT_CORE")
-if ! command -v taskset >/dev/null || [[ "$(nproc)" -lt 2 ]]; then
-    log "warning: taskset or a second core missing: running unpinned"
-    PIN_S=()
-    PIN_C=()
-fi
-# A descriptor per subscriber, in the hub and in the bench.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-for n in $SUBS; do
-    if [[ "$(ulimit -n)" != unlimited ]] && (( $(ulimit -n) < n + 256 )); then
-        die "ulimit -n is $(ulimit -n): too few descriptors for $n subscribers"
-    fi
-done
+# shellcheck disable=SC2086
+setup_machine $SUBS
 
 mkdir -p "$OUT"
 RESULTS="$OUT/results.tsv"
 [[ -f "$RESULTS" ]] || printf 'subs\tserver\tround\tdeliveries\texpected\tlost\tdeliveries_per_sec\tserver_cpu_us_per_delivery\tp50_us\tp99_us\tp999_us\tbench_cpu_us_per_delivery\tbench_core_busy\terrors\tforeign_load\n' >"$RESULTS"
 
-# The hub's configuration: publishes unlimited (the rate limit would
-# refuse the publisher), no presence on the benchmark channel (10,000 joins
-# would each go to every member: setup, not the workload).
-cat >"$OUT/hub.toml" <<'EOF'
-publish_rate = 1000000
-[channels."bench-fanout"]
-presence = false
-EOF
+write_hub_config "$OUT/hub.toml"
 
 server_cmd() {
     case "$1" in
@@ -117,43 +93,9 @@ server_url() { # SERVER ADDR
     esac
 }
 
-# ---------------------------------------------------------------- probes
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-now_s() { date +%s.%N; }
-background_load() {
-    local b0 t0 b1 t1
-    b0="$(busy_ticks)"; t0="$(now_s)"
-    sleep "$1"
-    b1="$(busy_ticks)"; t1="$(now_s)"
-    awk -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b1 - b0) / hz / (t1 - t0) }'
-}
-wait_quiet() {
-    local waited=0 load
-    while :; do
-        load="$(background_load 0.5)"
-        awk -v l="$load" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && return 0
-        if (( waited >= QUIET_WAIT )); then
-            log "warning: the machine is still busy ($load cores used by other processes); measuring anyway"
-            return 0
-        fi
-        (( waited == 0 )) && log "waiting for the machine to be quiet ($load cores used by other processes)"
-        sleep 2
-        waited=$((waited + 2))
-    done
-}
-json_num() { sed -n "s/.*\"$1\":\([-0-9.eE+]*\)[,}].*/\1/p" "$2" | head -1; }
-
 SERVER_PID=""
 stop_server() {
-    [[ -n "$SERVER_PID" ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_pid "$SERVER_PID"
     SERVER_PID=""
 }
 trap stop_server EXIT
@@ -167,12 +109,8 @@ measure_once() {
     # shellcheck disable=SC2046
     "${PIN_S[@]}" $(server_cmd "$s") >"$tag.server.log" 2>&1 &
     SERVER_PID=$!
-    local addr=""
-    for _ in $(seq 100); do
-        addr="$(sed -n 's/^listening on [a-z]*:\/\/\([^/]*\).*$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
-        [[ -n "$addr" ]] && break
-        sleep 0.1
-    done
+    local addr
+    addr="$(wait_listening "$tag.server.log")"
     if [[ -z "$addr" ]]; then
         log "$s did not start; see $tag.server.log"
         stop_server
@@ -244,9 +182,9 @@ done
 pacing="closed loop, $IN_FLIGHT publishes in flight"
 [[ -n "$RATE" ]] && pacing="$pacing, at most $RATE publishes/s"
 {
-    echo "Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores; hub on core $SERVER_CORE, load on core $CLIENT_CORE"
+    echo "Machine: $(machine_line); hub on core $SERVER_CORE, load on core $CLIENT_CORE"
     echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $ROUNDS rounds of ${DURATION} s publishing, $SIZE-byte data, $pacing; medians"
-    echo "wsline: $("$WSLINE_BIN" --version 2>/dev/null), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || echo ' with uncommitted changes')"
+    echo "wsline: $(wsline_line)"
     echo "Peers: $(awk '/^name = "(tokio-tungstenite|fastwebsockets|tokio)"$/ { n = $3; getline; printf "%s %s  ", n, $3 }' "$PEERS/Cargo.lock" | tr -d '"')"
     echo
 } >"$OUT/table.md"

@@ -129,9 +129,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "NAME", default_value = "bench-fanout")]
     channel: String,
     /// The server's process ID, to report its CPU time per delivery
-    /// (fanout, Linux).
+    /// (fanout, Linux). Repeatable: with several (e.g. two hub nodes and
+    /// their Redis), each one's CPU is reported and the server CPU is
+    /// their sum.
     #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
 }
 
 impl BenchArgs {
@@ -470,6 +472,14 @@ impl Report {
             );
             if let (Some(c), Some(per)) = (f.server_cpu_s, f.server_cpu_us_per_delivery) {
                 println!("server CPU    {c:.2} s, {per:.3} µs per delivery");
+            }
+            if f.server_cpu_by_pid.len() > 1 {
+                for p in &f.server_cpu_by_pid {
+                    println!(
+                        "  pid {:<9} {:.2} s, {:.3} µs per delivery",
+                        p.pid, p.cpu_s, p.us_per_delivery
+                    );
+                }
             }
         }
         if let Some(l) = &self.latency_us {

@@ -78,6 +78,36 @@ pub(super) struct FanoutReport {
     pub(super) server_cpu_s: Option<f64>,
     /// `server_cpu_s / deliveries`, in microseconds.
     pub(super) server_cpu_us_per_delivery: Option<f64>,
+    /// Each `--server-pid`'s share of `server_cpu_s`, in the order given.
+    pub(super) server_cpu_by_pid: Vec<PidCpu>,
+}
+
+/// One server process's CPU over the publishing phase.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct PidCpu {
+    /// The process ID.
+    pub(super) pid: u32,
+    /// utime + stime over the publishing phase, in seconds.
+    pub(super) cpu_s: f64,
+    /// `cpu_s / deliveries`, in microseconds.
+    pub(super) us_per_delivery: f64,
+}
+
+/// Each process's CPU between two readings of the same processes, and their
+/// sum; `None` when any process could not be read.
+fn cpu_deltas(
+    pids: &[u32],
+    before: &[Option<Duration>],
+    after: &[Option<Duration>],
+) -> Option<(Duration, Vec<(u32, Duration)>)> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut each = Vec::with_capacity(pids.len());
+    for ((pid, b), a) in pids.iter().zip(before).zip(after) {
+        each.push((*pid, a.as_ref()?.saturating_sub((*b)?)));
+    }
+    Some((each.iter().map(|(_, d)| *d).sum(), each))
 }
 
 /// What the publisher and the subscribers share (all on one thread).
@@ -450,7 +480,7 @@ pub(super) async fn fanout_mode(
     }
     let pb = run_bar(args.duration);
     let cpu0 = process_cpu();
-    let server0 = args.server_pid.and_then(pid_cpu);
+    let server0: Vec<_> = args.server_pid.iter().map(|&p| pid_cpu(p)).collect();
     let start = Instant::now();
     let ticker = spawn_ticker(&pb, start, args.duration, counter, "deliveries");
     let published = publisher(
@@ -464,9 +494,8 @@ pub(super) async fn fanout_mode(
     )
     .await;
     let cpu = cpu_between(cpu0, process_cpu());
-    let server_cpu = args
-        .server_pid
-        .and_then(|pid| cpu_between(server0, pid_cpu(pid)));
+    let server1: Vec<_> = args.server_pid.iter().map(|&p| pid_cpu(p)).collect();
+    let server_cpu = cpu_deltas(&args.server_pid, &server0, &server1);
     if let Some(t) = ticker {
         t.abort();
     }
@@ -503,9 +532,18 @@ pub(super) async fn fanout_mode(
         .map(|h| h.clone())
         .unwrap_or_else(|_| histogram());
     report.finish(published.window, &hist, cpu);
-    if let (Some(c), true) = (server_cpu, fan.deliveries > 0) {
+    if let (Some((c, each)), true) = (server_cpu, fan.deliveries > 0) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / fan.deliveries as f64;
         fan.server_cpu_s = Some(c.as_secs_f64());
-        fan.server_cpu_us_per_delivery = Some(c.as_secs_f64() * 1e6 / fan.deliveries as f64);
+        fan.server_cpu_us_per_delivery = Some(per(c));
+        fan.server_cpu_by_pid = each
+            .into_iter()
+            .map(|(pid, d)| PidCpu {
+                pid,
+                cpu_s: d.as_secs_f64(),
+                us_per_delivery: per(d),
+            })
+            .collect();
     }
     report.fanout = Some(fan);
     report
@@ -530,6 +568,21 @@ mod tests {
                 format!(r#"{{"channel":"c","data":{d},"from":"x","offset":7,"op":"message"}}"#);
             assert_eq!(parse(&sorted), Some((42, 123_456_789)));
         }
+    }
+
+    #[test]
+    fn server_cpu_sums_every_pid_and_needs_all() {
+        let ms = Duration::from_millis;
+        let (sum, each) = cpu_deltas(
+            &[1, 2],
+            &[Some(ms(100)), Some(ms(50))],
+            &[Some(ms(130)), Some(ms(60))],
+        )
+        .unwrap();
+        assert_eq!(sum, ms(40));
+        assert_eq!(each, vec![(1, ms(30)), (2, ms(10))]);
+        assert!(cpu_deltas(&[1, 2], &[Some(ms(1)), None], &[Some(ms(2)), Some(ms(3))]).is_none());
+        assert!(cpu_deltas(&[], &[], &[]).is_none());
     }
 
     #[test]
