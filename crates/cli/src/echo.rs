@@ -46,6 +46,24 @@ pub(crate) struct EchoArgs {
     /// Never accept permessage-deflate.
     #[arg(long)]
     no_compression: bool,
+    /// Open connections; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_connections)]
+    max_connections: usize,
+    /// Connections in their opening handshake; more are refused at once.
+    #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_handshakes)]
+    max_handshakes: usize,
+    /// Connections in their opening handshake from one IP (IPv6: one /64); 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_connecting_per_ip)]
+    max_connecting_per_ip: usize,
+    /// Seconds a client may take none of the pending output before it is dropped (0: never).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    write_timeout: Duration,
+    /// Seconds without a message from a client before closing it with 1001 (0: never).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    idle_timeout: Duration,
+    /// Print `stats open=N handshakes=N addresses=N refused=N tasks=N` on stderr this often (0: never).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    stats_interval: Duration,
 }
 
 impl EchoArgs {
@@ -62,6 +80,11 @@ impl EchoArgs {
         if self.no_compression {
             config.deflate = None;
         }
+        config.write_timeout = optional(self.write_timeout);
+        config.idle_timeout = optional(self.idle_timeout);
+        config.limits.max_connections = self.max_connections;
+        config.limits.max_handshakes = self.max_handshakes;
+        config.limits.max_connecting_per_ip = self.max_connecting_per_ip;
         config
     }
 }
@@ -86,6 +109,10 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     let _ = std::io::stdout().flush();
 
     let config = args.server_config();
+    let gate = wsline::Gate::new(config.limits);
+    if let Some(every) = optional(args.stats_interval) {
+        crate::stats::spawn(gate.clone(), every);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(signal);
@@ -102,14 +129,30 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
                         continue;
                     }
                 };
+                // Past a cap: answered and closed here, no task.
+                let handshake = match gate.admit(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(refusal) => {
+                        tracing::debug!(%peer, "refused: {refusal}");
+                        refusal.refuse_now(tcp);
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let config = config.clone();
                 let shutdown = shutdown_rx.clone();
                 tasks.spawn(async move {
-                    match wsline::accept(tcp, &config).await {
+                    let mut open = None;
+                    let accepted = wsline::accept_with(tcp, &config, |_| {
+                        open = Some(handshake.open().map_err(|r| r.response())?);
+                        Ok(wsline::Acceptance::default())
+                    });
+                    match accepted.await {
+                        // `open` holds the connection's slot until it ends.
                         Ok(ws) => echo(ws, shutdown).await,
                         Err(e) => tracing::debug!(%peer, "handshake failed: {e}"),
                     }
+                    drop(open);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

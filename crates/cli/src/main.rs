@@ -11,6 +11,7 @@ mod connect;
 mod echo;
 mod secs;
 mod serve;
+mod stats;
 
 use clap::{Parser, Subcommand};
 
