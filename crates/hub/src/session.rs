@@ -455,11 +455,15 @@ fn poll_step(
             }
         }
         outbox.register(cx.waker());
+        let queued = ws.buffered_output();
         if let Poll::Ready(r) = ws.poll_recv(cx) {
             return Poll::Ready(Step::Received(r));
         }
-        // Writing made room and more is waiting: move it now.
-        if ws.buffered_output() < WRITE_LIMIT && !outbox.is_empty() {
+        // Writing made room and more is waiting: move it now. Only after
+        // progress: a frame larger than the room left must wait for the
+        // socket, not spin the runtime.
+        let left = ws.buffered_output();
+        if left < queued && left < WRITE_LIMIT && !outbox.is_empty() {
             continue;
         }
         return Poll::Pending;
