@@ -214,7 +214,10 @@ async fn serve_takes_the_caps_from_its_config_file() {
         .await
         .expect("write");
     let body = expect_503_at_once(addr).await;
-    assert!(body.contains("too many handshakes in progress (1)"), "{body}");
+    assert!(
+        body.contains("too many handshakes in progress (1)"),
+        "{body}"
+    );
     drop(stalled);
     // Once the stalled one is gone, /healthz answers (the slot is free).
     let reply = within("healthz", async {
