@@ -442,6 +442,7 @@ fn poll_step(
         if overflowed {
             return Poll::Ready(Step::SlowConsumer);
         }
+        let moved = !batch.is_empty();
         if !batch.is_empty() {
             let now = Instant::now();
             let metrics = &hub.metrics;
@@ -460,10 +461,10 @@ fn poll_step(
             return Poll::Ready(Step::Received(r));
         }
         // Writing made room and more is waiting: move it now. Only after
-        // progress: a frame larger than the room left must wait for the
-        // socket, not spin the runtime.
+        // progress (frames moved or bytes written): a frame larger than
+        // the room left must wait for the socket, not spin the runtime.
         let left = ws.buffered_output();
-        if left < queued && left < WRITE_LIMIT && !outbox.is_empty() {
+        if (moved || left < queued) && left < WRITE_LIMIT && !outbox.is_empty() {
             continue;
         }
         return Poll::Pending;
