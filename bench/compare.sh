@@ -24,9 +24,10 @@
 #   IDLE_CONNS     connections in the idle workload [10000]
 #   IDLE_HOLD      seconds the idle connections are held [3]
 #   WORKLOADS      subset, space-separated, of:
-#                  echo16 pipe16 text1k bin64k handshake idle [all]
+#                  echo16 pipe16 text1k bin64k handshake idle, and
+#                  text64k idlewarm [all of the first line]
 #   SERVERS        subset of: wsline tokio-tungstenite fastwebsockets
-#                  tokio-websockets [all]
+#                  tokio-websockets, and wsline-deflate [all but the last]
 #   SERVER_CORE    [0]   CLIENT_CORE [1]
 #   WSLINE_BIN     a wsline binary to use instead of building one
 #   WSLINE_DESC    how the table describes that binary (e.g. its commit)
@@ -36,18 +37,37 @@
 #                  waits for the machine to be that quiet before each one
 #   TRIES          attempts per measurement [3]   QUIET_WAIT seconds [600]
 # Quick look: DURATION=1 ROUNDS=1 IDLE_CONNS=1000 bench/compare.sh
+#
+# bench/compare.sh compression: `wsline echo` with permessage-deflate
+# (server defaults; the load generator offers it) against itself without,
+# on chat-like JSON text: throughput, CPU per message, and memory per idle
+# connection before and after one message (compression contexts are
+# allocated with the first compressed message). WORKLOADS defaults to
+# "text1k text64k idle idlewarm" there.
 
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+SUITE="${1:-peers}"
+case "$SUITE" in
+    peers)
+        DEFAULT_SERVERS="wsline tokio-tungstenite fastwebsockets tokio-websockets"
+        DEFAULT_WORKLOADS="echo16 pipe16 text1k bin64k handshake idle"
+        ME=wsline TARGETS=1 ;;
+    compression)
+        DEFAULT_SERVERS="wsline-deflate wsline"
+        DEFAULT_WORKLOADS="text1k text64k idle idlewarm"
+        ME=wsline-deflate TARGETS=0 ;;
+    *) echo "usage: bench/compare.sh [peers|compression]" >&2; exit 2 ;;
+esac
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 IDLE_HOLD="${IDLE_HOLD:-3}"
-WORKLOADS="${WORKLOADS:-echo16 pipe16 text1k bin64k handshake idle}"
-SERVERS="${SERVERS:-wsline tokio-tungstenite fastwebsockets tokio-websockets}"
+WORKLOADS="${WORKLOADS:-$DEFAULT_WORKLOADS}"
+SERVERS="${SERVERS:-$DEFAULT_SERVERS}"
 SERVER_CORE="${SERVER_CORE:-0}"
 CLIENT_CORE="${CLIENT_CORE:-1}"
 OUT="${OUT:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
@@ -113,6 +133,8 @@ workload_label() {
         bin64k) echo "10 conns × 64 KiB binary, 2 in flight" ;;
         handshake) echo "handshakes, 8 at a time (per handshake)" ;;
         idle) echo "$IDLE_CONNS idle connections (RSS per connection)" ;;
+        idlewarm) echo "$IDLE_CONNS idle connections after one 1 KiB text message each (RSS per connection)" ;;
+        text64k) echo "10 conns × 64 KiB text, 2 in flight" ;;
         *) die "unknown workload $1" ;;
     esac
 }
@@ -125,15 +147,25 @@ workload_args() {
         bin64k) echo "-c 10 --size 65536 --in-flight 2 --binary --duration $DURATION" ;;
         handshake) echo "--mode handshake -c 8 --duration $DURATION" ;;
         idle) echo "--mode idle -c $IDLE_CONNS --duration $IDLE_HOLD --connect-concurrency 64" ;;
+        idlewarm) echo "--mode idle --warm --size 1024 --text -c $IDLE_CONNS --duration $IDLE_HOLD --connect-concurrency 64" ;;
+        text64k) echo "-c 10 --size 65536 --in-flight 2 --text --duration $DURATION" ;;
     esac
 }
 
 server_cmd() {
     case "$1" in
         wsline) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
+        wsline-deflate) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0" ;;
         tokio-tungstenite | fastwebsockets | tokio-websockets) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
         *) die "unknown server $1" ;;
     esac
+}
+
+# What the load generator adds for a server: compression is offered only
+# to the server that is measured with it.
+server_bench_args() {
+    [[ "$1" == wsline-deflate ]] && echo "--compression"
+    return 0
 }
 
 # ---------------------------------------------------------------- probes
@@ -223,10 +255,10 @@ measure_once() {
     rss0="$(rss_kib "$SERVER_PID")"
     rss_peak="$rss0"
     # shellcheck disable=SC2046
-    "${PIN_C[@]}" "$WSLINE_BIN" bench "ws://$addr/" $(workload_args "$w") --json \
+    "${PIN_C[@]}" "$WSLINE_BIN" bench "ws://$addr/" $(workload_args "$w") $(server_bench_args "$s") --json \
         >"$tag.json" 2>"$tag.bench.log" &
     local bench_pid=$!
-    if [[ "$w" == idle ]]; then
+    if [[ "$w" == idle* ]]; then
         while kill -0 "$bench_pid" 2>/dev/null; do
             rss="$(rss_kib "$SERVER_PID" 2>/dev/null || echo 0)"
             (( rss > rss_peak )) && rss_peak="$rss"
@@ -255,7 +287,7 @@ measure_once() {
     ccpu_all="$(json_num bench_cpu_total_s "$tag.json")"
     awk -v w="$w" -v s="$s" -v r="$r" -v total="$total" -v rate="$rate" \
         -v t0="$cpu0" -v t1="$cpu1" -v hz="$HZ" -v rss0="$rss0" -v rssp="$rss_peak" \
-        -v open="$open" -v ccpu="$ccpu" -v el="$elapsed" -v errors="$errors" -v idle="$([[ $w == idle ]] && echo 1 || echo 0)" \
+        -v open="$open" -v ccpu="$ccpu" -v el="$elapsed" -v errors="$errors" -v idle="$([[ $w == idle* ]] && echo 1 || echo 0)" \
         -v b0="$busy0" -v b1="$busy1" -v w0="$t0" -v w1="$t1" -v call="$ccpu_all" -v foreign_file="$tag.foreign" '
     BEGIN {
         ticks = t1 - t0
@@ -279,7 +311,7 @@ measure() {
         measure_once "$1" "$2" "$3"
         [[ -f "$tag.line" ]] || continue
         # Memory does not depend on what else runs; CPU time does.
-        [[ "$1" == idle ]] && break
+        [[ "$1" == idle* ]] && break
         foreign="$(cat "$tag.foreign")"
         awk -v l="$foreign" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && break
         log "$1/$2 round $3: other processes used $foreign cores meanwhile; measuring again"
@@ -287,7 +319,7 @@ measure() {
     [[ -f "$tag.line" ]] || return 0
     cat "$tag.line" >>"$RESULTS"
     log "$(tail -1 "$RESULTS" | awk -F'\t' '{
-        if ($1 == "idle") printf "%-9s %-17s round %s: %s connections, %.0f B/conn, %s errors, background %s cores", $1, $2, $3, $14, $10, $13, $15
+        if ($1 ~ /^idle/) printf "%-9s %-17s round %s: %s connections, %.0f B/conn, %s errors, background %s cores", $1, $2, $3, $14, $10, $13, $15
         else printf "%-9s %-17s round %s: %.0f msgs/s, server %.2f µs/msg, client core %.0f%% busy, %s errors, background %s cores", $1, $2, $3, $5, $7, $12 * 100, $13, $15 }')"
 }
 
@@ -318,7 +350,8 @@ done
     echo
 } >"$OUT/table.md"
 
-awk -F'\t' -v servers="$SERVERS" -v workloads="$WORKLOADS" -v idle_n="$IDLE_CONNS" -v fmax="$FOREIGN_MAX" '
+awk -F'\t' -v servers="$SERVERS" -v workloads="$WORKLOADS" -v idle_n="$IDLE_CONNS" -v fmax="$FOREIGN_MAX" \
+    -v me_name="$ME" -v targets="$TARGETS" '
 function median(key,    n, i, j, t, v) {
     n = cnt[key]
     if (n == 0) return ""
@@ -336,23 +369,25 @@ function label(w) {
     if (w == "bin64k") return "10 conns × 64 KiB binary, 2 in flight"
     if (w == "handshake") return "handshakes, 8 at a time"
     if (w == "idle") return idle_n " idle connections"
+    if (w == "idlewarm") return idle_n " idle connections, after one 1 KiB text message each"
+    if (w == "text64k") return "10 conns × 64 KiB text, 2 in flight"
     return w
 }
-NR > 1 { n++; row[n] = $0; if ($1 == "idle" || $15 <= fmax) clean[$1 SUBSEP $2]++ }
+NR > 1 { n++; row[n] = $0; if ($1 ~ /^idle/ || $15 <= fmax) clean[$1 SUBSEP $2]++ }
 END {
     # Measurements during which other processes used more than FOREIGN_MAX
     # cores count only where no clean one exists (the cell gets a dagger).
     for (i = 1; i <= n; i++) {
         split(row[i], f, "\t"); k = f[1] SUBSEP f[2]
-        if (f[1] != "idle" && f[15] > fmax) { if (clean[k]) continue; dirty[k] = 1 }
+        if (f[1] !~ /^idle/ && f[15] > fmax) { if (clean[k]) continue; dirty[k] = 1 }
         add("cpu" SUBSEP k, f[7]); add("rate" SUBSEP k, f[5]); add("mem" SUBSEP k, f[10])
         add("ccpu" SUBSEP k, f[11]); add("busy" SUBSEP k, f[12]); err[k] += f[13]; used[k]++
     }
     ns = split(servers, S, " "); nw = split(workloads, W, " "); minused = 1e9; maxused = 0
     hdr = "| Workload |"; sep = "|---|"
     for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
-    for (i = 1; i <= ns; i++) if (S[i] != "wsline") { hdr = hdr " wsline ÷ " S[i] " |"; sep = sep "---|" }
-    hdr = hdr " wsline ÷ best peer | target |"; sep = sep "---|---|"
+    for (i = 1; i <= ns; i++) if (S[i] != me_name) { hdr = hdr " " me_name " ÷ " S[i] " |"; sep = sep "---|" }
+    hdr = hdr " " me_name " ÷ best " (targets ? "peer" : "other") " | target |"; sep = sep "---|---|"
     print hdr; print sep
     for (wi = 1; wi <= nw; wi++) {
         w = W[wi]; line = "| " label(w) " |"
@@ -363,22 +398,22 @@ END {
             if (k in dirty) e = e " †"
             if (used[k] != "" && used[k] < minused) minused = used[k]
             if (used[k] > maxused) maxused = used[k]
-            if (w == "idle") cell = (m[i] == "") ? "—" : sprintf("%.0f B/conn", m[i])
+            if (w ~ /^idle/) cell = (m[i] == "") ? "—" : sprintf("%.0f B/conn", m[i])
             else if (w == "handshake") cell = (c[i] == "") ? "—" : sprintf("%.1f µs/hs · %s", c[i], rate(t[i]))
             else cell = (c[i] == "") ? "—" : sprintf("%.2f µs/msg · %s", c[i], rate(t[i]))
             line = line " " cell e " |"
-            if (S[i] == "wsline") me = i
+            if (S[i] == me_name) me = i
         }
         bc = ""; bt = ""; bm = ""
         for (i = 1; i <= ns; i++) {
             if (i == me) continue
-            if (w == "idle") line = line " mem " ratio(m[me], m[i]) " |"
+            if (w ~ /^idle/) line = line " mem " ratio(m[me], m[i]) " |"
             else line = line " CPU " ratio(c[me], c[i]) " · thr " ratio(t[me], t[i]) " |"
             if (c[i] != "" && (bc == "" || c[i] < c[bc])) bc = i
             if (t[i] != "" && (bt == "" || t[i] > t[bt])) bt = i
             if (m[i] != "" && (bm == "" || m[i] < m[bm])) bm = i
         }
-        if (w == "idle") {
+        if (w ~ /^idle/) {
             line = line " mem " ratio(m[me], (bm == "" ? "" : m[bm])) (bm == "" ? "" : " (" S[bm] ")") " |"
             target = (m[me] == "") ? "—" : ((m[me] <= 1024) ? "≤ 1 KiB/conn: met" : "≤ 1 KiB/conn: MISSED")
         } else {
@@ -389,6 +424,7 @@ END {
             if (rt != "") target = target ((rt >= 0.995) ? "; thr ≥ 1×: met" : "; thr ≥ 1×: MISSED")
             if (target == "") target = "—"
         }
+        if (!targets) target = "—"
         print line " " target " |"
     }
     print ""
@@ -401,7 +437,7 @@ END {
     for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
     print hdr; print sep
     for (wi = 1; wi <= nw; wi++) {
-        w = W[wi]; if (w == "idle") continue
+        w = W[wi]; if (w ~ /^idle/) continue
         line = "| " label(w) " |"
         for (i = 1; i <= ns; i++) {
             k = w SUBSEP S[i]; cc = median("ccpu" SUBSEP k); bu = median("busy" SUBSEP k)

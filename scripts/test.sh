@@ -18,6 +18,8 @@
 #   browser-e2e      tests/browser/: unit tests of the JS client /wsline.js (node --test, fake
 #                    hub and clock), then the demo chat in Debian's Chromium (playwright-core)
 #                    against `wsline serve` (drops, SIGSTOP, restart); screenshots in .cache/browser-e2e/
+#   redis            crates/cli/tests/redis.rs: `wsline serve --engine redis` nodes against a real
+#                    redis-server (Debian's, apt-installed when missing; each test starts its own)
 #   fuzz             scripts/fuzz.sh: every cargo-fuzz target briefly (WSLINE_FUZZ_SECONDS
 #                    each, default 25) after replaying its kept crash inputs; a crash fails
 #                    it; skipped if cargo-fuzz cannot be installed
@@ -82,7 +84,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e fuzz)
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e redis fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -462,6 +464,31 @@ suite_browser_e2e() {
   ensure_browser || return 1
   run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
     tests/browser/client_unit.test.mjs tests/browser/chat_e2e.test.mjs </dev/null
+}
+
+# Debian's redis-server (apt, only when missing; sudo only when not root).
+# The tests start their own servers on free loopback ports, so the service
+# apt may start is not used.
+ensure_redis_server() {
+  command -v redis-server >/dev/null && return 0
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  if ! command -v apt-get >/dev/null; then
+    echo "redis-server not found and no apt-get to install it: install Redis 6.2 or later" >&2
+    return 1
+  fi
+  log "redis-server not found: installing Debian's redis-server"
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server </dev/null || return 1
+  command -v redis-server >/dev/null || { echo "apt-get installed redis-server but it is not on PATH" >&2; return 1; }
+}
+
+# The Redis engine's tests are #[ignore]d in plain `cargo test` (they need
+# redis-server); here they run, and a missing Redis is a failure, not a skip.
+suite_redis() {
+  ensure_redis_server || { SUITE_NOTE="redis-server could not be installed"; return 1; }
+  log "$(redis-server --version)"
+  run_step "$T_TEST" cargo test --release -p wsline-cli --test redis -- --ignored --test-threads=2
 }
 
 suite_fuzz() {

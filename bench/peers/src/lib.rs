@@ -1,4 +1,4 @@
-//! What the three peer echo servers share: the command line (one optional
+//! What the peer servers share (the hubs also share [`hub`]): the command line (one optional
 //! listen address, default 127.0.0.1:9001; port 0 picks a free one), a
 //! current-thread tokio runtime, the accept loop with TCP_NODELAY (as
 //! `wsline echo` sets), and the "listening on ws://ADDR" line on stdout
@@ -47,3 +47,5 @@ where
         }
     });
 }
+
+pub mod hub;

@@ -1,10 +1,12 @@
 //! `wsline bench URL`: a load generator for any WebSocket server.
 //!
-//! Owns three workloads and their report:
+//! Owns four workloads and their report:
 //! - `echo` (default): N connections, K messages in flight on each; every
 //!   echo's round trip goes into a latency histogram;
 //! - `handshake`: connect, upgrade, close, N at a time;
-//! - `idle`: open N connections and hold them for the duration.
+//! - `idle`: open N connections and hold them for the duration;
+//! - `fanout`: N subscribers and one publisher on a hub speaking the wsline
+//!   hub protocol (`wsline serve`); see [`fanout`].
 //!
 //! A progress bar goes to stderr when it is a terminal; the summary (or,
 //! with `--json`, one JSON object) goes to stdout.
@@ -37,6 +39,8 @@ use wsline::{ClientConfig, CloseCode, MaybeTlsStream, Message, TerminationKind, 
 
 use crate::secs::parse_secs;
 
+mod fanout;
+
 type Ws = wsline::WebSocket<MaybeTlsStream>;
 
 /// How long a connection may take to finish its closing handshake at the
@@ -57,6 +61,8 @@ pub(crate) enum Mode {
     Handshake,
     /// Open N connections and hold them, silent, for the duration.
     Idle,
+    /// N subscribers on one channel of a hub, one publisher.
+    Fanout,
 }
 
 /// Options of `wsline bench`.
@@ -68,13 +74,16 @@ pub(crate) struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
-    /// Connections (echo, idle), or handshakes at a time (handshake).
+    /// Connections (echo, idle), subscribers (fanout), or handshakes at a
+    /// time (handshake).
     #[arg(long, short = 'c', value_name = "N", default_value_t = 10)]
     connections: usize,
-    /// Payload size of each message in bytes (echo).
+    /// Payload size of each message in bytes (echo; fanout: the published
+    /// `data`, a JSON string of this many bytes, at least 29).
     #[arg(long, value_name = "BYTES", default_value_t = 16)]
     size: usize,
-    /// Messages in flight on each connection (echo).
+    /// Messages in flight on each connection (echo); publishes not yet
+    /// received by every subscriber (fanout).
     #[arg(long, value_name = "K", default_value_t = 1)]
     in_flight: usize,
     /// Seconds to send for (echo), to keep handshaking for (handshake), or
@@ -94,6 +103,12 @@ pub(crate) struct BenchArgs {
     /// and without compression are compared alike).
     #[arg(long, overrides_with = "compression")]
     no_compression: bool,
+    /// Idle: send one message (of `--size`, `--text` or `--binary`) on each
+    /// connection and wait for its echo before holding it, so that state a
+    /// server allocates only once traffic flows (compression contexts,
+    /// buffers) is counted in its memory per connection.
+    #[arg(long)]
+    warm: bool,
     /// Connections opened at a time while setting up (echo, idle).
     #[arg(long, value_name = "N", default_value_t = 64)]
     connect_concurrency: usize,
@@ -103,6 +118,20 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Where the publisher connects (fanout) [default: URL].
+    #[arg(long, value_name = "URL")]
+    publish_url: Option<String>,
+    /// Publishes per second at most (fanout) [default: as fast as the
+    /// in-flight window allows].
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    rate: Option<f64>,
+    /// The channel to subscribe and publish to (fanout).
+    #[arg(long, value_name = "NAME", default_value = "bench-fanout")]
+    channel: String,
+    /// The server's process ID, to report its CPU time per delivery
+    /// (fanout, Linux).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 impl BenchArgs {
@@ -115,6 +144,15 @@ impl BenchArgs {
         }
         if self.connect_concurrency == 0 {
             return Err("--connect-concurrency must be at least 1".into());
+        }
+        if self.mode == Mode::Fanout && self.size < fanout::MIN_SIZE {
+            return Err(format!(
+                "--size must be at least {} for fanout",
+                fanout::MIN_SIZE
+            ));
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err("--rate must be more than 0".into());
         }
         if self.duration.is_zero() && self.mode != Mode::Idle {
             return Err("--duration must be more than 0".into());
@@ -141,8 +179,7 @@ impl BenchArgs {
     /// The one message every send shares.
     fn message(&self) -> Message {
         if self.text {
-            let text: Vec<u8> = (0..self.size).map(|i| b'a' + (i % 26) as u8).collect();
-            match Utf8Bytes::try_from(text) {
+            match Utf8Bytes::try_from(json_like_text(self.size)) {
                 Ok(t) => Message::Text(t),
                 Err(_) => unreachable!("ASCII is UTF-8"),
             }
@@ -151,6 +188,40 @@ impl BenchArgs {
             Message::Binary(Bytes::from(data))
         }
     }
+}
+
+/// `size` bytes of chat-like JSON records (ASCII), varied enough that
+/// permessage-deflate shrinks them about as much as a real JSON feed
+/// (roughly 3 to 4 times for 1 KiB), not the 50 times a repeated letter
+/// pattern would give.
+fn json_like_text(size: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "hello", "world", "price", "update", "channel", "ready", "order", "filled", "ping",
+        "status", "online", "typing", "message", "room", "lobby", "score",
+    ];
+    let mut out = Vec::with_capacity(size + 96);
+    let mut seed: u32 = 0x2545_f491;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        seed >> 8
+    };
+    let mut seq = 0u32;
+    while out.len() < size {
+        seq += 1;
+        let (a, b, c, n) = (next(), next(), next(), next());
+        let record = format!(
+            "{{\"seq\":{seq},\"user\":\"user{}\",\"text\":\"{} {} {}\",\"value\":{}.{:02}}}\n",
+            a % 1000,
+            WORDS[(b % 16) as usize],
+            WORDS[(c % 16) as usize],
+            WORDS[(n % 16) as usize],
+            n % 100_000,
+            a % 100
+        );
+        out.extend_from_slice(record.as_bytes());
+    }
+    out.truncate(size);
+    out
 }
 
 /// Runs the benchmark; the exit code is 0 when it ran without errors.
@@ -165,6 +236,7 @@ pub(crate) async fn run(args: BenchArgs) -> i32 {
         Mode::Echo => echo_mode(&args, url, config).await,
         Mode::Handshake => handshake_mode(&args, url, config).await,
         Mode::Idle => idle_mode(&args, url, config).await,
+        Mode::Fanout => fanout::fanout_mode(&args, url, config).await,
     };
     report.bench_cpu_total_s = process_cpu().map(|c| c.as_secs_f64());
     if args.json {
@@ -264,6 +336,9 @@ struct Report {
     bench_cpu_us_per_msg: Option<f64>,
     /// utime + stime of this process from its start to the report.
     bench_cpu_total_s: Option<f64>,
+    /// The fan-out figures (fanout only; `messages` counts deliveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fanout: Option<fanout::FanoutReport>,
 }
 
 impl Report {
@@ -291,6 +366,7 @@ impl Report {
             bench_cpu_s: None,
             bench_cpu_us_per_msg: None,
             bench_cpu_total_s: None,
+            fanout: None,
         }
     }
 
@@ -344,6 +420,10 @@ impl Report {
                 "{} connections held {} s",
                 self.connections, self.duration_s
             ),
+            Mode::Fanout => format!(
+                "{} subscribers, {} B data, {} s",
+                self.connections, self.size, self.duration_s
+            ),
         };
         println!(
             "wsline bench {:?} {}: {setup}, {compression}",
@@ -355,10 +435,10 @@ impl Report {
                 self.connections_open, self.connections, self.connect_s
             );
         }
-        let unit = if self.mode == Mode::Handshake {
-            "handshakes"
-        } else {
-            "msgs"
+        let unit = match self.mode {
+            Mode::Handshake => "handshakes",
+            Mode::Fanout => "deliveries",
+            _ => "msgs",
         };
         if self.mode != Mode::Idle {
             let mb = if self.mode == Mode::Echo {
@@ -374,6 +454,23 @@ impl Report {
                 group(self.msgs_per_sec.round() as u64),
                 group(self.messages_total),
             );
+        }
+        if let Some(f) = &self.fanout {
+            println!("pacing        {}", f.pacing);
+            println!(
+                "fan-out       {} publishes to {} subscribers (subscribed in {:.2} s): {} of {} deliveries, {} lost, {} duplicates, {} publish errors",
+                group(f.publishes),
+                group(f.subscribers as u64),
+                f.subscribe_s,
+                group(f.deliveries),
+                group(f.expected_deliveries),
+                group(f.lost),
+                group(f.duplicates),
+                f.publish_errors,
+            );
+            if let (Some(c), Some(per)) = (f.server_cpu_s, f.server_cpu_us_per_delivery) {
+                println!("server CPU    {c:.2} s, {per:.3} µs per delivery");
+            }
         }
         if let Some(l) = &self.latency_us {
             println!(
@@ -394,10 +491,10 @@ impl Report {
         }
         match (self.bench_cpu_s, self.bench_cpu_us_per_msg) {
             (Some(c), Some(per)) => {
-                let one = if self.mode == Mode::Handshake {
-                    "handshake"
-                } else {
-                    "message"
+                let one = match self.mode {
+                    Mode::Handshake => "handshake",
+                    Mode::Fanout => "delivery",
+                    _ => "message",
                 };
                 println!("bench CPU     {c:.2} s, {per:.2} µs per {one}")
             }
@@ -831,9 +928,17 @@ async fn idle_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfig>) -
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + args.duration);
     let mut set = JoinSet::new();
+    let warm = args.warm.then(|| args.message());
     for mut ws in conns {
+        let warm = warm.clone();
         set.spawn(async move {
             let mut st = ConnStats::new();
+            if let Some(message) = warm {
+                if let Err(e) = exchange_one(&mut ws, message).await {
+                    st.errors.add(format_args!("warm-up message: {e}"));
+                    return st;
+                }
+            }
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
@@ -871,6 +976,17 @@ async fn idle_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfig>) -
     report
 }
 
+/// Sends `message` and waits (bounded) for its echo.
+async fn exchange_one(ws: &mut Ws, message: Message) -> Result<(), String> {
+    ws.send(message).await.map_err(|e| e.to_string())?;
+    match tokio::time::timeout(CLOSE_WAIT, ws.recv()).await {
+        Ok(Some(Ok(_))) => Ok(()),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(None) => Err("the server closed the connection".into()),
+        Err(_) => Err(format!("no echo within {CLOSE_WAIT:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -881,6 +997,18 @@ mod tests {
         assert_eq!(group(999), "999");
         assert_eq!(group(1000), "1,000");
         assert_eq!(group(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn json_like_text_is_ascii_of_the_exact_size_and_compressible_but_not_trivially() {
+        for size in [0, 1, 100, 1024, 65536] {
+            let t = json_like_text(size);
+            assert_eq!(t.len(), size);
+            assert!(t.is_ascii());
+        }
+        let t = json_like_text(1024);
+        let distinct: std::collections::HashSet<&[u8]> = t.split(|&b| b == b'\n').collect();
+        assert!(distinct.len() > 10, "records vary");
     }
 
     #[test]

@@ -4,15 +4,20 @@
 //! handling (Close 1001 to every client, wait up to the close timeout,
 //! exit 0).
 
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use clap::Args;
+use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use wsline::{CloseCode, ServerConfig, WebSocket};
+use wsline::{CloseCode, Message, ServerConfig, WebSocket};
 
 use crate::secs::{optional, parse_secs};
 
@@ -108,7 +113,7 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     println!("listening on ws://{addr}");
     let _ = std::io::stdout().flush();
 
-    let config = args.server_config();
+    let config = Arc::new(args.server_config());
     let gate = wsline::Gate::new(config.limits);
     if let Some(every) = optional(args.stats_interval) {
         crate::stats::spawn(gate.clone(), every);
@@ -140,20 +145,21 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
                 };
                 let _ = tcp.set_nodelay(true);
                 let config = config.clone();
-                let shutdown = shutdown_rx.clone();
-                tasks.spawn(async move {
-                    let mut open = None;
-                    let accepted = wsline::accept_with(tcp, &config, |_| {
-                        open = Some(handshake.open().map_err(|r| r.response())?);
-                        Ok(wsline::Acceptance::default())
-                    });
-                    match accepted.await {
-                        // `open` holds the connection's slot until it ends.
-                        Ok(ws) => echo(ws, shutdown).await,
-                        Err(e) => tracing::debug!(%peer, "handshake failed: {e}"),
-                    }
-                    drop(open);
-                });
+                tracing::trace!(%peer, "accepted");
+                tasks.spawn(EchoTask::new(
+                    async move {
+                        // The connection's slot is taken once the request
+                        // is read and checked, and held by the task.
+                        let mut open = None;
+                        let ws = wsline::accept_with(tcp, &config, |_| {
+                            open = Some(handshake.open().map_err(|r| r.response())?);
+                            Ok(wsline::Acceptance::default())
+                        })
+                        .await?;
+                        Ok((ws, open))
+                    },
+                    shutdown_rx.clone(),
+                ));
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -170,28 +176,117 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     0
 }
 
-/// Echoes every message back with the same type until the connection ends
-/// or the server shuts down.
-pub(crate) async fn echo<S>(mut ws: WebSocket<S>, mut shutdown: watch::Receiver<bool>)
+/// One connection of `wsline echo`, from handshake to end, as a
+/// hand-written future: what an idle connection costs is this struct and
+/// the boxed shutdown wait, nothing else. (An `async fn` taking the
+/// `WebSocket` would hold it twice, and a `select!` loop would rebuild the
+/// shutdown future for every message.)
+pub(crate) struct EchoTask<S> {
+    state: TaskState<S>,
+    /// The gate's slot for this open connection, freed with the task.
+    _open: Option<wsline::Connected>,
+    /// Resolves when the server shuts down; created once, polled only
+    /// when woken.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    shutting_down: bool,
+}
+
+/// What the handshake gives: the connection and its slot in the gate.
+type Handshaken<S> = Result<(WebSocket<S>, Option<wsline::Connected>), wsline::Error>;
+
+// The open state is where a connection spends its life: boxing it would
+// add an allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
+enum TaskState<S> {
+    /// The opening handshake, boxed: its buffers are gone once it is over.
+    Handshake(Pin<Box<dyn Future<Output = Handshaken<S>> + Send>>),
+    /// Echoing; `pending` is a message read but not yet queued because the
+    /// output buffer was full.
+    Open {
+        ws: WebSocket<S>,
+        pending: Option<Message>,
+    },
+}
+
+impl<S> EchoTask<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// A connection whose handshake `handshake` runs; `shutdown` turns true
+    /// when the server stops (then: Close 1001, wait for the peer).
+    pub(crate) fn new(
+        handshake: impl Future<Output = Handshaken<S>> + Send + 'static,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            state: TaskState::Handshake(Box::pin(handshake)),
+            _open: None,
+            shutdown: Box::pin(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }),
+            shutting_down: false,
+        }
+    }
+}
+
+impl<S> Future for EchoTask<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    loop {
-        tokio::select! {
-            biased;
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down").await;
-                return;
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let stop = !this.shutting_down && this.shutdown.as_mut().poll(cx).is_ready();
+        if stop {
+            this.shutting_down = true;
+        }
+        if let TaskState::Handshake(handshake) = &mut this.state {
+            match ready!(handshake.as_mut().poll(cx)) {
+                Ok((ws, open)) => {
+                    this.state = TaskState::Open { ws, pending: None };
+                    this._open = open;
+                }
+                Err(e) => {
+                    tracing::debug!("handshake failed: {e}");
+                    return Poll::Ready(());
+                }
             }
-            msg = ws.recv() => match msg {
-                // Queued; written before the next read blocks, so replies to
-                // pipelined messages go out together.
-                Some(Ok(m)) => { let _ = ws.feed(m).await; }
+        }
+        let TaskState::Open { ws, pending } = &mut this.state else {
+            return Poll::Ready(());
+        };
+        if this.shutting_down && (stop || pending.is_some()) {
+            *pending = None;
+            let _ = ws.start_close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+        loop {
+            if let Some(message) = pending.take() {
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    // Queued; written before the next read blocks, so
+                    // replies to pipelined messages go out together.
+                    Poll::Ready(Ok(())) => {
+                        let _ = Pin::new(&mut *ws).start_send(message);
+                    }
+                    // The connection is ending: reading reports how.
+                    Poll::Ready(Err(_)) => {}
+                    Poll::Pending => {
+                        *pending = Some(message);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            match ready!(ws.poll_recv(cx)) {
+                Some(Ok(message)) => {
+                    if !this.shutting_down {
+                        *pending = Some(message);
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::debug!("connection ended: {e}");
-                    return;
+                    return Poll::Ready(());
                 }
-                None => return,
+                None => return Poll::Ready(()),
             }
         }
     }

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the real-time hub: channels, presence, recovery, HTTP API, metrics.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run an echo server: every message comes back with the same type.
     Echo(echo::EchoArgs),
     /// Connect to a ws:// or wss:// URL: stdin lines out, messages to stdout.

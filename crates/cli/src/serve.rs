@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use wsline_hub::any_engine::EngineKind;
 use wsline_hub::config::FileConfig;
 use wsline_hub::HubConfig;
 
@@ -77,6 +78,15 @@ pub(crate) struct ServeArgs {
     /// Log format on stderr: plain or json [default: plain].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Engine: memory (one process) or redis (several nodes) [default: memory].
+    #[arg(long, value_name = "ENGINE")]
+    engine: Option<String>,
+    /// Redis server of the redis engine [default: redis://127.0.0.1:6379].
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Redis engine: seconds before a dead node's members vanish [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    presence_timeout: Option<Duration>,
 }
 
 fn secs_from_file(v: Option<f64>, key: &str) -> Result<Option<Duration>, String> {
@@ -178,6 +188,27 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<(HubConfig, String), String> {
         c.idle_timeout = optional(d);
     }
     c.channels = file.channels;
+    if let Some(engine) = args.engine.clone().or(file.engine) {
+        c.engine = engine.parse::<EngineKind>()?;
+    }
+    if let Some(url) = args.redis_url.clone().or(file.redis_url) {
+        if c.engine != EngineKind::Redis {
+            return Err("redis_url is set but the engine is memory: add --engine redis".into());
+        }
+        c.redis_url = url;
+    }
+    if c.engine == EngineKind::Redis {
+        wsline_hub::redis_engine::check_url(&c.redis_url).map_err(|e| e.to_string())?;
+    }
+    if let Some(d) = args
+        .presence_timeout
+        .or(secs_from_file(file.presence_timeout, "presence_timeout")?)
+    {
+        if d.is_zero() {
+            return Err("presence_timeout must be more than 0 seconds".into());
+        }
+        c.presence_timeout = d;
+    }
     let log_format = args
         .log_format
         .clone()

@@ -468,3 +468,52 @@ async fn serve_sigterm_right_after_the_listening_line_still_exits_0() {
         assert_eq!(status.code(), Some(0), "{status:?}");
     }
 }
+
+/// `wsline bench --mode fanout` against `wsline serve`: every subscriber
+/// gets every publish, and the report says so.
+#[tokio::test]
+async fn bench_fanout_counts_every_delivery() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--publish-rate", "100000"]).await;
+    let pid = serve.child.id().expect("running").to_string();
+    let out = within(
+        "wsline bench --mode fanout",
+        Command::new(BIN)
+            .args(["bench", &serve.url(""), "--mode", "fanout", "-c", "20"])
+            .args(["--size", "64", "--duration", "0.5", "--in-flight", "4"])
+            .args(["--server-pid", &pid, "--json"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run wsline bench");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench JSON: {e}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "bench failed: {report}");
+    let fanout = &report["fanout"];
+    let publishes = fanout["publishes"].as_u64().expect("publishes");
+    assert!(publishes > 0, "{report}");
+    assert_eq!(fanout["subscribers"], 20, "{report}");
+    assert_eq!(fanout["expected_deliveries"].as_u64(), Some(publishes * 20));
+    assert_eq!(
+        fanout["deliveries"].as_u64(),
+        Some(publishes * 20),
+        "{report}"
+    );
+    assert_eq!(fanout["lost"], 0, "{report}");
+    assert_eq!(fanout["duplicates"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["latency_us"]["p99"].as_f64().is_some(), "{report}");
+    if cfg!(target_os = "linux") {
+        assert!(
+            fanout["server_cpu_us_per_delivery"].as_f64().is_some(),
+            "{report}"
+        );
+    }
+    serve.signal("-TERM");
+    assert!(serve.wait().await.success());
+}

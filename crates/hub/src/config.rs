@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::any_engine::EngineKind;
+
 /// Every setting of the hub, with the defaults of `wsline serve`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -58,6 +60,16 @@ pub struct HubConfig {
     /// Per-channel options by pattern (`*` matches any run of characters);
     /// the longest matching pattern wins.
     pub channels: BTreeMap<String, ChannelOptions>,
+    /// Where offsets, history, presence and delivery live: `memory` (one
+    /// process, the default) or `redis` (several nodes, docs/scaling.md).
+    pub engine: EngineKind,
+    /// The Redis server of the `redis` engine (default
+    /// `redis://127.0.0.1:6379`).
+    pub redis_url: String,
+    /// Redis engine: how long a member stays listed without its node
+    /// refreshing it (default 30 s), so a killed node's members vanish
+    /// within this; nodes refresh every third of it.
+    pub presence_timeout: Duration,
 }
 
 impl Default for HubConfig {
@@ -82,6 +94,9 @@ impl Default for HubConfig {
             write_timeout: Some(Duration::from_secs(30)),
             idle_timeout: None,
             channels: BTreeMap::new(),
+            engine: EngineKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            presence_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -215,6 +230,12 @@ pub struct FileConfig {
     pub idle_timeout: Option<f64>,
     /// `log_format`: "plain" or "json"
     pub log_format: Option<String>,
+    /// `engine`: "memory" or "redis"
+    pub engine: Option<String>,
+    /// `redis_url`
+    pub redis_url: Option<String>,
+    /// `presence_timeout` (seconds)
+    pub presence_timeout: Option<f64>,
     /// Per-pattern channel options.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelOptions>,
@@ -263,6 +284,18 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(FileConfig::parse("histroy_size = 1").is_err());
+    }
+
+    #[test]
+    fn engine_keys_parse() {
+        let file = FileConfig::parse(
+            "engine = \"redis\"\nredis_url = \"redis://h:1\"\npresence_timeout = 2.5\n",
+        )
+        .unwrap();
+        assert_eq!(file.engine.as_deref(), Some("redis"));
+        assert_eq!(file.redis_url.as_deref(), Some("redis://h:1"));
+        assert_eq!(file.presence_timeout, Some(2.5));
+        assert_eq!(HubConfig::default().engine, EngineKind::Memory);
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! JSON client protocol), [`engine`] (offsets, history, presence, delivery;
 //! in-memory by default), [`outbox`] (per-connection bounded queues),
 //! `session` (one WebSocket client), `http` (the API, metrics, health,
-//! demo page), [`auth`] (JWT), [`metrics`].
+//! demo page), [`auth`] (JWT), [`metrics`]; [`redis_engine`] (several
+//! nodes through Redis) and [`any_engine`] (the one `serve` runs).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod any_engine;
 pub mod auth;
 pub mod config;
 pub mod engine;
@@ -18,6 +20,7 @@ mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod redis_engine;
 mod session;
 
 use std::future::Future;
@@ -30,14 +33,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use any_engine::AnyEngine;
 pub use config::HubConfig;
-use engine::MemoryEngine;
 use metrics::Metrics;
 
 /// Shared state of a running hub.
 pub(crate) struct Hub {
     pub(crate) config: Arc<HubConfig>,
-    pub(crate) engine: MemoryEngine,
+    pub(crate) engine: AnyEngine,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server: wsline::ServerConfig,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -80,7 +83,7 @@ pub async fn serve(
     let gate = wsline::Gate::new(server.limits);
     let (stop_tx, stop_rx) = watch::channel(false);
     let hub = Arc::new(Hub {
-        engine: MemoryEngine::new(config.clone(), metrics.clone()),
+        engine: AnyEngine::new(config.clone(), metrics.clone()).map_err(std::io::Error::other)?,
         config: config.clone(),
         metrics,
         server,

@@ -12,6 +12,29 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// Publish-to-delivery latencies of a batch of deliveries, added to the
+/// metrics at once with [`Metrics::record_latencies`].
+#[derive(Debug, Default, Clone)]
+pub struct LatencyTally {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_ns: u64,
+}
+
+impl LatencyTally {
+    /// Tallies one delivery.
+    pub fn add(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_ns = self
+            .sum_ns
+            .saturating_add(d.as_nanos().min(u128::from(u64::MAX)) as u64);
+    }
+}
+
 /// The hub's metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -36,6 +59,8 @@ pub struct Metrics {
     /// Connections refused by the connection and handshake caps (503).
     pub refused: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
+    /// Deliveries per latency bucket, not cumulative (the exposition adds
+    /// them up); those above the last bound are only in the count.
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -54,15 +79,24 @@ impl Metrics {
 
     /// Records one publish-to-delivery latency.
     pub fn delivered_after(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[i].fetch_add(1, Relaxed);
+        let mut tally = LatencyTally::default();
+        tally.add(d);
+        self.record_latencies(&tally);
+    }
+
+    /// Records latencies tallied for a batch: an atomic add per bucket
+    /// used rather than per delivery and bucket.
+    pub fn record_latencies(&self, tally: &LatencyTally) {
+        if tally.count == 0 {
+            return;
+        }
+        for (bucket, n) in self.buckets.iter().zip(tally.buckets) {
+            if n > 0 {
+                bucket.fetch_add(n, Relaxed);
             }
         }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_ns
-            .fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.latency_count.fetch_add(tally.count, Relaxed);
+        self.latency_sum_ns.fetch_add(tally.sum_ns, Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -139,11 +173,12 @@ impl Metrics {
             let _ = writeln!(s, "wsline_closes_total{{code=\"{code}\"}} {n}");
         }
         let _ = writeln!(s, "# HELP wsline_publish_delivery_seconds From publish to the write to the subscriber's socket.\n# TYPE wsline_publish_delivery_seconds histogram");
+        let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
             let _ = writeln!(
                 s,
-                "wsline_publish_delivery_seconds_bucket{{le=\"{bound}\"}} {}",
-                self.buckets[i].load(Relaxed)
+                "wsline_publish_delivery_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.latency_count.load(Relaxed);
@@ -158,5 +193,43 @@ impl Metrics {
         );
         let _ = writeln!(s, "wsline_publish_delivery_seconds_count {count}");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(text: &str, le: &str) -> u64 {
+        let key = format!("wsline_publish_delivery_seconds_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .expect("bucket present")
+    }
+
+    #[test]
+    fn tallied_batches_render_like_single_deliveries() {
+        let latencies: Vec<Duration> = [50, 100, 300, 2_000, 40_000, 2_000_000]
+            .iter()
+            .map(|us| Duration::from_micros(*us))
+            .collect();
+        let one_by_one = Metrics::default();
+        for d in &latencies {
+            one_by_one.delivered_after(*d);
+        }
+        let batched = Metrics::default();
+        let mut tally = LatencyTally::default();
+        for d in &latencies {
+            tally.add(*d);
+        }
+        batched.record_latencies(&tally);
+        let (a, b) = (one_by_one.render(), batched.render());
+        assert_eq!(a, b);
+        // Cumulative: le=0.0001 holds 50 µs and 100 µs; le=1 all but 2 s.
+        assert_eq!(bucket(&a, "0.0001"), 2);
+        assert_eq!(bucket(&a, "0.0005"), 3);
+        assert_eq!(bucket(&a, "1"), 5);
+        assert_eq!(bucket(&a, "+Inf"), 6);
     }
 }

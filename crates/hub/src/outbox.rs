@@ -45,7 +45,8 @@ impl Outbox {
 
     /// Queues a frame; false if the queue is closed or now overflowed.
     pub fn push(&self, frame: Bytes, published: Option<Instant>) -> bool {
-        let waker = {
+        // One lock per push: a publish takes it once for every subscriber.
+        let (waker, queued) = {
             let mut inner = self.lock();
             if inner.closed || inner.overflowed {
                 return false;
@@ -58,12 +59,12 @@ impl Outbox {
                 inner.bytes += frame.len();
                 inner.frames.push_back((frame, published));
             }
-            inner.waker.take()
+            (inner.waker.take(), !inner.overflowed)
         };
         if let Some(w) = waker {
             w.wake();
         }
-        !self.lock().overflowed
+        queued
     }
 
     /// Takes queued frames while `take` says yes (it sees each frame's

@@ -2,8 +2,9 @@
 //! rate limiting, token expiry, slow-consumer handling, and cleanup.
 //!
 //! Every frame for the client (replies, publications, presence events)
-//! goes through its [`Outbox`] in order; the loop moves them into the
-//! WebSocket's output in batches, so one write carries everything queued.
+//! goes through its [`Outbox`] in order; the loop hands them to the
+//! WebSocket in batches, so one (vectored) write carries everything queued,
+//! straight from the shared frames when the socket takes it all.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
@@ -20,6 +22,7 @@ use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
 use crate::auth::{self, Claims};
 use crate::config::pattern_matches;
 use crate::engine::{text_frame, Engine, Subscriber};
+use crate::metrics::LatencyTally;
 use crate::outbox::{Entry, Outbox};
 use crate::protocol::{self, Member, Request as Op};
 use crate::Hub;
@@ -131,6 +134,7 @@ pub(crate) async fn run(
         subscriptions: HashSet::new(),
         limited: VecDeque::new(),
         batch: Vec::new(),
+        frames: Vec::new(),
     };
     let code = session.serve(ws).await;
     session.cleanup().await;
@@ -147,6 +151,8 @@ struct Session {
     rate: Bucket,
     limited: VecDeque<Instant>,
     batch: Vec<Entry>,
+    /// The frames of `batch`, handed to the WebSocket in one go.
+    frames: Vec<Bytes>,
 }
 
 enum Step {
@@ -202,7 +208,7 @@ impl Session {
                 _ = sleep_until_opt(expiry) => {
                     break End::Close(close_code(TOKEN_EXPIRED), "token expired");
                 }
-                step = poll_fn(|cx| poll_step(&mut ws, &self.outbox, &mut self.batch, &self.hub, cx)) => step,
+                step = poll_fn(|cx| poll_step(&mut ws, &self.outbox, &mut self.batch, &mut self.frames, &self.hub, cx)) => step,
             };
             match step {
                 Step::SlowConsumer => {
@@ -426,6 +432,7 @@ fn poll_step(
     ws: &mut WebSocket<TcpStream>,
     outbox: &Outbox,
     batch: &mut Vec<Entry>,
+    frames: &mut Vec<Bytes>,
     hub: &Hub,
     cx: &mut Context<'_>,
 ) -> Poll<Step> {
@@ -446,14 +453,25 @@ fn poll_step(
         if !batch.is_empty() {
             let now = Instant::now();
             let metrics = &hub.metrics;
-            metrics.messages_sent.fetch_add(batch.len() as u64, Relaxed);
+            let mut bytes = 0;
+            let mut latencies = LatencyTally::default();
             for (frame, published) in batch.drain(..) {
-                metrics.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
+                bytes += frame.len() as u64;
                 if let Some(at) = published {
-                    metrics.delivered_after(now.duration_since(at));
+                    latencies.add(now.duration_since(at));
                 }
-                let _ = ws.queue_encoded(&frame);
+                frames.push(frame);
             }
+            metrics
+                .messages_sent
+                .fetch_add(frames.len() as u64, Relaxed);
+            metrics.bytes_sent.fetch_add(bytes, Relaxed);
+            metrics.record_latencies(&latencies);
+            // Straight from the shared frames, one vectored write when
+            // the socket takes it; the rest is queued (copied) and written
+            // by poll_recv below.
+            let _ = ws.write_encoded(cx, frames);
+            frames.clear();
         }
         outbox.register(cx.waker());
         let queued = ws.buffered_output();

@@ -165,8 +165,9 @@ pub enum Event {
     /// A Pong arrived.
     Pong(Bytes),
     /// The connection is over; the last event. Close the transport after
-    /// writing [`Connection::output`].
-    Closed(Termination),
+    /// writing [`Connection::output`]. (Boxed: it comes once, and keeps
+    /// every other event small.)
+    Closed(Box<Termination>),
 }
 
 /// An event, or the peer's Close frame whose reply waits until the
@@ -178,6 +179,41 @@ enum Pending {
     /// A violation found while parsing: the connection fails when the
     /// application reaches this point, after the messages before it.
     Fail(CloseFrame),
+}
+
+/// Events waiting for the application, in order. The first waits inline,
+/// so a connection that gets one message at a time never allocates for
+/// its queue; the others go to a deque that is freed once drained, so an
+/// idle connection holds no queue memory after a burst.
+#[derive(Debug, Default)]
+struct EventQueue {
+    first: Option<Pending>,
+    rest: VecDeque<Pending>,
+}
+
+impl EventQueue {
+    fn push(&mut self, pending: Pending) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(pending);
+        } else {
+            self.rest.push_back(pending);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        if let Some(p) = self.first.take() {
+            return Some(p);
+        }
+        let p = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+        p
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
 }
 
 /// The frame whose payload is arriving.
@@ -227,27 +263,25 @@ pub struct Connection {
 
     in_buf: BytesMut,
     frame: Option<InFrame>,
-    fragmented: Option<Fragmented>,
+    /// Boxed: only a message split over several frames, or a compressed
+    /// one, needs it.
+    fragmented: Option<Box<Fragmented>>,
     message_len: usize,
     utf8: Utf8Validator,
-    events: VecDeque<Pending>,
+    events: EventQueue,
     /// False once a Close arrived, the connection failed, or the transport ended.
     reading: bool,
     /// A peer Close or a failure waits in the event queue.
     peer_close_pending: bool,
 
     out: BytesMut,
-    deflate: Option<PerMessageDeflate>,
-    /// Scratch space for compressing one outgoing message.
-    scratch: Vec<u8>,
+    /// Boxed, with its scratch space: most connections never compress.
+    deflate: Option<Box<Deflating>>,
 
-    sent_close: Option<CloseFrame>,
-    received_close: Option<CloseFrame>,
-    error: Option<ProtocolError>,
+    /// Close frames, the violation and the closing timers: allocated once
+    /// the connection starts to close, so an open connection stays small.
+    closing: Option<Box<Closing>>,
     eof: bool,
-    /// Set when the handshake finished (or this end failed) and a client
-    /// waits for the server's TCP close: how the connection will be reported.
-    awaiting_eof: Option<TerminationKind>,
     finished: bool,
 
     next_ping: Option<Instant>,
@@ -255,6 +289,25 @@ pub struct Connection {
     ping_payload: Option<[u8; 8]>,
     ping_count: u64,
     pong_deadline: Option<Instant>,
+}
+
+/// permessage-deflate's codec and the buffer one outgoing message is
+/// compressed into.
+#[derive(Debug)]
+struct Deflating {
+    codec: PerMessageDeflate,
+    scratch: Vec<u8>,
+}
+
+/// The state of a connection that has started to close.
+#[derive(Debug, Default)]
+struct Closing {
+    sent: Option<CloseFrame>,
+    received: Option<CloseFrame>,
+    error: Option<ProtocolError>,
+    /// Set when the handshake finished (or this end failed) and a client
+    /// waits for the server's TCP close: how the connection will be reported.
+    awaiting_eof: Option<TerminationKind>,
     close_deadline: Option<Instant>,
     eof_deadline: Option<Instant>,
 }
@@ -272,32 +325,41 @@ impl Connection {
             fragmented: None,
             message_len: 0,
             utf8: Utf8Validator::default(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             reading: true,
             peer_close_pending: false,
             out: BytesMut::new(),
             deflate: None,
-            scratch: Vec::new(),
-            sent_close: None,
-            received_close: None,
-            error: None,
+            closing: None,
             eof: false,
-            awaiting_eof: None,
             finished: false,
             next_ping,
             last_ping_sent: None,
             ping_payload: None,
             ping_count: 0,
             pong_deadline: None,
-            close_deadline: None,
-            eof_deadline: None,
         }
+    }
+
+    fn closing(&self) -> Option<&Closing> {
+        self.closing.as_deref()
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
+    }
+
+    fn awaiting_eof(&self) -> Option<TerminationKind> {
+        self.closing().and_then(|c| c.awaiting_eof)
     }
 
     /// Turns on permessage-deflate with the parameters agreed in the
     /// opening handshake (see [`crate::deflate`]). Call before any data.
     pub fn enable_deflate(&mut self, params: &DeflateParams, config: &DeflateConfig) {
-        self.deflate = Some(PerMessageDeflate::new(self.role, params, config));
+        self.deflate = Some(Box::new(Deflating {
+            codec: PerMessageDeflate::new(self.role, params, config),
+            scratch: Vec::new(),
+        }));
     }
 
     /// Whether permessage-deflate is on.
@@ -319,10 +381,10 @@ impl Connection {
     pub fn state(&self) -> State {
         if self.finished {
             State::Closed
-        } else if self.sent_close.is_some()
-            || self.received_close.is_some()
+        } else if self.closing().is_some_and(|c| c.sent.is_some())
+            || self.closing().is_some_and(|c| c.received.is_some())
             || self.peer_close_pending
-            || self.awaiting_eof.is_some()
+            || self.awaiting_eof().is_some()
         {
             State::Closing
         } else {
@@ -333,7 +395,10 @@ impl Connection {
     /// Whether data messages may still be sent: no Close was sent yet and
     /// the connection is not over.
     pub fn can_send(&self) -> bool {
-        !self.finished && self.sent_close.is_none() && self.awaiting_eof.is_none()
+        !self.finished
+            && self
+                .closing()
+                .is_none_or(|c| c.sent.is_none() && c.awaiting_eof.is_none())
     }
 
     // ---------------------------------------------------------------- input
@@ -466,7 +531,7 @@ impl Connection {
             // messages that came before the peer's Close.
             return;
         }
-        match self.awaiting_eof {
+        match self.awaiting_eof() {
             Some(kind) => self.finish(kind),
             None => self.finish(TerminationKind::Abnormal),
         }
@@ -479,7 +544,7 @@ impl Connection {
     /// arrived before it (an echo server echoes them, then closes).
     pub fn poll_event(&mut self) -> Option<Event> {
         loop {
-            match self.events.pop_front()? {
+            match self.events.pop()? {
                 Pending::Event(e) => return Some(e),
                 Pending::PeerClose(frame) => self.on_peer_close(frame),
                 Pending::Fail(frame) => {
@@ -632,7 +697,7 @@ impl Connection {
                 if self.can_send() && !self.peer_close_pending {
                     self.encode_frame(OpCode::Pong, &payload, true);
                 }
-                self.events.push_back(Pending::Event(Event::Ping(payload)));
+                self.events.push(Pending::Event(Event::Ping(payload)));
             }
             OpCode::Pong => {
                 if self
@@ -647,7 +712,7 @@ impl Connection {
                         self.next_ping = Some(sent + interval);
                     }
                 }
-                self.events.push_back(Pending::Event(Event::Pong(payload)));
+                self.events.push(Pending::Event(Event::Pong(payload)));
             }
             OpCode::Close => self.on_close_frame(&payload),
             OpCode::Text | OpCode::Binary if frame.fin && !frame.compressed => {
@@ -655,11 +720,11 @@ impl Connection {
                 self.deliver(frame.opcode, payload);
             }
             OpCode::Text | OpCode::Binary => {
-                let f = Fragmented {
+                let f = Box::new(Fragmented {
                     opcode: frame.opcode,
                     data: Vec::with_capacity(if frame.compressed { 0 } else { payload.len() }),
                     compressed: frame.compressed,
-                };
+                });
                 self.continue_message(f, &payload, frame.fin);
             }
             OpCode::Continuation => {
@@ -672,10 +737,10 @@ impl Connection {
 
     /// Adds one frame's payload to a message (inflating it when
     /// compressed), and delivers the message after its last frame.
-    fn continue_message(&mut self, mut f: Fragmented, payload: &[u8], fin: bool) {
+    fn continue_message(&mut self, mut f: Box<Fragmented>, payload: &[u8], fin: bool) {
         if f.compressed {
             let limit = self.config.max_message_size;
-            let Some(deflate) = self.deflate.as_mut() else {
+            let Some(deflate) = self.deflate.as_mut().map(|d| &mut d.codec) else {
                 return;
             };
             let before = f.data.len();
@@ -701,7 +766,8 @@ impl Connection {
         self.message_len = f.data.len();
         if fin {
             self.message_len = 0;
-            self.deliver(f.opcode, Bytes::from(f.data));
+            let Fragmented { opcode, data, .. } = *f;
+            self.deliver(opcode, Bytes::from(data));
         } else {
             self.fragmented = Some(f);
         }
@@ -717,8 +783,7 @@ impl Connection {
         } else {
             Message::Binary(payload)
         };
-        self.events
-            .push_back(Pending::Event(Event::Message(message)));
+        self.events.push(Pending::Event(Event::Message(message)));
     }
 
     fn on_close_frame(&mut self, payload: &[u8]) {
@@ -743,7 +808,7 @@ impl Connection {
         self.peer_close_pending = true;
         self.pong_deadline = None;
         self.next_ping = None;
-        self.events.push_back(Pending::PeerClose(frame));
+        self.events.push(Pending::PeerClose(frame));
     }
 
     /// The application has taken every message before the peer's Close:
@@ -752,14 +817,15 @@ impl Connection {
         self.peer_close_pending = false;
         let has_code = frame.code != CloseCode::NO_STATUS;
         let echo = frame.code;
-        self.received_close = Some(frame);
-        self.close_deadline = None;
-        if self.sent_close.is_none() && !self.eof {
+        let closing = self.closing_mut();
+        closing.received = Some(frame);
+        closing.close_deadline = None;
+        if self.closing().is_none_or(|c| c.sent.is_none()) && !self.eof {
             if has_code {
                 self.write_close(CloseFrame::new(echo, ""));
             } else {
                 self.encode_frame(OpCode::Close, &[], true);
-                self.sent_close = Some(CloseFrame::new(CloseCode::NO_STATUS, ""));
+                self.closing_mut().sent = Some(CloseFrame::new(CloseCode::NO_STATUS, ""));
             }
         }
         self.handshake_done(TerminationKind::Clean);
@@ -771,9 +837,9 @@ impl Connection {
         if self.role == Role::Server || self.eof {
             self.finish(kind);
         } else {
-            self.awaiting_eof = Some(kind);
-            self.close_deadline = None;
-            self.eof_deadline = Some(self.now + self.config.close_timeout);
+            self.closing_mut().awaiting_eof = Some(kind);
+            self.closing_mut().close_deadline = None;
+            self.closing_mut().eof_deadline = Some(self.now + self.config.close_timeout);
         }
     }
 
@@ -782,7 +848,7 @@ impl Connection {
     /// echo server still answers them, as Autobahn's strict cases expect).
     fn fail_protocol(&mut self, error: ProtocolError) {
         let frame = CloseFrame::new(error.close_code(), truncate_reason(&error.to_string()));
-        self.error = Some(error);
+        self.closing_mut().error = Some(error);
         self.reading = false;
         self.in_buf.clear();
         self.frame = None;
@@ -790,18 +856,18 @@ impl Connection {
         self.peer_close_pending = true;
         self.next_ping = None;
         self.pong_deadline = None;
-        self.events.push_back(Pending::Fail(frame));
+        self.events.push(Pending::Fail(frame));
     }
 
     fn fail_with(&mut self, frame: CloseFrame) {
-        if self.finished || self.awaiting_eof.is_some() {
+        if self.finished || self.awaiting_eof().is_some() {
             return;
         }
         self.reading = false;
         self.in_buf.clear();
         self.frame = None;
         self.fragmented = None;
-        if self.sent_close.is_none() && !self.eof {
+        if self.closing().is_none_or(|c| c.sent.is_none()) && !self.eof {
             self.write_close(frame);
         }
         self.handshake_done(TerminationKind::Failed);
@@ -833,16 +899,17 @@ impl Connection {
         self.fragmented = None;
         self.next_ping = None;
         self.pong_deadline = None;
-        self.close_deadline = None;
-        self.eof_deadline = None;
-        let termination = Termination {
+        if let Some(c) = self.closing.as_mut() {
+            c.close_deadline = None;
+            c.eof_deadline = None;
+        }
+        let termination = Box::new(Termination {
             kind,
-            received: self.received_close.clone(),
-            sent: self.sent_close.clone(),
-            error: self.error.clone(),
-        };
-        self.events
-            .push_back(Pending::Event(Event::Closed(termination)));
+            received: self.closing().and_then(|c| c.received.clone()),
+            sent: self.closing().and_then(|c| c.sent.clone()),
+            error: self.closing().and_then(|c| c.error.clone()),
+        });
+        self.events.push(Pending::Event(Event::Closed(termination)));
     }
 
     // --------------------------------------------------------------- output
@@ -910,15 +977,17 @@ impl Connection {
             return Err(self.closed_error());
         }
         match self.deflate.as_mut() {
-            Some(deflate) if deflate.should_compress(data.len()) => {
-                let mut scratch = std::mem::take(&mut self.scratch);
+            Some(deflate) if deflate.codec.should_compress(data.len()) => {
+                let mut scratch = std::mem::take(&mut deflate.scratch);
                 scratch.clear();
-                deflate.compress(data, &mut scratch);
+                deflate.codec.compress(data, &mut scratch);
                 self.encode(opcode, &scratch, true, 0b100);
                 if scratch.capacity() > 4 * 1024 {
                     scratch = Vec::new();
                 }
-                self.scratch = scratch;
+                if let Some(deflate) = self.deflate.as_mut() {
+                    deflate.scratch = scratch;
+                }
             }
             _ => self.encode_frame(opcode, data, true),
         }
@@ -962,7 +1031,7 @@ impl Connection {
         if self.finished {
             return Err(SendError::Closed);
         }
-        if self.sent_close.is_some() || self.awaiting_eof.is_some() {
+        if self.closing().is_some_and(|c| c.sent.is_some()) || self.awaiting_eof().is_some() {
             return Ok(());
         }
         if !code.is_sendable() {
@@ -973,7 +1042,7 @@ impl Connection {
         }
         self.write_close(CloseFrame::new(code, reason));
         if !self.peer_close_pending {
-            self.close_deadline = Some(now + self.config.close_timeout);
+            self.closing_mut().close_deadline = Some(now + self.config.close_timeout);
         }
         Ok(())
     }
@@ -982,7 +1051,7 @@ impl Connection {
         let mut payload = Vec::with_capacity(2 + frame.reason.len());
         frame.encode(&mut payload);
         self.encode_frame(OpCode::Close, &payload, true);
-        self.sent_close = Some(frame);
+        self.closing_mut().sent = Some(frame);
         self.next_ping = None;
         self.pong_deadline = None;
     }
@@ -1049,8 +1118,8 @@ impl Connection {
         [
             self.next_ping,
             self.pong_deadline,
-            self.close_deadline,
-            self.eof_deadline,
+            self.closing().and_then(|c| c.close_deadline),
+            self.closing().and_then(|c| c.eof_deadline),
         ]
         .into_iter()
         .flatten()
@@ -1065,17 +1134,25 @@ impl Connection {
         if self.finished {
             return;
         }
-        if self.eof_deadline.is_some_and(|d| now >= d) {
-            let kind = self.awaiting_eof.unwrap_or(TerminationKind::Clean);
+        if self
+            .closing()
+            .and_then(|c| c.eof_deadline)
+            .is_some_and(|d| now >= d)
+        {
+            let kind = self.awaiting_eof().unwrap_or(TerminationKind::Clean);
             self.finish(kind);
             return;
         }
-        if self.close_deadline.is_some_and(|d| now >= d) {
+        if self
+            .closing()
+            .and_then(|c| c.close_deadline)
+            .is_some_and(|d| now >= d)
+        {
             self.finish(TerminationKind::CloseTimeout);
             return;
         }
         if self.pong_deadline.is_some_and(|d| now >= d) {
-            if self.sent_close.is_none() {
+            if self.closing().is_none_or(|c| c.sent.is_none()) {
                 self.write_close(CloseFrame::new(
                     CloseCode::INTERNAL_ERROR,
                     "keepalive ping timeout",
@@ -1115,4 +1192,46 @@ fn truncate_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod event_queue_tests {
+    use super::*;
+
+    fn ping(n: u8) -> Pending {
+        Pending::Event(Event::Ping(Bytes::from(vec![n])))
+    }
+
+    fn n(p: Option<Pending>) -> Option<u8> {
+        match p? {
+            Pending::Event(Event::Ping(b)) => Some(b[0]),
+            _ => None,
+        }
+    }
+
+    /// The inline slot and the deque together behave as one FIFO (checked
+    /// against a plain VecDeque), and a drained queue holds no heap memory.
+    #[test]
+    fn event_queue_is_fifo_and_frees_when_drained() {
+        let mut q = EventQueue::default();
+        let mut model = VecDeque::new();
+        let mut next = 0u8;
+        // Interleavings of pushes and pops: 1 push 1 pop, bursts, partial drains.
+        for step in [1, 1, 3, 2, 5, 1, 4, 4, 2, 7, 7, 1] {
+            for _ in 0..step {
+                q.push(ping(next));
+                model.push_back(next);
+                next = next.wrapping_add(1);
+            }
+            for _ in 0..(step + 1) / 2 {
+                assert_eq!(n(q.pop()), model.pop_front());
+            }
+        }
+        while let Some(want) = model.pop_front() {
+            assert_eq!(n(q.pop()), Some(want));
+        }
+        assert!(q.pop().is_none());
+        assert!(q.is_empty());
+        assert_eq!(q.rest.capacity(), 0);
+    }
 }

@@ -42,9 +42,10 @@ pub enum Error {
     Tls(String),
     /// The connection ended other than with a normal close (1000/1001);
     /// the termination says how: the peer's code and reason, 1006, a
-    /// protocol violation or a timeout.
+    /// protocol violation or a timeout. (Boxed to keep `Error`, and every
+    /// `Result` carrying it, small.)
     #[error("connection closed: {} {}", .0.code(), .0.reason())]
-    Closed(Termination),
+    Closed(Box<Termination>),
     /// A message could not be queued (the connection is closing or closed).
     #[error(transparent)]
     Send(#[from] SendError),
@@ -62,7 +63,7 @@ impl Error {
     /// The termination, if the connection ended.
     pub fn termination(&self) -> Option<&Termination> {
         match self {
-            Error::Closed(t) => Some(t),
+            Error::Closed(t) => Some(&**t),
             _ => None,
         }
     }

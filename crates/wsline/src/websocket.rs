@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
@@ -21,7 +22,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
-use wsline_proto::{CloseCode, Connection, Event, Message, Termination, TerminationKind};
+use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination, TerminationKind};
 
 use crate::guard::{Idle, WriteStall};
 use crate::Error;
@@ -32,6 +33,8 @@ const WRITE_HIGH_WATER: usize = 128 * 1024;
 const MAX_UNWRITTEN: usize = 4 * WRITE_HIGH_WATER;
 /// The size of the per-thread read buffer.
 const READ_CHUNK: usize = 64 * 1024;
+/// Most frames [`WebSocket::write_encoded`] hands one vectored write.
+const MAX_IOV: usize = 64;
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -62,11 +65,13 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     protocol: Option<String>,
-    timer: Pin<Box<Sleep>>,
+    /// Created on the first deadline: a connection without keepalive or
+    /// closing timers holds no timer entry.
+    timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
     /// Bounds the final write and shutdown once the connection is over.
     finish_deadline: Option<Instant>,
-    termination: Option<Termination>,
+    termination: Option<Box<Termination>>,
     transport_closed: bool,
     end_reported: bool,
     io_error: Option<std::io::ErrorKind>,
@@ -98,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             conn,
             protocol,
-            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer: None,
             timer_deadline: None,
             finish_deadline: None,
             termination: None,
@@ -152,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// How the connection ended, once it has.
     pub fn termination(&self) -> Option<&Termination> {
-        self.termination.as_ref()
+        self.termination.as_deref()
     }
 
     /// The next message, or `None` after a normal close. Answers pings,
@@ -187,6 +192,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.conn.send_encoded(frame).map_err(Error::from)
     }
 
+    /// Sends frames encoded once for many connections (as
+    /// [`WebSocket::queue_encoded`], servers only) without copying them
+    /// when it can: while nothing else is queued, they go to the transport
+    /// straight from the caller's buffers, up to 64 in one vectored write;
+    /// whatever the transport does not take now is queued as by
+    /// `queue_encoded` and written by the next `flush`, `send`, or `recv`
+    /// (which also report a transport error). The bytes on the wire are
+    /// the same as with `queue_encoded` per frame. `cx` is woken when the
+    /// transport can take more.
+    pub fn write_encoded<B: AsRef<[u8]>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &[B],
+    ) -> Result<(), Error> {
+        let mut rest = frames;
+        while !rest.is_empty()
+            && self.conn.output_len() == 0
+            && self.conn.role() == Role::Server
+            && self.conn.can_send()
+            && self.io_error.is_none()
+        {
+            let n = rest.len().min(MAX_IOV);
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            for (slice, frame) in slices.iter_mut().zip(&rest[..n]) {
+                *slice = IoSlice::new(frame.as_ref());
+            }
+            let written = match &self.write_wakers {
+                Some(set) => {
+                    set.register(cx.waker());
+                    let proxy = Waker::from(set.clone());
+                    Pin::new(&mut self.io)
+                        .poll_write_vectored(&mut Context::from_waker(&proxy), &slices[..n])
+                }
+                None => Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]),
+            };
+            let mut written = match written {
+                Poll::Ready(Ok(w)) if w > 0 => w,
+                // Not now, or an error the buffered path will report.
+                _ => break,
+            };
+            while written > 0 {
+                let Some(frame) = rest.first().map(AsRef::as_ref) else {
+                    break;
+                };
+                rest = &rest[1..];
+                if written >= frame.len() {
+                    written -= frame.len();
+                } else {
+                    // The transport took part of this frame: queue its tail.
+                    self.conn.send_encoded(&frame[written..])?;
+                    written = 0;
+                }
+            }
+        }
+        for frame in rest {
+            self.conn.send_encoded(frame.as_ref())?;
+        }
+        Ok(())
+    }
+
     /// Bytes queued and not yet written to the transport.
     pub fn buffered_output(&self) -> usize {
         self.conn.output_len()
@@ -211,13 +276,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             match self.recv().await {
                 Some(Ok(_)) => continue,
-                Some(Err(Error::Closed(t))) => return Ok(t),
+                Some(Err(Error::Closed(t))) => return Ok(*t),
                 Some(Err(e)) => return Err(e),
                 None => break,
             }
         }
         self.termination
-            .clone()
+            .as_deref()
+            .cloned()
             .ok_or_else(|| Error::Io(std::io::ErrorKind::UnexpectedEof.into()))
     }
 
@@ -316,11 +382,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         if self.timer_deadline != Some(deadline) {
             self.timer_deadline = Some(deadline);
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(deadline));
+            self.arm_timer(deadline);
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
+        if self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        {
             self.conn
                 .handle_timeout(self.timer_deadline.unwrap_or(now).max(now));
             self.timer_deadline = None;
@@ -366,11 +434,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.finish_deadline.is_none() {
             let deadline = now() + self.conn.config().close_timeout;
             self.finish_deadline = Some(deadline);
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(deadline));
+            self.arm_timer(deadline);
         }
-        self.timer.as_mut().poll(cx).is_ready()
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+
+    /// Sets the timer to `deadline`, creating it the first time.
+    fn arm_timer(&mut self, deadline: Instant) {
+        let at = tokio::time::Instant::from_std(deadline);
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
     }
 
     /// Writes all queued output and flushes the stream.

@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# bench/fanout.sh: fan-out of `wsline serve` against hubs built the
+# idiomatic way on tokio-tungstenite and fastwebsockets (bench/peers/, one
+# tokio::sync::broadcast per channel), all driven by
+# `wsline bench --mode fanout`. Not part of CI; see docs/performance.md.
+#
+# For each subscriber count, round by round, each hub in turn (the order
+# rotates every round): start it pinned to one core (taskset -c
+# $SERVER_CORE), run the load pinned to another ($CLIENT_CORE): N
+# subscribers on one channel, one publisher, $SIZE-byte data, publishes
+# paced by a closed loop of $IN_FLIGHT publishes in flight (each one
+# retired when every subscriber got it; with RATE set, also at most RATE
+# publishes/s). The bench reads the hub's utime+stime from /proc/PID/stat
+# when publishing starts and when the last publish reached everyone.
+# Reported, medians over the rounds:
+#   deliveries/s   = messages received by subscribers / publishing window;
+#   CPU/delivery   = hub CPU time over that window / deliveries;
+#   p50, p99       = publish-to-delivery latency (send time in the data);
+#   lost           = expected (publishes × subscribers) - received, summed
+#                    over the rounds (any loss also shows in the errors);
+#   bench CPU      = the load generator's own CPU per delivery and how busy
+#                    its core was.
+# wsline's ratio is to the peer with the lower CPU per delivery.
+#
+# Usage: bench/fanout.sh         (about 6 minutes with the defaults)
+# Environment (defaults in brackets):
+#   SUBS        subscriber counts [1000 10000]
+#   DURATION    seconds of publishing per measurement [5]
+#   ROUNDS      rounds [3]
+#   SIZE        bytes of published data [100]
+#   IN_FLIGHT   publishes in flight [16]      RATE  publishes/s cap [none]
+#   SERVERS     subset of: wsline tokio-tungstenite fastwebsockets [all]
+#   SERVER_CORE [0]   CLIENT_CORE [1]
+#   WSLINE_BIN  a wsline binary to use instead of building one
+#   OUT         results folder [bench/results/fanout-DATE-TIME]
+#   FOREIGN_MAX CPU (cores) other processes may use during a measurement
+#               before it is redone [0.15]; QUIET_WAIT seconds to wait for
+#               a quiet machine first [120]; TRIES per measurement [2]
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SUBS="${SUBS:-1000 10000}"
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-3}"
+SIZE="${SIZE:-100}"
+IN_FLIGHT="${IN_FLIGHT:-16}"
+RATE="${RATE:-}"
+SERVERS="${SERVERS:-wsline tokio-tungstenite fastwebsockets}"
+SERVER_CORE="${SERVER_CORE:-0}"
+CLIENT_CORE="${CLIENT_CORE:-1}"
+OUT="${OUT:-$ROOT/bench/results/fanout-$(date +%Y%m%d-%H%M%S)}"
+HZ="$(getconf CLK_TCK)"
+FOREIGN_MAX="${FOREIGN_MAX:-0.15}"
+QUIET_WAIT="${QUIET_WAIT:-120}"
+TRIES="${TRIES:-2}"
+PEERS="$ROOT/bench/peers"
+
+log() { echo "fanout.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# ------------------------------------------------------------------ build
+if [[ -z "${WSLINE_BIN:-}" ]]; then
+    log "building wsline (release)"
+    cargo build --release --quiet --bin wsline
+    WSLINE_BIN="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/wsline"
+fi
+[[ -x "$WSLINE_BIN" ]] || die "no wsline binary at $WSLINE_BIN"
+log "building the peer hubs (release)"
+cargo build --release --quiet --manifest-path "$PEERS/Cargo.toml" --bin hub-tokio-tungstenite --bin hub-fastwebsockets
+PEER_BIN="$PEERS/target/release"
+[[ -n "${CARGO_TARGET_DIR:-}" ]] && PEER_BIN="$CARGO_TARGET_DIR/release"
+
+# --------------------------------------------------------------- machine
+PIN_S=(taskset -c "$SERVER_CORE")
+PIN_C=(taskset -c "$CLIENT_CORE")
+if ! command -v taskset >/dev/null || [[ "$(nproc)" -lt 2 ]]; then
+    log "warning: taskset or a second core missing: running unpinned"
+    PIN_S=()
+    PIN_C=()
+fi
+# A descriptor per subscriber, in the hub and in the bench.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+for n in $SUBS; do
+    if [[ "$(ulimit -n)" != unlimited ]] && (( $(ulimit -n) < n + 256 )); then
+        die "ulimit -n is $(ulimit -n): too few descriptors for $n subscribers"
+    fi
+done
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.tsv"
+[[ -f "$RESULTS" ]] || printf 'subs\tserver\tround\tdeliveries\texpected\tlost\tdeliveries_per_sec\tserver_cpu_us_per_delivery\tp50_us\tp99_us\tp999_us\tbench_cpu_us_per_delivery\tbench_core_busy\terrors\tforeign_load\n' >"$RESULTS"
+
+# The hub's configuration: publishes unlimited (the rate limit would
+# refuse the publisher), no presence on the benchmark channel (10,000 joins
+# would each go to every member: setup, not the workload).
+cat >"$OUT/hub.toml" <<'EOF'
+publish_rate = 1000000
+[channels."bench-fanout"]
+presence = false
+EOF
+
+server_cmd() {
+    case "$1" in
+        wsline) echo "$WSLINE_BIN serve --listen 127.0.0.1:0 --config $OUT/hub.toml --ping-interval 0" ;;
+        tokio-tungstenite | fastwebsockets) echo "$PEER_BIN/hub-$1 127.0.0.1:0" ;;
+        *) die "unknown server $1" ;;
+    esac
+}
+server_url() { # SERVER ADDR
+    case "$1" in
+        wsline) echo "ws://$2/ws" ;;
+        *) echo "ws://$2/" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- probes
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+now_s() { date +%s.%N; }
+background_load() {
+    local b0 t0 b1 t1
+    b0="$(busy_ticks)"; t0="$(now_s)"
+    sleep "$1"
+    b1="$(busy_ticks)"; t1="$(now_s)"
+    awk -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b1 - b0) / hz / (t1 - t0) }'
+}
+wait_quiet() {
+    local waited=0 load
+    while :; do
+        load="$(background_load 0.5)"
+        awk -v l="$load" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && return 0
+        if (( waited >= QUIET_WAIT )); then
+            log "warning: the machine is still busy ($load cores used by other processes); measuring anyway"
+            return 0
+        fi
+        (( waited == 0 )) && log "waiting for the machine to be quiet ($load cores used by other processes)"
+        sleep 2
+        waited=$((waited + 2))
+    done
+}
+json_num() { sed -n "s/.*\"$1\":\([-0-9.eE+]*\)[,}].*/\1/p" "$2" | head -1; }
+
+SERVER_PID=""
+stop_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap stop_server EXIT
+
+# measure_once SUBS SERVER ROUND: one measurement into $tag.line.
+measure_once() {
+    local n="$1" s="$2" r="$3"
+    local tag="$OUT/$n.$s.$r"
+    rm -f "$tag.line"
+    wait_quiet
+    # shellcheck disable=SC2046
+    "${PIN_S[@]}" $(server_cmd "$s") >"$tag.server.log" 2>&1 &
+    SERVER_PID=$!
+    local addr=""
+    for _ in $(seq 100); do
+        addr="$(sed -n 's/^listening on [a-z]*:\/\/\([^/]*\).*$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
+        [[ -n "$addr" ]] && break
+        sleep 0.1
+    done
+    if [[ -z "$addr" ]]; then
+        log "$s did not start; see $tag.server.log"
+        stop_server
+        return
+    fi
+    local busy0 t0 cpu0
+    busy0="$(busy_ticks)"; t0="$(now_s)"; cpu0="$(cpu_ticks "$SERVER_PID")"
+    local rate_arg=()
+    [[ -n "$RATE" ]] && rate_arg=(--rate "$RATE")
+    "${PIN_C[@]}" "$WSLINE_BIN" bench "$(server_url "$s" "$addr")" --mode fanout \
+        -c "$n" --size "$SIZE" --duration "$DURATION" --in-flight "$IN_FLIGHT" "${rate_arg[@]}" \
+        --connect-concurrency 128 --server-pid "$SERVER_PID" --json \
+        >"$tag.json" 2>"$tag.bench.log" || true
+    local busy1 t1 cpu1
+    busy1="$(busy_ticks)"; t1="$(now_s)"; cpu1="$(cpu_ticks "$SERVER_PID")"
+    stop_server
+    local per
+    per="$(json_num server_cpu_us_per_delivery "$tag.json")"
+    if [[ -z "$per" ]]; then
+        log "$n/$s round $r: no result; see $tag.json and $tag.bench.log"
+        return
+    fi
+    awk -v n="$n" -v s="$s" -v r="$r" \
+        -v got="$(json_num deliveries "$tag.json")" -v expd="$(json_num expected_deliveries "$tag.json")" \
+        -v lost="$(json_num lost "$tag.json")" -v rate="$(json_num msgs_per_sec "$tag.json")" -v per="$per" \
+        -v p50="$(json_num p50 "$tag.json")" -v p99="$(json_num p99 "$tag.json")" -v p999="$(json_num p999 "$tag.json")" \
+        -v cper="$(json_num bench_cpu_us_per_msg "$tag.json")" -v ccpu="$(json_num bench_cpu_s "$tag.json")" \
+        -v el="$(json_num elapsed_s "$tag.json")" -v errors="$(json_num errors "$tag.json")" \
+        -v call="$(json_num bench_cpu_total_s "$tag.json")" -v b0="$busy0" -v b1="$busy1" -v w0="$t0" -v w1="$t1" \
+        -v s0="$cpu0" -v s1="$cpu1" -v hz="$HZ" '
+    BEGIN {
+        busy = (el > 0 && ccpu != "") ? ccpu / el : ""
+        foreign = ((b1 - b0) / hz - (s1 - s0) / hz - (call == "" ? 0 : call)) / (w1 - w0)
+        if (foreign < 0) foreign = 0
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", n, s, r, got, expd, lost, rate, per, p50, p99, p999, cper, busy, errors, foreign
+    }' >"$tag.line"
+}
+
+# Foreign load is measured over the whole measurement (connecting
+# included), so it is a rough guide; a measurement above FOREIGN_MAX is
+# redone up to TRIES times and the last one kept.
+measure() {
+    local tag="$OUT/$1.$2.$3" try foreign
+    for try in $(seq "$TRIES"); do
+        measure_once "$1" "$2" "$3"
+        [[ -f "$tag.line" ]] || continue
+        foreign="$(cut -f15 "$tag.line")"
+        awk -v l="$foreign" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && break
+        log "$1/$2 round $3: other processes used $foreign cores meanwhile; measuring again"
+    done
+    [[ -f "$tag.line" ]] || return 0
+    cat "$tag.line" >>"$RESULTS"
+    log "$(tail -1 "$RESULTS" | awk -F'\t' '{ printf "%6s subs %-17s round %s: %.0f deliveries/s, hub %.3f µs/delivery, p50 %.0f µs, p99 %.0f µs, lost %s, bench %.2f µs/delivery (core %.0f%% busy), %s errors, background %s cores", $1, $2, $3, $7, $8, $9, $10, $6, $12, $13 * 100, $14, $15 }')"
+}
+
+# ------------------------------------------------------------------- run
+read -r -a SERVER_LIST <<<"$SERVERS"
+n_servers=${#SERVER_LIST[@]}
+log "results in $OUT"
+for n in $SUBS; do
+    for r in $(seq "$ROUNDS"); do
+        for i in $(seq 0 $((n_servers - 1))); do
+            measure "$n" "${SERVER_LIST[$(((i + r - 1) % n_servers))]}" "$r"
+        done
+    done
+done
+
+# ----------------------------------------------------------------- table
+pacing="closed loop, $IN_FLIGHT publishes in flight"
+[[ -n "$RATE" ]] && pacing="$pacing, at most $RATE publishes/s"
+{
+    echo "Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores; hub on core $SERVER_CORE, load on core $CLIENT_CORE"
+    echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $ROUNDS rounds of ${DURATION} s publishing, $SIZE-byte data, $pacing; medians"
+    echo "wsline: $("$WSLINE_BIN" --version 2>/dev/null), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || echo ' with uncommitted changes')"
+    echo "Peers: $(awk '/^name = "(tokio-tungstenite|fastwebsockets|tokio)"$/ { n = $3; getline; printf "%s %s  ", n, $3 }' "$PEERS/Cargo.lock" | tr -d '"')"
+    echo
+} >"$OUT/table.md"
+awk -F'\t' -v servers="$SERVERS" -v subs="$SUBS" '
+function median(key,    n, i, j, t, v) {
+    n = cnt[key]
+    if (n == 0) return ""
+    for (i = 1; i <= n; i++) v[i] = vals[key, i]
+    for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function add(key, x) { if (x == "") return; cnt[key]++; vals[key, cnt[key]] = x }
+function rate(x) { return x >= 1e6 ? sprintf("%.2fM/s", x / 1e6) : (x >= 1e3 ? sprintf("%.0fk/s", x / 1e3) : sprintf("%.0f/s", x)) }
+function us(x) { return x >= 1000 ? sprintf("%.1f ms", x / 1000) : sprintf("%.0f µs", x) }
+NR > 1 {
+    k = $1 SUBSEP $2
+    add("rate" SUBSEP k, $7); add("cpu" SUBSEP k, $8); add("p50" SUBSEP k, $9); add("p99" SUBSEP k, $10)
+    add("ccpu" SUBSEP k, $12); add("busy" SUBSEP k, $13)
+    lost[k] += $6; expd[k] += $5; errs[k] += $14; rounds[k]++
+}
+END {
+    ns = split(servers, S, " "); nn = split(subs, N, " ")
+    print "| Subscribers | Hub | deliveries/s | hub CPU per delivery | latency p50 / p99 | lost (of expected) | bench CPU per delivery (core busy) | wsline ÷ best peer (CPU) |"
+    print "|---|---|---|---|---|---|---|---|"
+    for (ni = 1; ni <= nn; ni++) {
+        n = N[ni]; best = ""; me = ""
+        for (i = 1; i <= ns; i++) {
+            c = median("cpu" SUBSEP n SUBSEP S[i])
+            if (S[i] == "wsline") me = c
+            else if (c != "" && (best == "" || c < best)) { best = c; bestname = S[i] }
+        }
+        for (i = 1; i <= ns; i++) {
+            k = n SUBSEP S[i]
+            if (!rounds[k]) { printf "| %s | %s | — | — | — | — | — | |\n", n, S[i]; continue }
+            ratio = ""
+            if (S[i] == "wsline" && me != "" && best != "")
+                ratio = sprintf("%.2f× (%s); target ≤ 0.25×: %s", me / best, bestname, (me / best <= 0.25) ? "met" : "MISSED")
+            e = errs[k] ? sprintf(", %d errors", errs[k]) : ""
+            printf "| %s | %s | %s | %.3f µs | %s / %s | %d (of %d)%s | %.2f µs (%.0f%%) | %s |\n", n, S[i],
+                rate(median("rate" SUBSEP k)), median("cpu" SUBSEP k), us(median("p50" SUBSEP k)), us(median("p99" SUBSEP k)),
+                lost[k], expd[k], e, median("ccpu" SUBSEP k), median("busy" SUBSEP k) * 100, ratio
+        }
+    }
+    print ""
+    print "Medians of the rounds; lost and errors summed over them. Hub CPU: utime+stime of the hub process while publishing, per delivery. Latency: from the publisher writing a message to a subscriber reading it."
+}' "$RESULTS" >>"$OUT/table.md"
+
+echo
+cat "$OUT/table.md"
+echo
+log "raw results: $RESULTS"

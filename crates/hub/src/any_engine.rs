@@ -1,0 +1,151 @@
+//! The engine a hub runs: the choice between the in-memory engine and the
+//! Redis engine, made once from the configuration.
+//!
+//! Owns [`EngineKind`] (the `engine` setting) and [`AnyEngine`], which
+//! forwards every [`Engine`] call to the chosen one. The [`Engine`] trait
+//! returns `impl Future`, so it cannot be a trait object; a two-armed enum
+//! costs one match per call instead. Nothing here knows how either engine
+//! works.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::config::HubConfig;
+use crate::engine::{Engine, EngineError, MemoryEngine, Subscribed, Subscriber};
+use crate::metrics::Metrics;
+use crate::protocol::Member;
+use crate::redis_engine::{RedisEngine, RedisSetupError};
+
+/// Which engine `wsline serve` runs (`--engine`, key `engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// One process, nothing external (the default).
+    #[default]
+    Memory,
+    /// Several nodes joined through Redis (`--redis-url`).
+    Redis,
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "memory" => Ok(Self::Memory),
+            "redis" => Ok(Self::Redis),
+            other => Err(format!("engine must be memory or redis, not {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        })
+    }
+}
+
+/// The engine of a running hub.
+pub enum AnyEngine {
+    /// [`MemoryEngine`].
+    Memory(MemoryEngine),
+    /// [`RedisEngine`].
+    Redis(RedisEngine),
+}
+
+impl AnyEngine {
+    /// The engine `config.engine` names. The Redis engine starts its
+    /// background tasks (it must be called inside a tokio runtime) and does
+    /// not wait for Redis: until it is reachable the engine is down.
+    pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Result<Self, RedisSetupError> {
+        Ok(match config.engine {
+            EngineKind::Memory => Self::Memory(MemoryEngine::new(config, metrics)),
+            EngineKind::Redis => Self::Redis(RedisEngine::start(config, metrics)?),
+        })
+    }
+
+    /// Periodic housekeeping (every 5 s): the memory engine forgets idle
+    /// channels; the Redis engine has its own timers and does nothing here.
+    pub fn sweep(&self) {
+        match self {
+            Self::Memory(e) => e.sweep(),
+            Self::Redis(_) => {}
+        }
+    }
+}
+
+impl Engine for AnyEngine {
+    async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        from: Option<&str>,
+        before_delivery: impl FnOnce(u64) + Send,
+    ) -> Result<u64, EngineError> {
+        match self {
+            Self::Memory(e) => e.publish(channel, data, from, before_delivery).await,
+            Self::Redis(e) => e.publish(channel, data, from, before_delivery).await,
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        channel: &str,
+        subscriber: Subscriber,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        reply: impl FnOnce(&Subscribed) -> Bytes + Send,
+    ) -> Result<Subscribed, EngineError> {
+        match self {
+            Self::Memory(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
+            Self::Redis(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
+        }
+    }
+
+    async fn unsubscribe(&self, channel: &str, client: &str) -> bool {
+        match self {
+            Self::Memory(e) => e.unsubscribe(channel, client).await,
+            Self::Redis(e) => e.unsubscribe(channel, client).await,
+        }
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<Member>, EngineError> {
+        match self {
+            Self::Memory(e) => e.presence(channel).await,
+            Self::Redis(e) => e.presence(channel).await,
+        }
+    }
+
+    async fn channels(&self) -> Vec<(String, usize)> {
+        match self {
+            Self::Memory(e) => e.channels().await,
+            Self::Redis(e) => e.channels().await,
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        match self {
+            Self::Memory(e) => e.is_up(),
+            Self::Redis(e) => e.is_up(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_kind_parses_and_prints() {
+        assert_eq!("memory".parse(), Ok(EngineKind::Memory));
+        assert_eq!("redis".parse(), Ok(EngineKind::Redis));
+        assert!("Redis".parse::<EngineKind>().is_err());
+        assert_eq!(EngineKind::Redis.to_string(), "redis");
+    }
+}
