@@ -4,9 +4,10 @@
 //! peer for `idle_timeout`).
 //!
 //! Owns only the clocks; the WebSocket decides what to do when one
-//! expires. Both cost nothing until configured and armed: the timer is
-//! allocated on first use, and the idle deadline is pushed back lazily
-//! (checked when the timer fires) rather than reset on every message.
+//! expires. Both cost a few bytes per connection until used: the write
+//! stall's timer is allocated at the first stall, the idle timeout only
+//! when configured, and the idle deadline is pushed back lazily (checked
+//! when the timer fires) rather than reset on every message.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,8 +16,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-fn poll_at(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_>) -> bool {
-    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+/// Polls `sleep` after moving it to `at` if needed; true once it is due.
+fn poll_at(sleep: &mut Pin<Box<Sleep>>, at: Instant, cx: &mut Context<'_>) -> bool {
     if sleep.deadline() != at {
         sleep.as_mut().reset(at);
     }
@@ -27,14 +28,21 @@ fn poll_at(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_
 #[derive(Debug, Default)]
 pub(crate) struct WriteStall {
     timeout: Option<Duration>,
+    /// Allocated at the first stall.
+    clock: Option<Box<StallClock>>,
+}
+
+#[derive(Debug)]
+struct StallClock {
+    /// The deadline of the stall under way (`None`: not stalled).
     deadline: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl WriteStall {
     pub(crate) fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
-        self.deadline = None;
+        self.progress();
     }
 
     pub(crate) fn timeout(&self) -> Option<Duration> {
@@ -44,7 +52,9 @@ impl WriteStall {
     /// The transport took bytes: the stall, if any, is over.
     #[inline]
     pub(crate) fn progress(&mut self) {
-        self.deadline = None;
+        if let Some(clock) = &mut self.clock {
+            clock.deadline = None;
+        }
     }
 
     /// The transport would not take a byte: starts the stall clock if it
@@ -54,60 +64,57 @@ impl WriteStall {
         let Some(timeout) = self.timeout else {
             return false;
         };
-        let deadline = *self
+        let clock = self.clock.get_or_insert_with(|| {
+            let at = Instant::now() + timeout;
+            Box::new(StallClock {
+                deadline: None,
+                timer: Box::pin(tokio::time::sleep_until(at)),
+            })
+        });
+        let deadline = *clock
             .deadline
             .get_or_insert_with(|| Instant::now() + timeout);
-        poll_at(&mut self.timer, deadline, cx)
+        poll_at(&mut clock.timer, deadline, cx)
     }
 }
 
-/// Notices a peer that sends no message for a while.
-#[derive(Debug, Default)]
+/// Notices a peer that sends no message for a while. Boxed by its owner,
+/// which holds `None` when no idle timeout is configured.
+#[derive(Debug)]
 pub(crate) struct Idle {
-    timeout: Option<Duration>,
-    last: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Idle {
-    pub(crate) fn set_timeout(&mut self, timeout: Option<Duration>) {
-        self.timeout = timeout;
-        self.last = Some(Instant::now());
-        self.timer = None;
+    pub(crate) fn new(timeout: Duration) -> Self {
+        let last = Instant::now();
+        Self {
+            timeout,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + timeout)),
+        }
     }
 
     /// A message arrived.
     #[inline]
     pub(crate) fn activity(&mut self) {
-        if self.timeout.is_some() {
-            self.last = Some(Instant::now());
-        }
+        self.last = Instant::now();
     }
 
-    /// True once no message came for the timeout (then it stays off);
-    /// arms the waker otherwise.
+    /// True once no message came for the timeout; arms the waker
+    /// otherwise. The owner drops it once it expired.
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let (Some(timeout), Some(last)) = (self.timeout, self.last) else {
-            return false;
-        };
         // The timer may be earlier than the deadline (activity since it
         // was set): when it fires early, move it to the real deadline.
-        let armed = self.timer.as_ref().map(|t| t.deadline());
-        let at = armed.unwrap_or(last + timeout);
-        if !poll_at(&mut self.timer, at, cx) {
+        if !self.timer.as_mut().poll(cx).is_ready() {
             return false;
         }
-        let due = last + timeout;
+        let due = self.last + self.timeout;
         if due <= Instant::now() {
-            self.timeout = None;
-            self.timer = None;
             return true;
         }
-        let fired = poll_at(&mut self.timer, due, cx);
-        if fired {
-            self.timeout = None;
-            self.timer = None;
-        }
-        fired
+        poll_at(&mut self.timer, due, cx)
     }
 }

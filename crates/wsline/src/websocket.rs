@@ -81,7 +81,7 @@ pub struct WebSocket<S> {
     /// The write stall ran out: the transport is abandoned.
     write_timed_out: bool,
     /// Closes after no message for a while ([`WebSocket::set_idle_timeout`]).
-    idle: Idle,
+    idle: Option<Box<Idle>>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -113,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             write_wakers: None,
             write_stall: WriteStall::default(),
             write_timed_out: false,
-            idle: Idle::default(),
+            idle: None,
         };
         if !leftover.is_empty() {
             ws.conn.receive_data(leftover, now());
@@ -137,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// count: keepalive is separate). `None` (the default) never does;
     /// [`crate::accept`] sets [`crate::ServerConfig::idle_timeout`].
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.idle.set_timeout(timeout);
+        self.idle = timeout.map(|t| Box::new(Idle::new(t)));
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -314,7 +314,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             while let Some(event) = self.conn.poll_event() {
                 match event {
                     Event::Message(m) => {
-                        self.idle.activity();
+                        if let Some(idle) = &mut self.idle {
+                            idle.activity();
+                        }
                         return Poll::Ready(Some(Ok(m)));
                     }
                     Event::Ping(_) | Event::Pong(_) => {}
@@ -349,7 +351,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     self.conn.receive_eof(now());
                 }
                 Poll::Pending => {
-                    if self.idle.poll_expired(cx) {
+                    if self.idle.as_mut().is_some_and(|i| i.poll_expired(cx)) {
+                        self.idle = None;
                         let _ = self
                             .conn
                             .close(CloseCode::GOING_AWAY, "idle timeout", now());
