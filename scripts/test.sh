@@ -20,9 +20,12 @@
 #                    against `wsline serve` (drops, SIGSTOP, restart); screenshots in .cache/browser-e2e/
 #   redis            crates/cli/tests/redis.rs: `wsline serve --engine redis` nodes against a real
 #                    redis-server (Debian's, apt-installed when missing; each test starts its own)
+#   fuzz             scripts/fuzz.sh: every cargo-fuzz target briefly (WSLINE_FUZZ_SECONDS
+#                    each, default 25) after replaying its kept crash inputs; a crash fails
+#                    it; skipped if cargo-fuzz cannot be installed
 #
 # Options:
-#   --quick             skip clippy and the Autobahn suites
+#   --quick             skip clippy, the Autobahn suites and fuzz
 #   --only NAME[,NAME]  run only these suites (repeatable). Groups: lint = fmt,clippy;
 #                       autobahn = both Autobahn suites; interop = the three interop suites.
 #                       Suites that need the binary pull in `build` unless WSLINE_BIN is set.
@@ -38,6 +41,7 @@
 #   AUTOBAHN_HOME              where install.sh puts wstest (default: .cache/autobahn-wstest)
 #   WSLINE_EXPECT_COMPRESSION  1 (default): interop tests require permessage-deflate
 #   CI                         true: a missing ../shared/autobahn is a failure, not a skip
+#   WSLINE_FUZZ_SECONDS        seconds of fuzzing per target in the fuzz suite (default 25)
 #
 # Tools are installed on demand, idempotently, into .cache/ (gitignored) with
 # pinned versions: a Python venv with websockets, and the npm packages ws and
@@ -64,6 +68,7 @@ T_BUILD=1500
 T_INSTALL=900
 T_AUTOBAHN=1500
 T_INTEROP=600
+T_FUZZ=1800            # the fuzz build (ASan) plus every target's run
 READY_TIMEOUT=30       # for the server's "listening on" line
 STOP_TIMEOUT=15        # for the server to exit after SIGTERM
 
@@ -79,7 +84,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e redis)
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e redis fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -486,6 +491,14 @@ suite_redis() {
   run_step "$T_TEST" cargo test --release -p wsline-cli --test redis -- --ignored --test-threads=2
 }
 
+suite_fuzz() {
+  local rc=0
+  run_step "$T_FUZZ" ./scripts/fuzz.sh --seconds "${WSLINE_FUZZ_SECONDS:-25}" </dev/null || rc=$?
+  # fuzz.sh: 3 = cargo-fuzz is missing and could not be installed.
+  [ "$rc" = 3 ] && { skip "cargo-fuzz missing and not installable"; return; }
+  return "$rc"
+}
+
 # -------------------------------------------------------------- driver ------
 declare -A STATUS=() SECS=() NOTE=()
 ORDER=()
@@ -556,7 +569,7 @@ run_autobahn_pair() {
 for s in "${ALL_SUITES[@]}"; do
   [ -n "${SELECTED[$s]:-}" ] || continue
   if [ "$QUICK" = 1 ]; then
-    case "$s" in clippy|autobahn-*) mark_skipped "$s" "--quick"; continue ;; esac
+    case "$s" in clippy|autobahn-*|fuzz) mark_skipped "$s" "--quick"; continue ;; esac
   fi
   if [ "$s" = autobahn-server ] && [ -n "${SELECTED[autobahn-client]:-}" ]; then
     run_autobahn_pair

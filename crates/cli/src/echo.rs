@@ -51,6 +51,24 @@ pub(crate) struct EchoArgs {
     /// Never accept permessage-deflate.
     #[arg(long)]
     no_compression: bool,
+    /// Open connections; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_connections)]
+    max_connections: usize,
+    /// Connections in their opening handshake; more are refused at once.
+    #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_handshakes)]
+    max_handshakes: usize,
+    /// Connections in their opening handshake from one IP (IPv6: one /64); 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_connecting_per_ip)]
+    max_connecting_per_ip: usize,
+    /// Seconds a client may take none of the pending output before it is dropped (0: never).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    write_timeout: Duration,
+    /// Seconds without a message from a client before closing it with 1001 (0: never).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    idle_timeout: Duration,
+    /// Print `stats open=N handshakes=N addresses=N refused=N tasks=N` on stderr this often (0: never).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    stats_interval: Duration,
 }
 
 impl EchoArgs {
@@ -67,6 +85,11 @@ impl EchoArgs {
         if self.no_compression {
             config.deflate = None;
         }
+        config.write_timeout = optional(self.write_timeout);
+        config.idle_timeout = optional(self.idle_timeout);
+        config.limits.max_connections = self.max_connections;
+        config.limits.max_handshakes = self.max_handshakes;
+        config.limits.max_connecting_per_ip = self.max_connecting_per_ip;
         config
     }
 }
@@ -91,6 +114,10 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     let _ = std::io::stdout().flush();
 
     let config = Arc::new(args.server_config());
+    let gate = wsline::Gate::new(config.limits);
+    if let Some(every) = optional(args.stats_interval) {
+        crate::stats::spawn(gate.clone(), every);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(signal);
@@ -107,11 +134,30 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
                         continue;
                     }
                 };
+                // Past a cap: answered and closed here, no task.
+                let handshake = match gate.admit(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(refusal) => {
+                        tracing::debug!(%peer, "refused: {refusal}");
+                        refusal.refuse_now(tcp);
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let config = config.clone();
                 tracing::trace!(%peer, "accepted");
                 tasks.spawn(EchoTask::new(
-                    async move { wsline::accept(tcp, &config).await },
+                    async move {
+                        // The connection's slot is taken once the request
+                        // is read and checked, and held by the task.
+                        let mut open = None;
+                        let ws = wsline::accept_with(tcp, &config, |_| {
+                            open = Some(handshake.open().map_err(|r| r.response())?);
+                            Ok(wsline::Acceptance::default())
+                        })
+                        .await?;
+                        Ok((ws, open))
+                    },
                     shutdown_rx.clone(),
                 ));
             }
@@ -137,18 +183,23 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
 /// shutdown future for every message.)
 pub(crate) struct EchoTask<S> {
     state: TaskState<S>,
+    /// The gate's slot for this open connection, freed with the task.
+    _open: Option<wsline::Connected>,
     /// Resolves when the server shuts down; created once, polled only
     /// when woken.
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     shutting_down: bool,
 }
 
+/// What the handshake gives: the connection and its slot in the gate.
+type Handshaken<S> = Result<(WebSocket<S>, Option<wsline::Connected>), wsline::Error>;
+
 // The open state is where a connection spends its life: boxing it would
 // add an allocation and save nothing.
 #[allow(clippy::large_enum_variant)]
 enum TaskState<S> {
     /// The opening handshake, boxed: its buffers are gone once it is over.
-    Handshake(Pin<Box<dyn Future<Output = Result<WebSocket<S>, wsline::Error>> + Send>>),
+    Handshake(Pin<Box<dyn Future<Output = Handshaken<S>> + Send>>),
     /// Echoing; `pending` is a message read but not yet queued because the
     /// output buffer was full.
     Open {
@@ -164,11 +215,12 @@ where
     /// A connection whose handshake `handshake` runs; `shutdown` turns true
     /// when the server stops (then: Close 1001, wait for the peer).
     pub(crate) fn new(
-        handshake: impl Future<Output = Result<WebSocket<S>, wsline::Error>> + Send + 'static,
+        handshake: impl Future<Output = Handshaken<S>> + Send + 'static,
         mut shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             state: TaskState::Handshake(Box::pin(handshake)),
+            _open: None,
             shutdown: Box::pin(async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
             }),
@@ -191,8 +243,9 @@ where
         }
         if let TaskState::Handshake(handshake) = &mut this.state {
             match ready!(handshake.as_mut().poll(cx)) {
-                Ok(ws) => {
+                Ok((ws, open)) => {
                     this.state = TaskState::Open { ws, pending: None };
+                    this._open = open;
                 }
                 Err(e) => {
                     tracing::debug!("handshake failed: {e}");

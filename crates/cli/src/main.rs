@@ -1,6 +1,7 @@
 //! The `wsline` command: `serve` (the real-time hub), `echo` (echo
 //! server), `connect` (interactive client), `bench` (load generator), and
-//! the hidden `autobahn-client` used by the conformance suite.
+//! the hidden `autobahn-client` used by the conformance suite and
+//! `soak-load` used by `scripts/soak.sh`.
 //!
 //! Each subcommand lives in its own module; this file only parses the
 //! command line and sets up logging and the runtime.
@@ -11,6 +12,8 @@ mod connect;
 mod echo;
 mod secs;
 mod serve;
+mod soak;
+mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +38,9 @@ enum Command {
     AutobahnClient(autobahn::AutobahnArgs),
     /// Load-test a WebSocket server: echo throughput and latency, handshakes, idle connections.
     Bench(bench::BenchArgs),
+    /// The mixed load of scripts/soak.sh.
+    #[command(hide = true)]
+    SoakLoad(soak::SoakArgs),
 }
 
 fn main() {
@@ -85,6 +91,7 @@ fn main() {
             Command::Connect(args) => connect::run(args).await,
             Command::AutobahnClient(args) => autobahn::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::SoakLoad(args) => soak::run(args).await,
         }
     });
     // Exit without waiting for the blocking stdin reader thread.

@@ -63,6 +63,18 @@ pub(crate) struct ServeArgs {
     /// Seconds to wait for closing handshakes and at shutdown [default: 10].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     close_timeout: Option<Duration>,
+    /// Connections in their opening handshake or an HTTP request; more get 503 at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_handshakes: Option<usize>,
+    /// Of those, from one IP (IPv6: one /64); 0: no cap [default: 64].
+    #[arg(long, value_name = "N")]
+    max_connecting_per_ip: Option<usize>,
+    /// Seconds a client may take none of its pending output before it is dropped, 0: never [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    write_timeout: Option<Duration>,
+    /// Seconds without a client message before closing it with 1001, 0: never [default: 0].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    idle_timeout: Option<Duration>,
     /// Log format on stderr: plain or json [default: plain].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -154,6 +166,26 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<(HubConfig, String), String> {
         .or(secs_from_file(file.close_timeout, "close_timeout")?)
     {
         c.close_timeout = d;
+    }
+    c.max_handshakes = args
+        .max_handshakes
+        .or(file.max_handshakes)
+        .unwrap_or(c.max_handshakes);
+    c.max_connecting_per_ip = args
+        .max_connecting_per_ip
+        .or(file.max_connecting_per_ip)
+        .unwrap_or(c.max_connecting_per_ip);
+    if let Some(d) = args
+        .write_timeout
+        .or(secs_from_file(file.write_timeout, "write_timeout")?)
+    {
+        c.write_timeout = optional(d);
+    }
+    if let Some(d) = args
+        .idle_timeout
+        .or(secs_from_file(file.idle_timeout, "idle_timeout")?)
+    {
+        c.idle_timeout = optional(d);
     }
     c.channels = file.channels;
     if let Some(engine) = args.engine.clone().or(file.engine) {

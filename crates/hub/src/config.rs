@@ -46,6 +46,17 @@ pub struct HubConfig {
     pub ping_timeout: Option<Duration>,
     /// Closing handshake timeout, also the shutdown grace period.
     pub close_timeout: Duration,
+    /// TCP connections in their opening handshake or an HTTP request
+    /// (default 1024); more are refused at once with 503.
+    pub max_handshakes: usize,
+    /// Of those, from one IP address or IPv6 /64 (default 64; 0: no cap).
+    pub max_connecting_per_ip: usize,
+    /// A client that takes none of its pending output for this long is
+    /// dropped (default 30 s; `None`: never).
+    pub write_timeout: Option<Duration>,
+    /// A client that sends no message for this long is closed with 1001
+    /// (default `None`: never).
+    pub idle_timeout: Option<Duration>,
     /// Per-channel options by pattern (`*` matches any run of characters);
     /// the longest matching pattern wins.
     pub channels: BTreeMap<String, ChannelOptions>,
@@ -78,6 +89,10 @@ impl Default for HubConfig {
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Some(Duration::from_secs(20)),
             close_timeout: Duration::from_secs(10),
+            max_handshakes: wsline::Limits::default().max_handshakes,
+            max_connecting_per_ip: wsline::Limits::default().max_connecting_per_ip,
+            write_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: None,
             channels: BTreeMap::new(),
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
@@ -205,6 +220,14 @@ pub struct FileConfig {
     pub ping_timeout: Option<f64>,
     /// `close_timeout` (seconds)
     pub close_timeout: Option<f64>,
+    /// `max_handshakes`
+    pub max_handshakes: Option<usize>,
+    /// `max_connecting_per_ip` (0: no cap)
+    pub max_connecting_per_ip: Option<usize>,
+    /// `write_timeout` (seconds, 0: never)
+    pub write_timeout: Option<f64>,
+    /// `idle_timeout` (seconds, 0: never)
+    pub idle_timeout: Option<f64>,
     /// `log_format`: "plain" or "json"
     pub log_format: Option<String>,
     /// `engine`: "memory" or "redis"

@@ -75,6 +75,12 @@ pub async fn serve(
     server.protocol.ping_timeout = config.ping_timeout;
     server.protocol.close_timeout = config.close_timeout;
     server.allowed_origins = config.allow_origin.clone();
+    server.write_timeout = config.write_timeout;
+    server.idle_timeout = config.idle_timeout;
+    server.limits.max_connections = config.max_connections;
+    server.limits.max_handshakes = config.max_handshakes;
+    server.limits.max_connecting_per_ip = config.max_connecting_per_ip;
+    let gate = wsline::Gate::new(server.limits);
     let (stop_tx, stop_rx) = watch::channel(false);
     let hub = Arc::new(Hub {
         engine: AnyEngine::new(config.clone(), metrics.clone()).map_err(std::io::Error::other)?,
@@ -94,10 +100,18 @@ pub async fn serve(
             _ = &mut shutdown => break,
             _ = sweep.tick() => hub.engine.sweep(),
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let hub = hub.clone();
-                    tasks.spawn(handle(hub, tcp, peer));
-                }
+                // Past a cap: answered 503 and closed here, no task.
+                Ok((tcp, peer)) => match gate.admit(peer.ip()) {
+                    Ok(handshake) => {
+                        let hub = hub.clone();
+                        tasks.spawn(handle(hub, tcp, peer, handshake));
+                    }
+                    Err(refusal) => {
+                        hub.metrics.refused.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, "refused: {refusal}");
+                        refusal.refuse_now(tcp);
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -114,7 +128,9 @@ pub async fn serve(
 }
 
 /// One TCP connection: an HTTP request, possibly upgraded to WebSocket.
-async fn handle(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr) {
+/// `handshake` holds the gate's handshake slot until the request is read
+/// and admitted as a WebSocket (an HTTP request holds it to the end).
+async fn handle(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, handshake: wsline::Handshake) {
     let _ = tcp.set_nodelay(true);
     let (request, leftover) = match wsline::read_head(&mut tcp, &hub.server).await {
         Ok(r) => r,
@@ -124,8 +140,17 @@ async fn handle(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr) {
         }
     };
     if request.path() == "/ws" {
+        let _open = match handshake.open() {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                hub.metrics.refused.fetch_add(1, Relaxed);
+                wsline::refuse(&mut tcp, &refusal.response()).await;
+                return;
+            }
+        };
         session::run(hub, tcp, peer, request, leftover).await;
     } else {
         http::answer(&hub, tcp, peer, request, leftover).await;
+        drop(handshake);
     }
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub slow_consumer_disconnects: AtomicU64,
     /// 1 while the engine is usable.
     pub engine_up: AtomicI64,
+    /// Connections refused by the connection and handshake caps (503).
+    pub refused: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
     /// Deliveries per latency bucket, not cumulative (the exposition adds
     /// them up); those above the last bound are only in the count.
@@ -149,6 +151,22 @@ impl Metrics {
             ),
         ] {
             gauge(name, help, "counter", c.load(Relaxed).to_string());
+        }
+        gauge(
+            "wsline_refused_total",
+            "Connections refused by the connection and handshake caps (503).",
+            "counter",
+            self.refused.load(Relaxed).to_string(),
+        );
+        // Every session, HTTP request and handshake in progress is a task:
+        // a leak of any of them shows here.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            gauge(
+                "wsline_tasks",
+                "Tasks alive in the hub's runtime.",
+                "gauge",
+                rt.metrics().num_alive_tasks().to_string(),
+            );
         }
         let _ = writeln!(s, "# HELP wsline_closes_total Closed connections by close code.\n# TYPE wsline_closes_total counter");
         for (code, n) in self.closes.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -449,6 +449,7 @@ fn poll_step(
         if overflowed {
             return Poll::Ready(Step::SlowConsumer);
         }
+        let moved = !batch.is_empty();
         if !batch.is_empty() {
             let now = Instant::now();
             let metrics = &hub.metrics;
@@ -473,11 +474,15 @@ fn poll_step(
             frames.clear();
         }
         outbox.register(cx.waker());
+        let queued = ws.buffered_output();
         if let Poll::Ready(r) = ws.poll_recv(cx) {
             return Poll::Ready(Step::Received(r));
         }
-        // Writing made room and more is waiting: move it now.
-        if ws.buffered_output() < WRITE_LIMIT && !outbox.is_empty() {
+        // Writing made room and more is waiting: move it now. Only after
+        // progress (frames moved or bytes written): a frame larger than
+        // the room left must wait for the socket, not spin the runtime.
+        let left = ws.buffered_output();
+        if (moved || left < queued) && left < WRITE_LIMIT && !outbox.is_empty() {
             continue;
         }
         return Poll::Pending;

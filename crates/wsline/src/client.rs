@@ -51,6 +51,10 @@ pub struct ClientConfig {
     /// permessage-deflate (RFC 7692) to offer; `None` offers nothing.
     /// Default: [`DeflateConfig::client_default`].
     pub deflate: Option<DeflateConfig>,
+    /// Fail the connection when output waits and the server takes none of
+    /// it for this long (default 30 s; `None`: wait forever). See
+    /// [`WebSocket::set_write_timeout`].
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +67,7 @@ impl Default for ClientConfig {
             handshake_timeout: Duration::from_secs(10),
             max_head_size: MAX_HEAD_SIZE_DEFAULT,
             deflate: Some(DeflateConfig::client_default()),
+            write_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -181,7 +186,8 @@ where
             conn.enable_deflate(params, cfg);
         }
     }
-    let ws = WebSocket::from_parts(io, conn, &buf, accepted.protocol.clone());
+    let mut ws = WebSocket::from_parts(io, conn, &buf, accepted.protocol.clone());
+    ws.set_write_timeout(config.write_timeout);
     Ok((
         ws,
         HandshakeResponse {

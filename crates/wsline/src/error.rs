@@ -25,6 +25,10 @@ pub enum Error {
     /// The opening handshake did not complete in time.
     #[error("opening handshake did not complete within {0:?}; the peer is too slow or not a WebSocket endpoint")]
     HandshakeTimeout(Duration),
+    /// Output was waiting and the peer took none of it for this long (it
+    /// stopped reading); the connection is abandoned.
+    #[error("the peer took no data for {0:?} while output was waiting; the connection was dropped (raise the write timeout if peers are slow but alive)")]
+    WriteTimeout(Duration),
     /// The URL cannot be used.
     #[error("invalid WebSocket URL {url:?}: {reason}")]
     Url {

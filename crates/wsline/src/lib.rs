@@ -6,6 +6,8 @@
 //! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients.
 //! - [`WebSocket`]: the open connection: `recv`, `send`, `close`, a
 //!   `Stream` and a `Sink`, and [`WebSocket::split`] into halves.
+//! - [`Gate`] / [`Limits`]: caps on open connections and handshakes in
+//!   progress (overall and per address) for a server's accept loop.
 //!
 //! A complete echo server:
 //!
@@ -29,6 +31,8 @@
 
 mod client;
 mod error;
+mod guard;
+mod limits;
 mod server;
 mod split;
 pub mod tls;
@@ -38,6 +42,7 @@ pub use client::{
     connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
 };
 pub use error::Error;
+pub use limits::{Connected, Gate, GateStats, Handshake, Limits, Refusal};
 pub use server::{
     accept, accept_request, accept_with, read_head, refuse, Acceptance, ServerConfig,
 };

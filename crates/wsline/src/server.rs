@@ -16,7 +16,7 @@ use wsline_proto::handshake::{
 };
 use wsline_proto::{Config, Connection, DeflateConfig, Role};
 
-use crate::{Error, WebSocket};
+use crate::{Error, Limits, WebSocket};
 
 /// Server settings: protocol limits and timers, the handshake's limits,
 /// the Origin allow-list and the supported subprotocols.
@@ -45,6 +45,19 @@ pub struct ServerConfig {
     /// permessage-deflate (RFC 7692), accepted when a client offers it;
     /// `None` never compresses. Default: [`DeflateConfig::server_default`].
     pub deflate: Option<DeflateConfig>,
+    /// Fail a connection whose output waits while the client takes none of
+    /// it for this long (default 30 s; `None`: wait forever): a client that
+    /// stops reading cannot hold a writer. See
+    /// [`WebSocket::set_write_timeout`].
+    pub write_timeout: Option<Duration>,
+    /// Close with 1001 a connection that sends no message for this long
+    /// (default `None`: never; keepalive already drops dead peers). See
+    /// [`WebSocket::set_idle_timeout`].
+    pub idle_timeout: Option<Duration>,
+    /// Caps on open connections and handshakes in progress, for the
+    /// [`crate::Gate`] of an accept loop (`Gate::new(config.limits)`);
+    /// `accept` itself does not count connections.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +69,9 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             subprotocols: Vec::new(),
             deflate: Some(DeflateConfig::server_default()),
+            write_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -199,7 +215,10 @@ where
     if let Some((params, _, cfg)) = &deflate {
         conn.enable_deflate(params, cfg);
     }
-    Ok(WebSocket::from_parts(io, conn, leftover, protocol))
+    let mut ws = WebSocket::from_parts(io, conn, leftover, protocol);
+    ws.set_write_timeout(config.write_timeout);
+    ws.set_idle_timeout(config.idle_timeout);
+    Ok(ws)
 }
 
 /// Reads until a complete request head; refuses an oversized one as soon

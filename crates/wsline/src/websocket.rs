@@ -16,7 +16,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -25,6 +25,7 @@ use tokio::time::Sleep;
 use wsline_proto::frame::MAX_HEADER_LEN;
 use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination, TerminationKind};
 
+use crate::guard::{Idle, WriteStall};
 use crate::Error;
 
 /// Output above this many bytes makes `feed` and `poll_ready` write first.
@@ -83,6 +84,12 @@ pub struct WebSocket<S> {
     end_reported: bool,
     io_error: Option<std::io::ErrorKind>,
     write_wakers: Option<Arc<WakerSet>>,
+    /// Fails a write that makes no progress ([`WebSocket::set_write_timeout`]).
+    write_stall: WriteStall,
+    /// The write stall ran out: the transport is abandoned.
+    write_timed_out: bool,
+    /// Closes after no message for a while ([`WebSocket::set_idle_timeout`]).
+    idle: Option<Box<Idle>>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -112,11 +119,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             end_reported: false,
             io_error: None,
             write_wakers: None,
+            write_stall: WriteStall::default(),
+            write_timed_out: false,
+            idle: None,
         };
         if !leftover.is_empty() {
             ws.conn.receive_data(leftover, now());
         }
         ws
+    }
+
+    /// Fails the connection when output is waiting and the transport
+    /// takes no byte of it for `timeout` (a peer that stopped reading):
+    /// the pending `send`/`flush` returns [`Error::WriteTimeout`], and so
+    /// does `recv` once, then the connection is over and the transport is
+    /// dropped without further writes. `None` (the default of
+    /// [`WebSocket::from_parts`]) waits forever; [`crate::accept`] sets
+    /// [`crate::ServerConfig::write_timeout`] (default 30 s).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.write_stall.set_timeout(timeout);
+    }
+
+    /// Starts the closing handshake with 1001 "idle timeout" when no
+    /// message arrives from the peer for `timeout` (Pings and Pongs do not
+    /// count: keepalive is separate). `None` (the default) never does;
+    /// [`crate::accept`] sets [`crate::ServerConfig::idle_timeout`].
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle = timeout.map(|t| Box::new(Idle::new(t)));
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -314,7 +343,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             while let Some(event) = self.conn.poll_event() {
                 match event {
-                    Event::Message(m) => return Poll::Ready(Some(Ok(m))),
+                    Event::Message(m) => {
+                        if let Some(idle) = &mut self.idle {
+                            idle.activity();
+                        }
+                        return Poll::Ready(Some(Ok(m)));
+                    }
                     Event::Ping(_) | Event::Pong(_) => {}
                     Event::Closed(t) => self.termination = Some(t),
                 }
@@ -346,7 +380,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     self.io_error = Some(e.kind());
                     self.conn.receive_eof(now());
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.idle.as_mut().is_some_and(|i| i.poll_expired(cx)) {
+                        self.idle = None;
+                        let _ = self
+                            .conn
+                            .close(CloseCode::GOING_AWAY, "idle timeout", now());
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -408,6 +451,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Ready(None);
         }
         self.end_reported = true;
+        if self.write_timed_out {
+            let timeout = self.write_stall.timeout().unwrap_or_default();
+            return Poll::Ready(Some(Err(Error::WriteTimeout(timeout))));
+        }
         match &self.termination {
             Some(t) if is_normal_end(t) => Poll::Ready(None),
             Some(t) => Poll::Ready(Some(Err(Error::Closed(t.clone())))),
@@ -449,17 +496,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.write_timed_out {
+            return self.write_stalled();
+        }
         while !self.conn.output().is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, self.conn.output()) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())))
                 }
-                Poll::Ready(Ok(n)) => self.conn.consume_output(n),
+                Poll::Ready(Ok(n)) => {
+                    self.write_stall.progress();
+                    self.conn.consume_output(n);
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return self.poll_stall(cx),
             }
         }
-        Pin::new(&mut self.io).poll_flush(cx).map_err(Error::from)
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => self.poll_stall(cx),
+            ready => ready.map_err(Error::from),
+        }
+    }
+
+    /// The transport takes nothing: pending until the write stall runs out.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if !self.write_stall.poll_expired(cx) {
+            return Poll::Pending;
+        }
+        self.write_timed_out = true;
+        // Nothing more is written or read: the peer stopped reading.
+        self.io_error = Some(std::io::ErrorKind::TimedOut);
+        self.conn.receive_eof(now());
+        self.write_stalled()
+    }
+
+    fn write_stalled(&self) -> Poll<Result<(), Error>> {
+        let timeout = self.write_stall.timeout().unwrap_or_default();
+        Poll::Ready(Err(Error::WriteTimeout(timeout)))
     }
 
     /// Sink readiness: writes first when much output is queued.
