@@ -228,7 +228,7 @@ fn check_events(events: &[Event]) -> Termination {
             Event::Closed(_) => {}
         }
     }
-    t.clone()
+    (**t).clone()
 }
 
 /// The termination is consistent with itself.
