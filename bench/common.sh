@@ -1,5 +1,6 @@
 # shellcheck shell=bash disable=SC2034
-# bench/common.sh: helpers shared by bench/fanout.sh and bench/scaleout.sh
+# bench/common.sh: helpers shared by bench/compare.sh, bench/fanout.sh and
+# bench/scaleout.sh
 # (sourced, not run). Expects ROOT, HZ, FOREIGN_MAX, QUIET_WAIT,
 # SERVER_CORE, CLIENT_CORE and a log function.
 

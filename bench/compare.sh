@@ -78,7 +78,8 @@ TRIES="${TRIES:-3}"
 PEERS="$ROOT/bench/peers"
 
 log() { echo "compare.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
 REPORT_ONLY="${REPORT_ONLY:-0}"
 
@@ -169,9 +170,6 @@ server_bench_args() {
 }
 
 # ---------------------------------------------------------------- probes
-cpu_ticks() { # utime + stime (fields 14 and 15; the name in field 2 has no spaces here)
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
 rss_kib() { # builtins only: it is polled while the idle workload runs
     local k v _
     while read -r k v _; do
@@ -179,37 +177,9 @@ rss_kib() { # builtins only: it is polled while the idle workload runs
     done <"/proc/$1/status"
     echo 0
 }
-busy_ticks() { # non-idle time of all CPUs so far (user nice system irq softirq steal)
-    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-now_s() { date +%s.%N; }
-# Other processes' CPU use in cores, over SECS seconds (nothing of ours runs).
-background_load() {
-    local b0 t0 b1 t1
-    b0="$(busy_ticks)"; t0="$(now_s)"
-    sleep "$1"
-    b1="$(busy_ticks)"; t1="$(now_s)"
-    awk -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b1 - b0) / hz / (t1 - t0) }'
-}
-# Waits (up to QUIET_WAIT seconds) until other processes use less than
-# FOREIGN_MAX cores: builds and tests running beside the benchmark skew it.
-wait_quiet() {
-    local waited=0 load
-    while :; do
-        load="$(background_load 0.5)"
-        awk -v l="$load" -v m="$FOREIGN_MAX" 'BEGIN { exit !(l <= m) }' && return 0
-        if (( waited >= QUIET_WAIT )); then
-            log "warning: the machine is still busy ($load cores used by other processes); measuring anyway"
-            return 0
-        fi
-        (( waited == 0 )) && log "waiting for the machine to be quiet ($load cores used by other processes)"
-        sleep 2
-        waited=$((waited + 2))
-    done
-}
-json_num() { # KEY FILE: a number from the bench's one-line JSON, or empty
-    sed -n "s/.*\"$1\":\([-0-9.eE+]*\)[,}].*/\1/p" "$2" | head -1
-}
+# cpu_ticks, busy_ticks, now_s, background_load, wait_quiet (waits up to
+# QUIET_WAIT seconds until other processes use less than FOREIGN_MAX cores)
+# and json_num come from bench/common.sh.
 
 SERVER_PID=""
 stop_server() {
