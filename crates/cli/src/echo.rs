@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use wsline::{CloseCode, Message, ServerConfig, WebSocket};
+use wsline::{reactor, CloseCode, Message, ServerConfig, WebSocket};
 
 use crate::secs::{optional, parse_secs};
 
@@ -69,6 +69,20 @@ pub(crate) struct EchoArgs {
     /// Print `stats open=N handshakes=N addresses=N refused=N tasks=N` on stderr this often (0: never).
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
     stats_interval: Duration,
+    /// How connections run: `reactor` (one event loop owns them all, no
+    /// task or buffer per idle connection) or `tokio` (a task each, on
+    /// `wsline::WebSocket`).
+    #[arg(long, value_enum, default_value_t = Runtime::Reactor)]
+    runtime: Runtime,
+}
+
+/// `--runtime`: how `wsline echo` runs its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Runtime {
+    /// `wsline::reactor`: one event loop thread owns every connection.
+    Reactor,
+    /// A tokio task per connection over `wsline::WebSocket`.
+    Tokio,
 }
 
 impl EchoArgs {
@@ -110,6 +124,9 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
         }
     };
     let signal = shutdown_signal();
+    if args.runtime == Runtime::Reactor {
+        return run_reactor(args, listener, signal).await;
+    }
     println!("listening on ws://{addr}");
     let _ = std::io::stdout().flush();
 
@@ -174,6 +191,79 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     })
     .await;
     0
+}
+
+/// Echoes every message back, on the reactor's thread.
+struct Echo;
+
+impl reactor::Handler for Echo {
+    fn on_message(&mut self, conn: &mut reactor::Conn<'_>, message: Message) {
+        // Fails only once the connection is closing: nothing to echo then.
+        let _ = conn.send(message);
+    }
+
+    fn on_close(&mut self, _id: reactor::ConnId, termination: &wsline::Termination) {
+        tracing::debug!("connection ended: {termination:?}");
+    }
+}
+
+/// `wsline echo` on [`wsline::reactor`]: the loop runs on a thread of its
+/// own; this task waits for SIGINT/SIGTERM and asks it to shut down.
+async fn run_reactor(
+    args: EchoArgs,
+    listener: TcpListener,
+    signal: impl Future<Output = ()>,
+) -> i32 {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot take over the listener: {e}");
+            return 1;
+        }
+    };
+    let config = args.server_config();
+    let gate = wsline::Gate::new(config.limits);
+    let mut reactor = match reactor::Reactor::new(listener, config, gate.clone(), Echo) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the event loop: {e}");
+            return 1;
+        }
+    };
+    let addr = match reactor.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    println!("listening on ws://{addr}");
+    let _ = std::io::stdout().flush();
+    let handle = reactor.handle();
+    if let Some(every) = optional(args.stats_interval) {
+        let handle = handle.clone();
+        crate::stats::spawn_with(gate, every, move || handle.connections());
+    }
+    let mut running = tokio::task::spawn_blocking(move || reactor.run());
+    tokio::pin!(signal);
+    let ended = tokio::select! {
+        _ = &mut signal => {
+            handle.shutdown();
+            (&mut running).await
+        }
+        ended = &mut running => ended,
+    };
+    match ended {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("error: the event loop failed: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("error: the event loop panicked: {e}");
+            1
+        }
+    }
 }
 
 /// One connection of `wsline echo`, from handshake to end, as a

@@ -6,6 +6,8 @@
 //! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients.
 //! - [`WebSocket`]: the open connection: `recv`, `send`, `close`, a
 //!   `Stream` and a `Sink`, and [`WebSocket::split`] into halves.
+//! - [`reactor`]: a server loop that runs many connections on one thread
+//!   without a task each (for servers that answer what they receive).
 //! - [`Gate`] / [`Limits`]: caps on open connections and handshakes in
 //!   progress (overall and per address) for a server's accept loop.
 //!
@@ -33,6 +35,7 @@ mod client;
 mod error;
 mod guard;
 mod limits;
+pub mod reactor;
 mod server;
 mod split;
 pub mod tls;

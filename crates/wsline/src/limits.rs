@@ -94,18 +94,23 @@ impl Refusal {
     /// that closing does not reset the connection before the client reads
     /// the answer), writes the 503 if the socket takes it at once, closes.
     pub fn refuse_now(&self, tcp: tokio::net::TcpStream) {
-        use std::io::{Read, Write};
         let Ok(mut std) = tcp.into_std() else { return };
         // `into_std` leaves the socket non-blocking: nothing here waits.
+        self.refuse_nonblocking(&mut std);
+        let _ = std.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads (and drops) what the client already sent, then writes the
+    /// answer once, on a non-blocking socket: nothing here waits.
+    pub(crate) fn refuse_nonblocking<S: std::io::Read + std::io::Write>(&self, socket: &mut S) {
         let mut scratch = [0u8; 4096];
         for _ in 0..4 {
-            match std.read(&mut scratch) {
+            match socket.read(&mut scratch) {
                 Ok(n) if n == scratch.len() => continue,
                 _ => break,
             }
         }
-        let _ = std.write(&self.response().to_bytes());
-        let _ = std.shutdown(std::net::Shutdown::Write);
+        let _ = socket.write(&self.response().to_bytes());
     }
 }
 

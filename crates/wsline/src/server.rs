@@ -166,39 +166,18 @@ where
     F: FnOnce(&Request) -> Result<Acceptance, Response>,
 {
     let timeout = config.handshake_timeout;
-    let checked =
-        validate_request(&request).and_then(|()| check_origin(&request, &config.allowed_origins));
-    if let Err(e) = checked {
-        refuse(&mut io, &Response::from_error(&e)).await;
-        return Err(Error::Handshake(e));
-    }
-    let acceptance = match decide(&request) {
-        Ok(a) => a,
-        Err(response) => {
+    let now = tokio::time::Instant::now().into_std();
+    let (response, conn, protocol) = match answer_request(&request, config, decide, now) {
+        Answer::Accept {
+            response,
+            conn,
+            protocol,
+        } => (response, conn, protocol),
+        Answer::Refuse { response, error } => {
             refuse(&mut io, &response).await;
-            return Err(Error::Handshake(HandshakeError::Rejected {
-                status: response.status,
-                reason: response.reason.clone(),
-                headers: response.headers.clone(),
-                body: response.body.clone(),
-            }));
+            return Err(Error::Handshake(error));
         }
     };
-    let protocol = match acceptance.protocol {
-        Some(p) if request.protocols().contains(&p) => Some(p),
-        Some(_) | None => select_subprotocol(&request, &config.subprotocols),
-    };
-    // A malformed extension header only means no extension.
-    let deflate = config.deflate.as_ref().and_then(|cfg| {
-        let offers = request.extensions().ok()?;
-        negotiate_server(&offers, cfg).map(|(params, answer)| (params, answer, cfg))
-    });
-    let response = Response::accept(
-        &request,
-        protocol.as_deref(),
-        deflate.as_ref().map(|d| d.1.as_str()),
-        &acceptance.headers,
-    );
     let write = async {
         io.write_all(&response.to_bytes()).await?;
         io.flush().await
@@ -207,18 +186,84 @@ where
         Err(_) => return Err(Error::HandshakeTimeout(timeout)),
         Ok(r) => r?,
     }
-    let mut conn = Connection::new(
-        Role::Server,
-        config.protocol.clone(),
-        tokio::time::Instant::now().into_std(),
-    );
-    if let Some((params, _, cfg)) = &deflate {
-        conn.enable_deflate(params, cfg);
-    }
     let mut ws = WebSocket::from_parts(io, conn, leftover, protocol);
     ws.set_write_timeout(config.write_timeout);
     ws.set_idle_timeout(config.idle_timeout);
     Ok(ws)
+}
+
+/// The server's answer to a complete request, decided without I/O.
+pub(crate) enum Answer {
+    /// Send `response` (101), then speak WebSocket through `conn`.
+    Accept {
+        response: Response,
+        conn: Connection,
+        protocol: Option<String>,
+    },
+    /// Send `response` and close: the request failed a check or `decide`
+    /// refused it.
+    Refuse {
+        response: Response,
+        error: HandshakeError,
+    },
+}
+
+/// The RFC checks, the Origin policy, `decide`, subprotocol choice and
+/// extension negotiation for `request`, shared by [`accept_request`] and
+/// the [`crate::reactor`].
+pub(crate) fn answer_request<F>(
+    request: &Request,
+    config: &ServerConfig,
+    decide: F,
+    now: std::time::Instant,
+) -> Answer
+where
+    F: FnOnce(&Request) -> Result<Acceptance, Response>,
+{
+    let checked =
+        validate_request(request).and_then(|()| check_origin(request, &config.allowed_origins));
+    if let Err(error) = checked {
+        return Answer::Refuse {
+            response: Response::from_error(&error),
+            error,
+        };
+    }
+    let acceptance = match decide(request) {
+        Ok(a) => a,
+        Err(response) => {
+            let error = HandshakeError::Rejected {
+                status: response.status,
+                reason: response.reason.clone(),
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+            };
+            return Answer::Refuse { response, error };
+        }
+    };
+    let protocol = match acceptance.protocol {
+        Some(p) if request.protocols().contains(&p) => Some(p),
+        Some(_) | None => select_subprotocol(request, &config.subprotocols),
+    };
+    // A malformed extension header only means no extension.
+    let deflate = config.deflate.as_ref().and_then(|cfg| {
+        let offers = request.extensions().ok()?;
+        negotiate_server(&offers, cfg).map(|(params, answer)| (params, answer, cfg))
+    });
+    let response = Response::accept(
+        request,
+        protocol.as_deref(),
+        deflate.as_ref().map(|d| d.1.as_str()),
+        &acceptance.headers,
+    );
+    let mut conn = Connection::new(Role::Server, config.protocol.clone(), now);
+    if let Some((params, _, cfg)) = &deflate {
+        conn.enable_deflate(params, cfg);
+    }
+    Answer::Accept {
+        response,
+        conn,
+        protocol,
+    }
 }
 
 /// Reads until a complete request head; refuses an oversized one as soon

@@ -1,0 +1,492 @@
+//! A server event loop that owns many connections on one thread, with no
+//! task per connection: uWebSockets' model, on the sans-IO core.
+//!
+//! Owns the listener, readiness (epoll through mio), one receive buffer
+//! shared by every connection of the loop, the deadlines of every
+//! connection (one heap, [`timers`]), admission through the [`Gate`], and
+//! graceful shutdown. Each connection is a slot ([`slot`]): its socket, a
+//! few flags and either its handshake state or its open state (the
+//! [`Connection`](wsline_proto::Connection)), each boxed and freed when
+//! done with. An idle open connection holds no read or write buffer.
+//!
+//! The application answers through callbacks ([`Handler`]) given a
+//! [`Conn`] for the connection at hand. Everything a [`crate::WebSocket`]
+//! server does, this does too (the same handshake checks, limits and
+//! timers, from the same [`ServerConfig`]); what it does not do is let one
+//! connection's code send to another: it is for servers that answer what
+//! they receive, such as `wsline echo`.
+//!
+//! ```no_run
+//! use wsline::reactor::{Conn, Handler, Reactor};
+//! use wsline::{Gate, Message, ServerConfig};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+//!         let _ = conn.send(message);
+//!     }
+//! }
+//!
+//! let listener = std::net::TcpListener::bind("127.0.0.1:9001")?;
+//! let config = ServerConfig::default();
+//! let gate = Gate::new(config.limits);
+//! Reactor::new(listener, config, gate, Echo)?.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod slot;
+mod timers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use wsline_proto::{CloseCode, Message, Termination};
+
+pub use slot::Conn;
+use slot::{Loop, Slot, Step};
+use timers::Timers;
+
+use crate::{Acceptance, Gate, Request, Response, ServerConfig};
+
+/// The size of the loop's shared receive buffer.
+const READ_BUFFER: usize = 64 * 1024;
+/// Readiness events taken per `epoll_wait`.
+const EVENTS: usize = 1024;
+/// Connections accepted per turn before others get theirs.
+const ACCEPT_BATCH: usize = 128;
+/// How long accepting pauses after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// Identifies a connection of a reactor while it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    fn new(index: u32, gen: u32) -> Self {
+        Self((u64::from(gen) << 32) | u64::from(index))
+    }
+
+    fn index(self) -> u32 {
+        self.0 as u32
+    }
+
+    fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn token(self) -> Token {
+        Token(self.0 as usize)
+    }
+}
+
+/// What the application does with the reactor's connections. Every method
+/// runs on the reactor's thread and must not block.
+pub trait Handler {
+    /// A request passed the RFC checks and the Origin policy: accept it
+    /// (optionally choosing a subprotocol or adding headers) or refuse it
+    /// with a response such as `Response::reject(401, "token required")`.
+    /// Default: accept.
+    fn on_request(&mut self, request: &Request) -> Result<Acceptance, Response> {
+        let _ = request;
+        Ok(Acceptance::default())
+    }
+
+    /// The connection is open (the 101 is queued).
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
+    /// A complete message arrived.
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message);
+
+    /// The connection ended, how is in `termination` (1006 when the
+    /// transport failed or stalled). The last call for this connection.
+    fn on_close(&mut self, id: ConnId, termination: &Termination) {
+        let _ = (id, termination);
+    }
+}
+
+/// Stops a running reactor gracefully, from any thread: no more accepts,
+/// every open connection gets Close 1001 and up to the close timeout (plus
+/// a second) to finish, then [`Reactor::run`] returns.
+#[derive(Clone, Debug)]
+pub struct ReactorHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    stop: AtomicBool,
+    waker: Waker,
+    connections: AtomicUsize,
+}
+
+impl ReactorHandle {
+    /// Starts the graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.shared.waker.wake() {
+            tracing::warn!("cannot wake the reactor: {e}");
+        }
+    }
+
+    /// Connections the loop holds (in their handshake, open or closing).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// A server loop: accepts on a listener and runs every connection on the
+/// calling thread. See the [module documentation](self).
+pub struct Reactor<H> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    next_gen: u32,
+    timers: Timers,
+    /// Slots that still had input when their read budget ran out.
+    ready: Vec<ConnId>,
+    accept_more: bool,
+    accept_paused_until: Option<Instant>,
+    stopping: Option<Instant>,
+    lp: Loop<H>,
+}
+
+impl<H: Handler> Reactor<H> {
+    /// A reactor for `listener` (made non-blocking here) serving with
+    /// `config`; `gate` counts and caps connections (share it to read its
+    /// [`Gate::stats`] from elsewhere).
+    pub fn new(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        gate: Gate,
+        handler: H,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok(Self {
+            poll,
+            listener: Some(listener),
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                waker,
+                connections: AtomicUsize::new(0),
+            }),
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_gen: 0,
+            timers: Timers::default(),
+            ready: Vec::new(),
+            accept_more: false,
+            accept_paused_until: None,
+            stopping: None,
+            lp: Loop {
+                config,
+                gate,
+                handler,
+                buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+                ready: Vec::new(),
+            },
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the reactor stopped listening",
+            )),
+        }
+    }
+
+    /// A handle to stop the loop and read its counts from another thread.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.lp.handler
+    }
+
+    /// Runs until [`ReactorHandle::shutdown`] has finished its work.
+    /// Returns an error only if waiting for readiness itself fails.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let now = Instant::now();
+            let timeout = self.poll_timeout(now);
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_more = true,
+                    WAKER => {
+                        if self.shared.stop.load(Ordering::SeqCst) && self.stopping.is_none() {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    token => {
+                        let id = ConnId(token.0 as u64);
+                        if let Some(slot) = self.slot_mut(id) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                slot.readable = true;
+                            }
+                            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                                slot.writable = true;
+                            }
+                            self.drive(id, now);
+                        }
+                    }
+                }
+            }
+            for id in std::mem::take(&mut self.ready) {
+                self.drive(id, now);
+            }
+            if self.accept_more && self.accept_paused_until.is_none_or(|t| now >= t) {
+                self.accept(now);
+            }
+            while let Some((at, index, gen)) = self.timers.pop_due(now) {
+                let id = ConnId::new(index, gen);
+                let Some(slot) = self.slot_mut(id) else {
+                    continue;
+                };
+                if slot.scheduled == Some(at) {
+                    slot.scheduled = None;
+                    self.drive(id, now);
+                }
+            }
+            if self.timers.len() > 4 * self.slots.len() + 1024 {
+                self.reschedule_all();
+            }
+            if let Some(deadline) = self.stopping {
+                if self.live() == 0 {
+                    return Ok(());
+                }
+                if now >= deadline {
+                    self.drop_all(now);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() || !self.lp.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let accept_at = if self.accept_more {
+            Some(self.accept_paused_until.unwrap_or(now))
+        } else {
+            None
+        };
+        [self.timers.next(), accept_at, self.stopping]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        match self.slots.get_mut(id.index() as usize) {
+            Some(Some(slot)) if slot.gen == id.gen() => Some(slot),
+            _ => None,
+        }
+    }
+
+    /// Accepts what the listener has, up to a batch.
+    fn accept(&mut self, now: Instant) {
+        self.accept_paused_until = None;
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = &self.listener else {
+                self.accept_more = false;
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    return;
+                }
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: keep serving the
+                    // open connections and try again shortly.
+                    tracing::warn!("accept failed: {e}");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            // Past a cap: answered and closed here, no slot.
+            let permit = match self.lp.gate.admit(peer.ip()) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    tracing::debug!(%peer, "refused: {refusal}");
+                    refusal.refuse_nonblocking(&mut stream);
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let index = match self.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.slots.push(None);
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            self.next_gen = self.next_gen.wrapping_add(1);
+            let id = ConnId::new(index, self.next_gen);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                id.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(%peer, "cannot watch the connection: {e}");
+                self.free.push(index);
+                continue;
+            }
+            let deadline = now + self.lp.config.handshake_timeout;
+            self.slots[index as usize] = Some(Slot::handshake(stream, id.gen(), permit, deadline));
+            self.shared.connections.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(%peer, "accepted");
+            self.schedule(id, Some(deadline));
+        }
+        // More may wait: the next turn accepts them after the others ran.
+    }
+
+    /// Gives connection `id` its turn: its deadlines, input, output.
+    fn drive(&mut self, id: ConnId, now: Instant) {
+        let index = id.index() as usize;
+        let Some(Some(slot)) = self.slots.get_mut(index) else {
+            return;
+        };
+        if slot.gen != id.gen() {
+            return;
+        }
+        match slot.drive(id, now, &mut self.lp) {
+            Step::Keep(next) => {
+                for more in self.lp.ready.drain(..) {
+                    self.ready.push(more);
+                }
+                self.schedule(id, next);
+            }
+            Step::Remove => {
+                self.lp.ready.clear();
+                self.slots[index] = None;
+                self.free.push(id.index());
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                self.shrink();
+            }
+        }
+    }
+
+    /// Schedules `id`'s next deadline if it is earlier than the one in the heap.
+    fn schedule(&mut self, id: ConnId, next: Option<Instant>) {
+        let Some(at) = next else { return };
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
+        if slot.scheduled.is_none_or(|s| at < s) {
+            slot.scheduled = Some(at);
+            self.timers.push(at, id.index(), id.gen());
+        }
+    }
+
+    /// Rebuilds the heap from the slots' scheduled deadlines (stale
+    /// entries piled up).
+    fn reschedule_all(&mut self) {
+        self.timers.clear();
+        for (index, slot) in self.slots.iter().enumerate() {
+            if let Some(slot) = slot {
+                if let Some(at) = slot.scheduled {
+                    self.timers.push(at, index as u32, slot.gen);
+                }
+            }
+        }
+    }
+
+    /// Gives memory back once most slots are free (after a burst).
+    fn shrink(&mut self) {
+        if self.live() == 0 && self.slots.capacity() > 1024 {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+            self.timers.clear();
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        tracing::debug!("shutting down: {} connections", self.live());
+        self.listener = None;
+        self.accept_more = false;
+        self.stopping = Some(now + self.lp.config.protocol.close_timeout + Duration::from_secs(1));
+        let ids: Vec<ConnId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| ConnId::new(i as u32, s.gen)))
+            .collect();
+        for id in ids {
+            if let Some(slot) = self.slot_mut(id) {
+                slot.start_close(CloseCode::GOING_AWAY, "server shutting down", now);
+            }
+            self.drive(id, now);
+        }
+    }
+
+    /// The shutdown ran out of time: every connection still here ends now.
+    fn drop_all(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            if let Some(mut slot) = self.slots[index].take() {
+                let id = ConnId::new(index as u32, slot.gen);
+                slot.abandon(id, now, &mut self.lp);
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<H> std::fmt::Debug for Reactor<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("connections", &(self.slots.len() - self.free.len()))
+            .field("stopping", &self.stopping.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of `accept` that concern one connection, not the listener.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
