@@ -423,6 +423,31 @@ mod tests {
     }
 
     #[test]
+    fn headers_compare_clone_and_debug_by_their_fields() {
+        let mut a = Headers::new();
+        a.push("Host", "a");
+        a.push(String::from("X-Ünïcode"), String::from("vàlue"));
+        a.push("", "");
+        let b: Headers = a.iter().collect();
+        assert_eq!(a, b);
+        assert_eq!(a.clone(), a);
+        assert_eq!(a.get("x-Ünïcode"), Some("vàlue"));
+        assert_eq!(a.get(""), Some(""));
+        // Same bytes, split differently between name and value.
+        let c: Headers = [("Hos", "ta"), ("X-Ünïcode", "vàlue"), ("", "")]
+            .into_iter()
+            .collect();
+        assert_ne!(a, c);
+        assert_ne!(a, Headers::new());
+        assert_eq!(Headers::default(), Headers::new());
+        assert_eq!(
+            format!("{a:?}"),
+            r#"Headers { entries: [("Host", "a"), ("X-Ünïcode", "vàlue"), ("", "")] }"#
+        );
+        assert_eq!(format!("{:?}", Headers::new()), "Headers { entries: [] }");
+    }
+
+    #[test]
     fn has_token_splits_trims_and_ignores_case() {
         let h: Headers = [
             ("Connection", "keep-alive, \tUpgrade "),

@@ -797,6 +797,99 @@ mod tests {
         assert!(plain.body.is_empty());
     }
 
+    /// The 101 answer, byte for byte, for a browser-like request: pinned so
+    /// that work on `accept`/`to_bytes` cannot change what goes on the wire.
+    #[test]
+    fn accept_response_bytes_are_pinned() {
+        let req = parse(
+            "GET /chat HTTP/1.1\r\n\
+             Host: localhost:9001\r\n\
+             Connection: Upgrade\r\n\
+             User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0\r\n\
+             Upgrade: websocket\r\n\
+             Origin: http://localhost:9001\r\n\
+             Sec-WebSocket-Version: 13\r\n\
+             Accept-Encoding: gzip, deflate, br, zstd\r\n\
+             Sec-WebSocket-Key: \t x3JJHMbDL1EzLkh9GBhXDw== \r\n\
+             Sec-WebSocket-Protocol: chat, superchat\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+             \r\n",
+        );
+        validate_request(&req).unwrap();
+        let plain = Response::accept(&req, None, None, &Headers::new());
+        assert_eq!(
+            plain.to_bytes(),
+            b"HTTP/1.1 101 Switching Protocols\r\n\
+              Upgrade: websocket\r\n\
+              Connection: Upgrade\r\n\
+              Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\
+              \r\n"
+        );
+        let mut extra = Headers::new();
+        extra.push("Server", "wsline");
+        extra.push("Set-Cookie", "a=1\r\nInjected: yes");
+        extra.push("X-Empty", "");
+        let full = Response::accept(
+            &req,
+            Some("chat"),
+            Some("permessage-deflate; client_max_window_bits=15"),
+            &extra,
+        );
+        assert_eq!(
+            full.to_bytes(),
+            b"HTTP/1.1 101 Switching Protocols\r\n\
+              Upgrade: websocket\r\n\
+              Connection: Upgrade\r\n\
+              Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\
+              Sec-WebSocket-Protocol: chat\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n\
+              Server: wsline\r\n\
+              Set-Cookie: a=1  Injected: yes\r\n\
+              X-Empty: \r\n\
+              \r\n"
+        );
+        assert_eq!(
+            full.headers.iter().collect::<Vec<_>>(),
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", "HSmrc0sMlYUkAGmm5OPpG2HaGWk="),
+                ("Sec-WebSocket-Protocol", "chat"),
+                (
+                    "Sec-WebSocket-Extensions",
+                    "permessage-deflate; client_max_window_bits=15"
+                ),
+                ("Server", "wsline"),
+                ("Set-Cookie", "a=1\r\nInjected: yes"),
+                ("X-Empty", ""),
+            ]
+        );
+        assert_eq!(full.reason, "Switching Protocols");
+        assert!(full.body.is_empty());
+    }
+
+    #[test]
+    fn status_line_pads_and_sanitizes() {
+        let mut resp = Response::reject(400, "x");
+        resp.headers = Headers::new();
+        resp.body.clear();
+        for (status, line) in [
+            (0, "HTTP/1.1 000 r\r\n\r\n"),
+            (7, "HTTP/1.1 007 r\r\n\r\n"),
+            (42, "HTTP/1.1 042 r\r\n\r\n"),
+            (101, "HTTP/1.1 101 r\r\n\r\n"),
+            (1000, "HTTP/1.1 1000 r\r\n\r\n"),
+            (65535, "HTTP/1.1 65535 r\r\n\r\n"),
+        ] {
+            resp.status = status;
+            resp.reason = "r".into();
+            assert_eq!(String::from_utf8(resp.to_bytes()).unwrap(), line);
+        }
+        resp.status = 200;
+        resp.reason = "O\rK\n\0".into();
+        assert_eq!(resp.to_bytes(), b"HTTP/1.1 200 O K  \r\n\r\n");
+    }
+
     #[test]
     fn reject_response_bytes() {
         let resp = Response::reject(400, "bad");
