@@ -6,6 +6,8 @@
 //! writing the server's answer, whether `101 Switching Protocols` or a
 //! refusal ([`Response`]).
 
+use std::mem::MaybeUninit;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
@@ -121,9 +123,14 @@ pub fn parse_request(
     max_head: usize,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
     let window = &buf[..buf.len().min(max_head)];
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    match req.parse(window).map_err(map_httparse_error)? {
+    // Uninitialized: httparse fills in only the fields it finds, which
+    // spares zeroing 4 KiB of header slots per call.
+    let mut raw = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req
+        .parse_with_uninit_headers(window, &mut raw)
+        .map_err(map_httparse_error)?
+    {
         httparse::Status::Partial => {
             if buf.len() > max_head {
                 Err(HandshakeError::HeadTooLarge { limit: max_head })
