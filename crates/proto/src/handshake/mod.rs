@@ -110,6 +110,11 @@ impl Headers {
         });
     }
 
+    /// Total bytes of all names and values.
+    fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     fn name_of(&self, f: &Field) -> &str {
         &self.text[f.start..f.value]
     }
@@ -206,10 +211,21 @@ impl<N: Into<String>, V: Into<String>> Extend<(N, V)> for Headers {
 ///
 /// `key` is used exactly as given; pass the trimmed header value.
 pub fn accept_key(key: &str) -> String {
+    accept_key_into(key, &mut [0; ACCEPT_KEY_LEN]).to_owned()
+}
+
+/// Length of a Sec-WebSocket-Accept value: the base64 of a SHA-1 digest.
+const ACCEPT_KEY_LEN: usize = 28;
+
+/// [`accept_key`] written into `buf` rather than a new `String`.
+fn accept_key_into<'a>(key: &str, buf: &'a mut [u8; ACCEPT_KEY_LEN]) -> &'a str {
     let mut sha = Sha1::new();
     sha.update(key.as_bytes());
     sha.update(WEBSOCKET_GUID.as_bytes());
-    STANDARD.encode(sha.finalize())
+    let len = STANDARD
+        .encode_slice(sha.finalize(), buf)
+        .expect("28 bytes hold the base64 of 20");
+    std::str::from_utf8(&buf[..len]).expect("base64 is ASCII")
 }
 
 /// The standard reason phrase for an HTTP status code, or `""` for codes
@@ -439,10 +455,13 @@ pub(crate) fn map_httparse_error(err: httparse::Error) -> HandshakeError {
 /// Appends `s` to `out` with CR, LF and NUL replaced by spaces, so that
 /// caller-supplied text can never inject header lines.
 pub(crate) fn push_sanitized(out: &mut Vec<u8>, s: &str) {
-    out.extend(s.bytes().map(|b| match b {
-        b'\r' | b'\n' | 0 => b' ',
-        b => b,
-    }));
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    for b in &mut out[start..] {
+        if matches!(*b, b'\r' | b'\n' | 0) {
+            *b = b' ';
+        }
+    }
 }
 
 /// Appends `name: value\r\n`, sanitized.

@@ -12,9 +12,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::{
-    accept_key, convert_headers, map_httparse_error, parse_extensions, push_header, push_sanitized,
-    reason_phrase, trim_ows, ExtensionOffer, HandshakeError, Headers, MAX_HEADERS,
-    WEBSOCKET_VERSION,
+    accept_key_into, convert_headers, map_httparse_error, parse_extensions, push_header,
+    push_sanitized, reason_phrase, trim_ows, ExtensionOffer, HandshakeError, Headers,
+    ACCEPT_KEY_LEN, MAX_HEADERS, WEBSOCKET_VERSION,
 };
 
 /// A parsed HTTP/1.x request head, as received from a client.
@@ -263,20 +263,28 @@ impl Response {
         extensions: Option<&str>,
         extra: &Headers,
     ) -> Response {
-        let mut headers = Headers::new();
-        headers.push("Upgrade", "websocket");
-        headers.push("Connection", "Upgrade");
-        headers.push(
-            "Sec-WebSocket-Accept",
-            accept_key(req.key().unwrap_or_default()),
-        );
-        if let Some(protocol) = protocol {
-            headers.push("Sec-WebSocket-Protocol", protocol);
+        let mut key = [0; ACCEPT_KEY_LEN];
+        let accept = accept_key_into(req.key().unwrap_or_default(), &mut key);
+        let ours = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept),
+        ];
+        let optional = [
+            protocol.map(|p| ("Sec-WebSocket-Protocol", p)),
+            extensions.map(|e| ("Sec-WebSocket-Extensions", e)),
+        ];
+        let fields = || {
+            ours.iter()
+                .copied()
+                .chain(optional.iter().flatten().copied())
+                .chain(extra.iter())
+        };
+        let text = fields().map(|(n, v)| n.len() + v.len()).sum();
+        let mut headers = Headers::with_capacity(fields().count(), text);
+        for (name, value) in fields() {
+            headers.push_str(name, value);
         }
-        if let Some(extensions) = extensions {
-            headers.push("Sec-WebSocket-Extensions", extensions);
-        }
-        headers.extend(extra.iter());
         Response {
             status: 101,
             reason: reason_phrase(101).to_owned(),
@@ -329,8 +337,19 @@ impl Response {
     /// CR, LF and NUL in the reason phrase and header fields are written as
     /// spaces, so caller-supplied values cannot inject header lines.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.body.len());
-        out.extend_from_slice(format!("HTTP/1.1 {:03} ", self.status).as_bytes());
+        // "HTTP/1.1 " + up to 5 digits + " " + reason + CRLF, then
+        // "name: value" + CRLF per field, then CRLF and the body.
+        let len = 15
+            + 2
+            + self.reason.len()
+            + self.headers.text_len()
+            + 4 * self.headers.len()
+            + 2
+            + self.body.len();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_status(&mut out, self.status);
+        out.push(b' ');
         push_sanitized(&mut out, &self.reason);
         out.extend_from_slice(b"\r\n");
         for (name, value) in self.headers.iter() {
@@ -340,6 +359,20 @@ impl Response {
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// Appends `status` in decimal, zero-padded to three digits as a status
+/// line needs (`{:03}` without going through `format!`).
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    let mut digits = [b'0'; 5];
+    let mut rest = status;
+    let mut first = digits.len();
+    while rest > 0 {
+        first -= 1;
+        digits[first] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits[first.min(digits.len() - 3)..]);
 }
 
 #[cfg(test)]
