@@ -185,13 +185,11 @@ pub fn validate_request(req: &Request) -> Result<(), HandshakeError> {
     if !req.headers.has_token("Connection", "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let versions: Vec<&str> = req
-        .headers
-        .get_all("Sec-WebSocket-Version")
-        .map(trim_ows)
-        .collect();
-    if versions != [WEBSOCKET_VERSION] {
-        let got = (!versions.is_empty()).then(|| versions.join(", "));
+    let versions = || req.headers.get_all("Sec-WebSocket-Version").map(trim_ows);
+    let mut found = versions();
+    if (found.next(), found.next()) != (Some(WEBSOCKET_VERSION), None) {
+        let got = versions().collect::<Vec<_>>();
+        let got = (!got.is_empty()).then(|| got.join(", "));
         return Err(HandshakeError::UnsupportedVersion(got));
     }
     let mut keys = req.headers.get_all("Sec-WebSocket-Key");
@@ -200,8 +198,10 @@ pub fn validate_request(req: &Request) -> Result<(), HandshakeError> {
         _ => return Err(HandshakeError::BadKey),
     };
     // A 16-byte value is 24 base64 characters; checking the length first
-    // keeps oversized input away from the decoder.
-    if key.len() != 24 || !matches!(STANDARD.decode(key), Ok(bytes) if bytes.len() == 16) {
+    // keeps oversized input away from the decoder, whose output needs room
+    // for 18 bytes before the padding is accounted for.
+    let mut decoded = [0; 18];
+    if key.len() != 24 || STANDARD.decode_slice(key, &mut decoded) != Ok(16) {
         return Err(HandshakeError::BadKey);
     }
     Ok(())
@@ -647,6 +647,7 @@ mod tests {
             "dGhlIHNhbXBsZSBub25jZQ=",   // wrong padding
             "dGhlIHNhbXBsZSBub25jZR==",  // non-canonical trailing bits
             "dGhlIHNhbXBsZSBub25jZSE=",  // 17 bytes
+            "dGhlIHNhbXBsZSBub25jZSEh",  // 18 bytes, 24 characters
             "dGhlIHNhbXBsZSBub25j",      // 15 bytes
             "dGhl!HNhbXBsZSBub25jZQ==",  // not base64
             "dGhlIHNhbXBsZSBub25jZQ==x", // trailing junk
