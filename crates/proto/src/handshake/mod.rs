@@ -457,10 +457,12 @@ pub(crate) fn map_httparse_error(err: httparse::Error) -> HandshakeError {
 pub(crate) fn push_sanitized(out: &mut Vec<u8>, s: &str) {
     let start = out.len();
     out.extend_from_slice(s.as_bytes());
+    // Every byte is stored, changed or not, so the loop vectorizes.
     for b in &mut out[start..] {
-        if matches!(*b, b'\r' | b'\n' | 0) {
-            *b = b' ';
-        }
+        *b = match *b {
+            b'\r' | b'\n' | 0 => b' ',
+            b => b,
+        };
     }
 }
 
