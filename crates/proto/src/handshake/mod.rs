@@ -427,8 +427,27 @@ fn is_websocket_header(name: &str) -> bool {
 /// Converts httparse's header fields into [`Headers`], refusing values that
 /// are not UTF-8 in the fields the handshake interprets.
 pub(crate) fn convert_headers(raw: &[httparse::Header<'_>]) -> Result<Headers, HandshakeError> {
-    let text = raw.iter().map(|h| h.name.len() + h.value.len()).sum();
-    let mut headers = Headers::with_capacity(raw.len(), text);
+    // Usually every value is UTF-8: copy all the fields, then check the
+    // text in one pass. Names are non-empty ASCII tokens (httparse checks),
+    // so when the whole text is UTF-8 each value is too.
+    let len = raw.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut text = Vec::with_capacity(len);
+    let mut fields = Vec::with_capacity(raw.len());
+    for h in raw {
+        let start = text.len();
+        text.extend_from_slice(h.name.as_bytes());
+        let value = text.len();
+        text.extend_from_slice(h.value);
+        fields.push(Field {
+            start,
+            value,
+            end: text.len(),
+        });
+    }
+    if let Ok(text) = String::from_utf8(text) {
+        return Ok(Headers { text, fields });
+    }
+    let mut headers = Headers::with_capacity(raw.len(), len);
     for h in raw {
         match std::str::from_utf8(h.value) {
             Ok(value) => headers.push_str(h.name, value),

@@ -529,6 +529,33 @@ mod tests {
     }
 
     #[test]
+    fn utf8_values_are_kept_and_one_bad_value_spoils_no_other() {
+        let head = "GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\u{e9} \u{1f600}\r\n\
+                    Origin: https://\u{e9}.example\r\n\r\n";
+        let req = parse(head);
+        assert_eq!(
+            req.headers.iter().collect::<Vec<_>>(),
+            [
+                ("Host", "h"),
+                ("X-Name", "caf\u{e9} \u{1f600}"),
+                ("Origin", "https://\u{e9}.example"),
+            ]
+        );
+        let mut bad = b"GET / HTTP/1.1\r\nHost: h\r\nX-Bad: \xc3\r\n".to_vec();
+        bad.extend_from_slice("X-Good: caf\u{e9}\r\nUpgrade: websocket\r\n\r\n".as_bytes());
+        let (req, _) = parse_request(&bad, MAX_HEAD_SIZE_DEFAULT).unwrap().unwrap();
+        assert_eq!(
+            req.headers.iter().collect::<Vec<_>>(),
+            [
+                ("Host", "h"),
+                ("X-Bad", "\u{fffd}"),
+                ("X-Good", "caf\u{e9}"),
+                ("Upgrade", "websocket"),
+            ]
+        );
+    }
+
+    #[test]
     fn header_names_and_tokens_are_case_insensitive() {
         let req = parse(
             "GET / HTTP/1.1\r\nhost: a\r\nUPGRADE: WebSocket\r\nconnection: UPGRADE\r\n\
