@@ -70,13 +70,16 @@ impl Request {
     /// All Sec-WebSocket-Protocol tokens, from all such headers, in order
     /// (empty list elements skipped).
     pub fn protocols(&self) -> Vec<String> {
+        self.offered_protocols().map(str::to_owned).collect()
+    }
+
+    /// [`protocols`](Request::protocols), borrowed.
+    fn offered_protocols(&self) -> impl Iterator<Item = &str> {
         self.headers
             .get_all("Sec-WebSocket-Protocol")
             .flat_map(|v| v.split(','))
             .map(trim_ows)
             .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect()
     }
 
     /// The extensions offered in all `Sec-WebSocket-Extensions` headers, in
@@ -229,10 +232,9 @@ pub fn check_origin(req: &Request, allowed: &[String]) -> Result<(), HandshakeEr
 /// Server preference order: first of `supported` that the client offered
 /// (exact match), None if none in common.
 pub fn select_subprotocol(req: &Request, supported: &[String]) -> Option<String> {
-    let offered = req.protocols();
     supported
         .iter()
-        .find(|s| offered.iter().any(|o| o == *s))
+        .find(|s| req.offered_protocols().any(|o| o == s.as_str()))
         .cloned()
 }
 
