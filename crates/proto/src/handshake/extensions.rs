@@ -103,9 +103,26 @@ pub fn format_extension(offer: &ExtensionOffer) -> String {
     s
 }
 
-/// RFC 7230 §3.2.6 `tchar`.
+/// RFC 7230 §3.2.6 `tchar`: alphanumerics and ``!#$%&'*+-.^_`|~``.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// Whether `s` is a non-empty RFC 7230 token.
@@ -274,6 +291,14 @@ mod tests {
         params
             .iter()
             .fold(ExtensionOffer::new(name), |o, (n, v)| o.with_param(*n, *v))
+    }
+
+    #[test]
+    fn tchar_is_the_rfc_7230_set() {
+        for b in 0..=u8::MAX {
+            let rfc = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), rfc, "{b:#04x}");
+        }
     }
 
     #[test]

@@ -55,9 +55,25 @@ pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Names and values are stored as given; lookups ignore ASCII case in the
 /// name. Repeated fields are kept as separate entries, so
 /// [`get_all`](Headers::get_all) sees every one of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+// All names and values live back to back in one string, so that a parsed
+// request costs two allocations however many fields it has. Two lists are
+// equal when they hold the same fields: `text` is exactly the fields'
+// concatenation, so the derived comparison is the field-by-field one.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(String, String)>,
+    /// Every field's name then value, in order, with nothing between.
+    text: String,
+    /// One entry per field, in order.
+    fields: Vec<Field>,
+}
+
+/// Where one field sits in [`Headers::text`]: the name is
+/// `text[start..value]`, the value `text[value..end]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    start: usize,
+    value: usize,
+    end: usize,
 }
 
 impl Headers {
@@ -66,27 +82,69 @@ impl Headers {
         Self::default()
     }
 
+    /// An empty list with room for `fields` fields holding `text` bytes of
+    /// names and values in all.
+    fn with_capacity(fields: usize, text: usize) -> Self {
+        Headers {
+            text: String::with_capacity(text),
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
     /// Appends a field after all existing ones (existing fields with the same
     /// name are kept).
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.entries.push((name.into(), value.into()));
+        self.push_str(&name.into(), &value.into());
+    }
+
+    /// [`push`](Headers::push) without the conversions.
+    pub(crate) fn push_str(&mut self, name: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(name);
+        let value_at = self.text.len();
+        self.text.push_str(value);
+        self.fields.push(Field {
+            start,
+            value: value_at,
+            end: self.text.len(),
+        });
+    }
+
+    /// Total bytes of all names and values.
+    fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    fn name_of(&self, f: &Field) -> &str {
+        &self.text[f.start..f.value]
+    }
+
+    /// Whether `f` is named `name`, ignoring ASCII case. Lengths first: most
+    /// fields are ruled out without reading the text.
+    fn is_named(&self, f: &Field, name: &str) -> bool {
+        f.value - f.start == name.len()
+            && self.text.as_bytes()[f.start..f.value].eq_ignore_ascii_case(name.as_bytes())
+    }
+
+    fn value_of(&self, f: &Field) -> &str {
+        &self.text[f.value..f.end]
     }
 
     /// The value of the first field named `name` (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        self.fields
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|f| self.is_named(f, name))
+            .map(|f| self.value_of(f))
     }
 
     /// The values of every field named `name` (ASCII case-insensitive), in
     /// arrival order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries
+        self.fields
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .filter(move |f| self.is_named(f, name))
+            .map(|f| self.value_of(f))
     }
 
     /// Whether at least one field is named `name` (ASCII case-insensitive).
@@ -96,17 +154,19 @@ impl Headers {
 
     /// Every `(name, value)` pair in arrival order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.fields
+            .iter()
+            .map(|f| (self.name_of(f), self.value_of(f)))
     }
 
     /// Number of fields (repeated names count once per field).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.fields.len()
     }
 
     /// Whether there are no fields at all.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.fields.is_empty()
     }
 
     /// true when any comma-separated token in any header `name` equals
@@ -118,6 +178,16 @@ impl Headers {
         self.get_all(name)
             .flat_map(|v| v.split(','))
             .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+    }
+}
+
+/// Same output as the derived `Debug` of the former `Vec<(String, String)>`
+/// layout: `Headers { entries: [("Host", "a")] }`.
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Headers")
+            .field("entries", &self.iter().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -141,10 +211,21 @@ impl<N: Into<String>, V: Into<String>> Extend<(N, V)> for Headers {
 ///
 /// `key` is used exactly as given; pass the trimmed header value.
 pub fn accept_key(key: &str) -> String {
+    accept_key_into(key, &mut [0; ACCEPT_KEY_LEN]).to_owned()
+}
+
+/// Length of a Sec-WebSocket-Accept value: the base64 of a SHA-1 digest.
+const ACCEPT_KEY_LEN: usize = 28;
+
+/// [`accept_key`] written into `buf` rather than a new `String`.
+fn accept_key_into<'a>(key: &str, buf: &'a mut [u8; ACCEPT_KEY_LEN]) -> &'a str {
     let mut sha = Sha1::new();
     sha.update(key.as_bytes());
     sha.update(WEBSOCKET_GUID.as_bytes());
-    STANDARD.encode(sha.finalize())
+    let len = STANDARD
+        .encode_slice(sha.finalize(), buf)
+        .expect("28 bytes hold the base64 of 20");
+    std::str::from_utf8(&buf[..len]).expect("base64 is ASCII")
 }
 
 /// The standard reason phrase for an HTTP status code, or `""` for codes
@@ -346,22 +427,38 @@ fn is_websocket_header(name: &str) -> bool {
 /// Converts httparse's header fields into [`Headers`], refusing values that
 /// are not UTF-8 in the fields the handshake interprets.
 pub(crate) fn convert_headers(raw: &[httparse::Header<'_>]) -> Result<Headers, HandshakeError> {
-    let mut headers = Headers::new();
+    // Usually every value is UTF-8: copy all the fields, then check the
+    // text in one pass. Names are non-empty ASCII tokens (httparse checks),
+    // so when the whole text is UTF-8 each value is too.
+    let len = raw.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut text = Vec::with_capacity(len);
+    let mut fields = Vec::with_capacity(raw.len());
     for h in raw {
-        let value = if is_websocket_header(h.name) {
-            match std::str::from_utf8(h.value) {
-                Ok(v) => v.to_owned(),
-                Err(_) => {
-                    return Err(HandshakeError::Malformed(format!(
-                        "the {} header is not valid UTF-8",
-                        h.name
-                    )))
-                }
+        let start = text.len();
+        text.extend_from_slice(h.name.as_bytes());
+        let value = text.len();
+        text.extend_from_slice(h.value);
+        fields.push(Field {
+            start,
+            value,
+            end: text.len(),
+        });
+    }
+    if let Ok(text) = String::from_utf8(text) {
+        return Ok(Headers { text, fields });
+    }
+    let mut headers = Headers::with_capacity(raw.len(), len);
+    for h in raw {
+        match std::str::from_utf8(h.value) {
+            Ok(value) => headers.push_str(h.name, value),
+            Err(_) if is_websocket_header(h.name) => {
+                return Err(HandshakeError::Malformed(format!(
+                    "the {} header is not valid UTF-8",
+                    h.name
+                )))
             }
-        } else {
-            String::from_utf8_lossy(h.value).into_owned()
-        };
-        headers.push(h.name, value);
+            Err(_) => headers.push_str(h.name, &String::from_utf8_lossy(h.value)),
+        }
     }
     Ok(headers)
 }
@@ -377,10 +474,15 @@ pub(crate) fn map_httparse_error(err: httparse::Error) -> HandshakeError {
 /// Appends `s` to `out` with CR, LF and NUL replaced by spaces, so that
 /// caller-supplied text can never inject header lines.
 pub(crate) fn push_sanitized(out: &mut Vec<u8>, s: &str) {
-    out.extend(s.bytes().map(|b| match b {
-        b'\r' | b'\n' | 0 => b' ',
-        b => b,
-    }));
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    // Every byte is stored, changed or not, so the loop vectorizes.
+    for b in &mut out[start..] {
+        *b = match *b {
+            b'\r' | b'\n' | 0 => b' ',
+            b => b,
+        };
+    }
 }
 
 /// Appends `name: value\r\n`, sanitized.
@@ -420,6 +522,31 @@ mod tests {
             h.iter().collect::<Vec<_>>(),
             [("X-One", "1"), ("x-one", "2"), ("Other", "3")]
         );
+    }
+
+    #[test]
+    fn headers_compare_clone_and_debug_by_their_fields() {
+        let mut a = Headers::new();
+        a.push("Host", "a");
+        a.push(String::from("X-Ünïcode"), String::from("vàlue"));
+        a.push("", "");
+        let b: Headers = a.iter().collect();
+        assert_eq!(a, b);
+        assert_eq!(a.clone(), a);
+        assert_eq!(a.get("x-Ünïcode"), Some("vàlue"));
+        assert_eq!(a.get(""), Some(""));
+        // Same bytes, split differently between name and value.
+        let c: Headers = [("Hos", "ta"), ("X-Ünïcode", "vàlue"), ("", "")]
+            .into_iter()
+            .collect();
+        assert_ne!(a, c);
+        assert_ne!(a, Headers::new());
+        assert_eq!(Headers::default(), Headers::new());
+        assert_eq!(
+            format!("{a:?}"),
+            r#"Headers { entries: [("Host", "a"), ("X-Ünïcode", "vàlue"), ("", "")] }"#
+        );
+        assert_eq!(format!("{:?}", Headers::new()), "Headers { entries: [] }");
     }
 
     #[test]

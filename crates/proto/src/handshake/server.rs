@@ -6,13 +6,15 @@
 //! writing the server's answer, whether `101 Switching Protocols` or a
 //! refusal ([`Response`]).
 
+use std::mem::MaybeUninit;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::{
-    accept_key, convert_headers, map_httparse_error, parse_extensions, push_header, push_sanitized,
-    reason_phrase, trim_ows, ExtensionOffer, HandshakeError, Headers, MAX_HEADERS,
-    WEBSOCKET_VERSION,
+    accept_key_into, convert_headers, map_httparse_error, parse_extensions, push_header,
+    push_sanitized, reason_phrase, trim_ows, ExtensionOffer, HandshakeError, Headers,
+    ACCEPT_KEY_LEN, MAX_HEADERS, WEBSOCKET_VERSION,
 };
 
 /// A parsed HTTP/1.x request head, as received from a client.
@@ -68,13 +70,16 @@ impl Request {
     /// All Sec-WebSocket-Protocol tokens, from all such headers, in order
     /// (empty list elements skipped).
     pub fn protocols(&self) -> Vec<String> {
+        self.offered_protocols().map(str::to_owned).collect()
+    }
+
+    /// [`protocols`](Request::protocols), borrowed.
+    fn offered_protocols(&self) -> impl Iterator<Item = &str> {
         self.headers
             .get_all("Sec-WebSocket-Protocol")
             .flat_map(|v| v.split(','))
             .map(trim_ows)
             .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect()
     }
 
     /// The extensions offered in all `Sec-WebSocket-Extensions` headers, in
@@ -121,9 +126,14 @@ pub fn parse_request(
     max_head: usize,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
     let window = &buf[..buf.len().min(max_head)];
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    match req.parse(window).map_err(map_httparse_error)? {
+    // Uninitialized: httparse fills in only the fields it finds, which
+    // spares zeroing 4 KiB of header slots per call.
+    let mut raw = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req
+        .parse_with_uninit_headers(window, &mut raw)
+        .map_err(map_httparse_error)?
+    {
         httparse::Status::Partial => {
             if buf.len() > max_head {
                 Err(HandshakeError::HeadTooLarge { limit: max_head })
@@ -178,13 +188,11 @@ pub fn validate_request(req: &Request) -> Result<(), HandshakeError> {
     if !req.headers.has_token("Connection", "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let versions: Vec<&str> = req
-        .headers
-        .get_all("Sec-WebSocket-Version")
-        .map(trim_ows)
-        .collect();
-    if versions != [WEBSOCKET_VERSION] {
-        let got = (!versions.is_empty()).then(|| versions.join(", "));
+    let versions = || req.headers.get_all("Sec-WebSocket-Version").map(trim_ows);
+    let mut found = versions();
+    if (found.next(), found.next()) != (Some(WEBSOCKET_VERSION), None) {
+        let got = versions().collect::<Vec<_>>();
+        let got = (!got.is_empty()).then(|| got.join(", "));
         return Err(HandshakeError::UnsupportedVersion(got));
     }
     let mut keys = req.headers.get_all("Sec-WebSocket-Key");
@@ -193,8 +201,10 @@ pub fn validate_request(req: &Request) -> Result<(), HandshakeError> {
         _ => return Err(HandshakeError::BadKey),
     };
     // A 16-byte value is 24 base64 characters; checking the length first
-    // keeps oversized input away from the decoder.
-    if key.len() != 24 || !matches!(STANDARD.decode(key), Ok(bytes) if bytes.len() == 16) {
+    // keeps oversized input away from the decoder, whose output needs room
+    // for 18 bytes before the padding is accounted for.
+    let mut decoded = [0; 18];
+    if key.len() != 24 || STANDARD.decode_slice(key, &mut decoded) != Ok(16) {
         return Err(HandshakeError::BadKey);
     }
     Ok(())
@@ -222,10 +232,9 @@ pub fn check_origin(req: &Request, allowed: &[String]) -> Result<(), HandshakeEr
 /// Server preference order: first of `supported` that the client offered
 /// (exact match), None if none in common.
 pub fn select_subprotocol(req: &Request, supported: &[String]) -> Option<String> {
-    let offered = req.protocols();
     supported
         .iter()
-        .find(|s| offered.iter().any(|o| o == *s))
+        .find(|s| req.offered_protocols().any(|o| o == s.as_str()))
         .cloned()
 }
 
@@ -256,20 +265,28 @@ impl Response {
         extensions: Option<&str>,
         extra: &Headers,
     ) -> Response {
-        let mut headers = Headers::new();
-        headers.push("Upgrade", "websocket");
-        headers.push("Connection", "Upgrade");
-        headers.push(
-            "Sec-WebSocket-Accept",
-            accept_key(req.key().unwrap_or_default()),
-        );
-        if let Some(protocol) = protocol {
-            headers.push("Sec-WebSocket-Protocol", protocol);
+        let mut key = [0; ACCEPT_KEY_LEN];
+        let accept = accept_key_into(req.key().unwrap_or_default(), &mut key);
+        let ours = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept),
+        ];
+        let optional = [
+            protocol.map(|p| ("Sec-WebSocket-Protocol", p)),
+            extensions.map(|e| ("Sec-WebSocket-Extensions", e)),
+        ];
+        let fields = || {
+            ours.iter()
+                .copied()
+                .chain(optional.iter().flatten().copied())
+                .chain(extra.iter())
+        };
+        let text = fields().map(|(n, v)| n.len() + v.len()).sum();
+        let mut headers = Headers::with_capacity(fields().count(), text);
+        for (name, value) in fields() {
+            headers.push_str(name, value);
         }
-        if let Some(extensions) = extensions {
-            headers.push("Sec-WebSocket-Extensions", extensions);
-        }
-        headers.extend(extra.iter());
         Response {
             status: 101,
             reason: reason_phrase(101).to_owned(),
@@ -322,8 +339,19 @@ impl Response {
     /// CR, LF and NUL in the reason phrase and header fields are written as
     /// spaces, so caller-supplied values cannot inject header lines.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.body.len());
-        out.extend_from_slice(format!("HTTP/1.1 {:03} ", self.status).as_bytes());
+        // "HTTP/1.1 " + up to 5 digits + " " + reason + CRLF, then
+        // "name: value" + CRLF per field, then CRLF and the body.
+        let len = 15
+            + 2
+            + self.reason.len()
+            + self.headers.text_len()
+            + 4 * self.headers.len()
+            + 2
+            + self.body.len();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_status(&mut out, self.status);
+        out.push(b' ');
         push_sanitized(&mut out, &self.reason);
         out.extend_from_slice(b"\r\n");
         for (name, value) in self.headers.iter() {
@@ -333,6 +361,20 @@ impl Response {
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// Appends `status` in decimal, zero-padded to three digits as a status
+/// line needs (`{:03}` without going through `format!`).
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    let mut digits = [b'0'; 5];
+    let mut rest = status;
+    let mut first = digits.len();
+    while rest > 0 {
+        first -= 1;
+        digits[first] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits[first.min(digits.len() - 3)..]);
 }
 
 #[cfg(test)]
@@ -489,6 +531,33 @@ mod tests {
     }
 
     #[test]
+    fn utf8_values_are_kept_and_one_bad_value_spoils_no_other() {
+        let head = "GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\u{e9} \u{1f600}\r\n\
+                    Origin: https://\u{e9}.example\r\n\r\n";
+        let req = parse(head);
+        assert_eq!(
+            req.headers.iter().collect::<Vec<_>>(),
+            [
+                ("Host", "h"),
+                ("X-Name", "caf\u{e9} \u{1f600}"),
+                ("Origin", "https://\u{e9}.example"),
+            ]
+        );
+        let mut bad = b"GET / HTTP/1.1\r\nHost: h\r\nX-Bad: \xc3\r\n".to_vec();
+        bad.extend_from_slice("X-Good: caf\u{e9}\r\nUpgrade: websocket\r\n\r\n".as_bytes());
+        let (req, _) = parse_request(&bad, MAX_HEAD_SIZE_DEFAULT).unwrap().unwrap();
+        assert_eq!(
+            req.headers.iter().collect::<Vec<_>>(),
+            [
+                ("Host", "h"),
+                ("X-Bad", "\u{fffd}"),
+                ("X-Good", "caf\u{e9}"),
+                ("Upgrade", "websocket"),
+            ]
+        );
+    }
+
+    #[test]
     fn header_names_and_tokens_are_case_insensitive() {
         let req = parse(
             "GET / HTTP/1.1\r\nhost: a\r\nUPGRADE: WebSocket\r\nconnection: UPGRADE\r\n\
@@ -607,6 +676,7 @@ mod tests {
             "dGhlIHNhbXBsZSBub25jZQ=",   // wrong padding
             "dGhlIHNhbXBsZSBub25jZR==",  // non-canonical trailing bits
             "dGhlIHNhbXBsZSBub25jZSE=",  // 17 bytes
+            "dGhlIHNhbXBsZSBub25jZSEh",  // 18 bytes, 24 characters
             "dGhlIHNhbXBsZSBub25j",      // 15 bytes
             "dGhl!HNhbXBsZSBub25jZQ==",  // not base64
             "dGhlIHNhbXBsZSBub25jZQ==x", // trailing junk
@@ -795,6 +865,99 @@ mod tests {
         let plain = Response::accept(&req, None, None, &Headers::new());
         assert_eq!(plain.headers.len(), 3);
         assert!(plain.body.is_empty());
+    }
+
+    /// The 101 answer, byte for byte, for a browser-like request: pinned so
+    /// that work on `accept`/`to_bytes` cannot change what goes on the wire.
+    #[test]
+    fn accept_response_bytes_are_pinned() {
+        let req = parse(
+            "GET /chat HTTP/1.1\r\n\
+             Host: localhost:9001\r\n\
+             Connection: Upgrade\r\n\
+             User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0\r\n\
+             Upgrade: websocket\r\n\
+             Origin: http://localhost:9001\r\n\
+             Sec-WebSocket-Version: 13\r\n\
+             Accept-Encoding: gzip, deflate, br, zstd\r\n\
+             Sec-WebSocket-Key: \t x3JJHMbDL1EzLkh9GBhXDw== \r\n\
+             Sec-WebSocket-Protocol: chat, superchat\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+             \r\n",
+        );
+        validate_request(&req).unwrap();
+        let plain = Response::accept(&req, None, None, &Headers::new());
+        assert_eq!(
+            plain.to_bytes(),
+            b"HTTP/1.1 101 Switching Protocols\r\n\
+              Upgrade: websocket\r\n\
+              Connection: Upgrade\r\n\
+              Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\
+              \r\n"
+        );
+        let mut extra = Headers::new();
+        extra.push("Server", "wsline");
+        extra.push("Set-Cookie", "a=1\r\nInjected: yes");
+        extra.push("X-Empty", "");
+        let full = Response::accept(
+            &req,
+            Some("chat"),
+            Some("permessage-deflate; client_max_window_bits=15"),
+            &extra,
+        );
+        assert_eq!(
+            full.to_bytes(),
+            b"HTTP/1.1 101 Switching Protocols\r\n\
+              Upgrade: websocket\r\n\
+              Connection: Upgrade\r\n\
+              Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\
+              Sec-WebSocket-Protocol: chat\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n\
+              Server: wsline\r\n\
+              Set-Cookie: a=1  Injected: yes\r\n\
+              X-Empty: \r\n\
+              \r\n"
+        );
+        assert_eq!(
+            full.headers.iter().collect::<Vec<_>>(),
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", "HSmrc0sMlYUkAGmm5OPpG2HaGWk="),
+                ("Sec-WebSocket-Protocol", "chat"),
+                (
+                    "Sec-WebSocket-Extensions",
+                    "permessage-deflate; client_max_window_bits=15"
+                ),
+                ("Server", "wsline"),
+                ("Set-Cookie", "a=1\r\nInjected: yes"),
+                ("X-Empty", ""),
+            ]
+        );
+        assert_eq!(full.reason, "Switching Protocols");
+        assert!(full.body.is_empty());
+    }
+
+    #[test]
+    fn status_line_pads_and_sanitizes() {
+        let mut resp = Response::reject(400, "x");
+        resp.headers = Headers::new();
+        resp.body.clear();
+        for (status, line) in [
+            (0, "HTTP/1.1 000 r\r\n\r\n"),
+            (7, "HTTP/1.1 007 r\r\n\r\n"),
+            (42, "HTTP/1.1 042 r\r\n\r\n"),
+            (101, "HTTP/1.1 101 r\r\n\r\n"),
+            (1000, "HTTP/1.1 1000 r\r\n\r\n"),
+            (65535, "HTTP/1.1 65535 r\r\n\r\n"),
+        ] {
+            resp.status = status;
+            resp.reason = "r".into();
+            assert_eq!(String::from_utf8(resp.to_bytes()).unwrap(), line);
+        }
+        resp.status = 200;
+        resp.reason = "O\rK\n\0".into();
+        assert_eq!(resp.to_bytes(), b"HTTP/1.1 200 O K  \r\n\r\n");
     }
 
     #[test]
