@@ -193,6 +193,9 @@ where
 }
 
 /// The server's answer to a complete request, decided without I/O.
+// Built once per handshake and taken apart at once: boxing the connection
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Answer {
     /// Send `response` (101), then speak WebSocket through `conn`.
     Accept {
