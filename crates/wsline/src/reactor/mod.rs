@@ -157,6 +157,8 @@ pub struct Reactor<H> {
     /// Slots that still had input when their read budget ran out.
     ready: Vec<ConnId>,
     accept_more: bool,
+    /// Accepted sockets come with TCP_NODELAY from the listener.
+    nodelay_inherited: bool,
     accept_paused_until: Option<Instant>,
     stopping: Option<Instant>,
     lp: Loop<H>,
@@ -173,6 +175,12 @@ impl<H: Handler> Reactor<H> {
         handler: H,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
+        // Linux gives accepted sockets the listener's TCP_NODELAY: set
+        // once here instead of once per connection.
+        let nodelay_inherited = cfg!(target_os = "linux")
+            && socket2::SockRef::from(&listener)
+                .set_tcp_nodelay(true)
+                .is_ok();
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry()
@@ -192,6 +200,7 @@ impl<H: Handler> Reactor<H> {
             timers: Timers::default(),
             ready: Vec::new(),
             accept_more: false,
+            nodelay_inherited,
             accept_paused_until: None,
             stopping: None,
             lp: Loop {
@@ -353,7 +362,9 @@ impl<H: Handler> Reactor<H> {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            if !self.nodelay_inherited {
+                let _ = stream.set_nodelay(true);
+            }
             let index = match self.free.pop() {
                 Some(i) => i,
                 None => {
@@ -478,6 +489,39 @@ impl<H> std::fmt::Debug for Reactor<H> {
             .field("connections", &(self.slots.len() - self.free.len()))
             .field("stopping", &self.stopping.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Handler for Nothing {
+        fn on_message(&mut self, _: &mut Conn<'_>, _: Message) {}
+    }
+
+    /// Replies to small messages must not wait for ACKs (Nagle): every
+    /// accepted socket has TCP_NODELAY, inherited or set.
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut reactor =
+            Reactor::new(listener, ServerConfig::default(), Gate::default(), Nothing).unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let listener = reactor.listener.as_ref().unwrap();
+        let stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        if !reactor.nodelay_inherited {
+            stream.set_nodelay(true).unwrap();
+        }
+        assert!(stream.nodelay().unwrap());
     }
 }
 
