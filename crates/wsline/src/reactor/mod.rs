@@ -492,6 +492,16 @@ impl<H> std::fmt::Debug for Reactor<H> {
     }
 }
 
+/// Errors of `accept` that concern one connection, not the listener.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,7 +517,7 @@ mod tests {
     fn accepted_sockets_have_nodelay() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut reactor =
+        let reactor =
             Reactor::new(listener, ServerConfig::default(), Gate::default(), Nothing).unwrap();
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let listener = reactor.listener.as_ref().unwrap();
@@ -523,14 +533,4 @@ mod tests {
         }
         assert!(stream.nodelay().unwrap());
     }
-}
-
-/// Errors of `accept` that concern one connection, not the listener.
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
 }
