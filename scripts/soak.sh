@@ -12,7 +12,8 @@
 #   - open descriptors (/proc/PID/fd): equal to the baseline
 #   - tasks: equal to the baseline (echo: `tasks=` of its --stats-interval
 #     line; hub: the `wsline_tasks` gauge of /metrics, which counts the task
-#     answering that request; both are tokio's num_alive_tasks())
+#     answering that request; tokio's num_alive_tasks(), plus for echo the
+#     connections its reactor holds)
 #   - RSS: at most the baseline + max(RSS_TOL_PCT %, RSS_TOL_KB) (allocators
 #     keep some freed memory; a leak grows with the run's length)
 #
