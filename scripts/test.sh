@@ -6,7 +6,8 @@
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings
 #   build            cargo build --release --bin wsline  (-> target/release/wsline)
-#   test             cargo test --release --workspace
+#   test             cargo test --release --workspace, then the `wsline echo` tests
+#                    again with --runtime tokio
 #   autobahn-server  Autobahn|TestSuite fuzzingclient against `wsline echo` (all cases,
 #                    1.* to 13.*, strict)
 #   autobahn-client  Autobahn|TestSuite fuzzingserver against `wsline autobahn-client`
@@ -282,7 +283,14 @@ suite_clippy() { run_step "$T_CLIPPY" cargo clippy --workspace --all-targets -- 
 
 # Release profile: shares the dependency builds with `build`, and the
 # socket tests move real volumes quickly.
-suite_test() { run_step "$T_TEST" cargo test --release --workspace; }
+# `wsline echo` runs on the reactor by default; its tests run a second time
+# against the task-per-connection path (`--runtime tokio`, through
+# WSLINE_ECHO_RUNTIME, read by crates/cli/tests/child) so both stay correct.
+suite_test() {
+  run_step "$T_TEST" cargo test --release --workspace || return 1
+  WSLINE_ECHO_RUNTIME=tokio run_step "$T_TEST" \
+    cargo test --release -p wsline-cli --test echo_server --test limits --test deflate
+}
 
 suite_build() {
   run_step "$T_BUILD" cargo build --release --bin wsline || return 1

@@ -31,10 +31,16 @@ pub struct EchoServer {
 }
 
 /// Starts `wsline echo --listen 127.0.0.1:0 ARGS` and waits for its
-/// `listening on` line.
+/// `listening on` line. With `WSLINE_ECHO_RUNTIME` set (scripts/test.sh
+/// sets `tokio`), `--runtime VALUE` is added, so the same tests cover both
+/// ways `wsline echo` runs its connections.
 pub async fn spawn_echo(args: &[&str]) -> EchoServer {
-    let mut child = command("echo")
-        .args(["--listen", "127.0.0.1:0"])
+    let mut command = command("echo");
+    command.args(["--listen", "127.0.0.1:0"]);
+    if let Ok(runtime) = std::env::var("WSLINE_ECHO_RUNTIME") {
+        command.args(["--runtime", &runtime]);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .spawn()
