@@ -82,8 +82,11 @@ impl ConnId {
         (self.0 >> 32) as u32
     }
 
+    /// The slot's index alone: it fits a `usize` on every platform. A
+    /// freed index is reused only after the batch of events it was freed
+    /// in, so an event never reaches the wrong connection.
     fn token(self) -> Token {
-        Token(self.0 as usize)
+        Token(self.index() as usize)
     }
 }
 
@@ -152,6 +155,8 @@ pub struct Reactor<H> {
     shared: Arc<Shared>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
+    /// Freed during this turn; reusable from the next one.
+    freed: Vec<u32>,
     next_gen: u32,
     timers: Timers,
     /// Slots that still had input when their read budget ran out.
@@ -196,6 +201,7 @@ impl<H: Handler> Reactor<H> {
             }),
             slots: Vec::new(),
             free: Vec::new(),
+            freed: Vec::new(),
             next_gen: 0,
             timers: Timers::default(),
             ready: Vec::new(),
@@ -258,16 +264,19 @@ impl<H: Handler> Reactor<H> {
                         }
                     }
                     token => {
-                        let id = ConnId(token.0 as u64);
-                        if let Some(slot) = self.slot_mut(id) {
-                            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                                slot.readable = true;
-                            }
-                            if event.is_writable() || event.is_write_closed() || event.is_error() {
-                                slot.writable = true;
-                            }
-                            self.drive(id, now);
+                        let index = token.0 as u32;
+                        let slot = match self.slots.get_mut(index as usize) {
+                            Some(Some(slot)) => slot,
+                            _ => continue,
+                        };
+                        let id = ConnId::new(index, slot.gen);
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            slot.readable = true;
                         }
+                        if event.is_writable() || event.is_write_closed() || event.is_error() {
+                            slot.writable = true;
+                        }
+                        self.drive(id, now);
                     }
                 }
             }
@@ -287,6 +296,8 @@ impl<H: Handler> Reactor<H> {
                     self.drive(id, now);
                 }
             }
+            // Slots freed this turn may take new connections from now on.
+            self.free.append(&mut self.freed);
             if self.timers.len() > 4 * self.slots.len() + 1024 {
                 self.reschedule_all();
             }
@@ -303,7 +314,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn live(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len() - self.free.len() - self.freed.len()
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
@@ -411,7 +422,7 @@ impl<H: Handler> Reactor<H> {
             Step::Remove => {
                 self.lp.ready.clear();
                 self.slots[index] = None;
-                self.free.push(id.index());
+                self.freed.push(id.index());
                 self.shared.connections.fetch_sub(1, Ordering::Relaxed);
                 self.shrink();
             }
@@ -448,6 +459,7 @@ impl<H: Handler> Reactor<H> {
         if self.live() == 0 && self.slots.capacity() > 1024 {
             self.slots = Vec::new();
             self.free = Vec::new();
+            self.freed = Vec::new();
             self.timers.clear();
         }
     }
@@ -486,7 +498,7 @@ impl<H: Handler> Reactor<H> {
 impl<H> std::fmt::Debug for Reactor<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
-            .field("connections", &(self.slots.len() - self.free.len()))
+            .field("slots", &self.slots.len())
             .field("stopping", &self.stopping.is_some())
             .finish_non_exhaustive()
     }
