@@ -27,7 +27,8 @@
 #                  echo16 pipe16 text1k bin64k handshake idle, and
 #                  text64k idlewarm [all of the first line]
 #   SERVERS        subset of: wsline tokio-tungstenite fastwebsockets
-#                  tokio-websockets, and wsline-deflate [all but the last]
+#                  tokio-websockets, and wsline-deflate, wsline-tokio (`wsline
+#                  echo --runtime tokio`, a peer column) [all but the last two]
 #   SERVER_CORE    [0]   CLIENT_CORE [1]
 #   WSLINE_BIN     a wsline binary to use instead of building one
 #   WSLINE_DESC    how the table describes that binary (e.g. its commit)
@@ -157,6 +158,7 @@ server_cmd() {
     case "$1" in
         wsline) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
         wsline-deflate) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0" ;;
+        wsline-tokio) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --runtime tokio" ;;
         tokio-tungstenite | fastwebsockets | tokio-websockets) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
         *) die "unknown server $1" ;;
     esac
