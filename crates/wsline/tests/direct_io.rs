@@ -4,11 +4,14 @@
 //! on the wire as queueing it, and a large frame read straight into the
 //! connection's buffer must give the same messages as the scratch path.
 
+mod support;
+
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use support::sample_messages;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use wsline::proto::{Config, Connection, Role};
 use wsline::{CloseCode, Message, WebSocket};
@@ -17,29 +20,6 @@ fn socket(io: DuplexStream, role: Role) -> WebSocket<DuplexStream> {
     let mut config = Config::default();
     config.ping_interval = None;
     WebSocket::from_parts(io, Connection::new(role, config, Instant::now()), &[], None)
-}
-
-fn messages() -> Vec<Message> {
-    let mut out = Vec::new();
-    for (i, len) in [
-        0usize,
-        1,
-        125,
-        16 * 1024 - 1,
-        16 * 1024,
-        20_000,
-        65_536,
-        100_000,
-        1 << 20,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let bytes: Vec<u8> = (0..len).map(|j| (i * 31 + j * 7) as u8).collect();
-        out.push(Message::Binary(Bytes::from(bytes)));
-        out.push(Message::text("é".repeat(len / 2)));
-    }
-    out
 }
 
 /// The bytes a server puts on the wire for `messages`, through a pipe of
@@ -52,7 +32,7 @@ async fn server_wire(capacity: usize, fast: bool) -> Vec<u8> {
         got
     });
     let mut ws = socket(server, Role::Server);
-    for message in messages() {
+    for message in sample_messages() {
         if fast {
             poll_fn(|cx| Poll::Ready(ws.write_message(cx, message.clone())))
                 .await
@@ -97,7 +77,7 @@ async fn large_frames_read_in_pieces_and_echoed_arrive_whole() {
             }
         });
         let client = socket(b, Role::Client);
-        let sent = messages();
+        let sent = sample_messages();
         let (mut sink, mut stream) = client.split();
         let to_send = sent.clone();
         let writer = tokio::spawn(async move {

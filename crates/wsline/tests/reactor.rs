@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::SinkExt;
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -116,31 +115,6 @@ fn quiet() -> ServerConfig {
     config
 }
 
-fn messages() -> Vec<Message> {
-    let mut out = Vec::new();
-    for (i, len) in [
-        0usize,
-        1,
-        125,
-        126,
-        65_535,
-        16 * 1024 - 1,
-        16 * 1024,
-        20_000,
-        65_536,
-        100_000,
-        1 << 20,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let bytes: Vec<u8> = (0..len).map(|j| (i * 31 + j * 7) as u8).collect();
-        out.push(Message::Binary(Bytes::from(bytes)));
-        out.push(Message::text("é".repeat(len / 2)));
-    }
-    out
-}
-
 #[tokio::test]
 async fn echoes_every_size_one_at_a_time_and_pipelined() {
     let server = Server::start(quiet());
@@ -148,7 +122,7 @@ async fn echoes_every_size_one_at_a_time_and_pipelined() {
         .await
         .expect("connect");
     // One at a time: large messages take the direct write (nothing queued).
-    for m in messages() {
+    for m in sample_messages() {
         ws.send(m.clone()).await.expect("send");
         let back = within("echo", ws.recv())
             .await
@@ -158,7 +132,7 @@ async fn echoes_every_size_one_at_a_time_and_pipelined() {
     }
     // All at once, from another task: replies queue behind each other
     // (the copying path).
-    let all = messages();
+    let all = sample_messages();
     let (mut sink, mut stream) = ws.split();
     let sender = {
         let all = all.clone();

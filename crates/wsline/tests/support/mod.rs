@@ -39,6 +39,34 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
+/// Message lengths around the frame length encodings (125/126, 65,535/
+/// 65,536) and the large-message fast paths (16 KiB), up to 1 MiB.
+pub const MESSAGE_SIZES: [usize; 11] = [
+    0,
+    1,
+    125,
+    126,
+    16 * 1024 - 1,
+    16 * 1024,
+    20_000,
+    65_535,
+    65_536,
+    100_000,
+    1 << 20,
+];
+
+/// For each of [`MESSAGE_SIZES`], a binary message of varied bytes and a
+/// text message of two-byte characters (half the length).
+pub fn sample_messages() -> Vec<wsline::Message> {
+    let mut out = Vec::new();
+    for (i, len) in MESSAGE_SIZES.into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..len).map(|j| (i * 31 + j * 7) as u8).collect();
+        out.push(wsline::Message::binary(bytes));
+        out.push(wsline::Message::text("é".repeat(len / 2)));
+    }
+    out
+}
+
 /// A listener on 127.0.0.1 with a free port.
 pub async fn listen() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
