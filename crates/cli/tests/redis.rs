@@ -412,6 +412,30 @@ async fn recovery_with_since_works_on_another_node_and_says_when_history_is_shor
 
 #[tokio::test]
 #[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn a_subscriber_hears_of_no_join_older_than_itself() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis, &[]).await;
+    let b = Node::start(&redis, &[]).await;
+    // B already receives the channel, so a join from A can reach it at any
+    // moment, also while a subscribe on B is reading Redis.
+    let mut watcher = b.client().await;
+    watcher.subscribe("room").await;
+    let mut kept = Vec::new();
+    for _ in 0..40 {
+        let mut p = a.client().await;
+        let mut q = b.client().await;
+        // p's join is published before q's subscribe starts, and races
+        // q's subscribe to node B.
+        p.subscribe("room").await;
+        q.subscribe("room").await;
+        q.expect_nothing_pending().await;
+        // Kept open: a leave would be news to q.
+        kept.push((p, q));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
 async fn presence_is_shared_and_a_killed_nodes_members_vanish() {
     let redis = Redis::start().await;
     let timeout = ["--presence-timeout", "1.5"];

@@ -341,7 +341,10 @@ enum Live {
         frame: Bytes,
     },
     Event {
+        /// The member it is about.
         client: String,
+        /// A `join` (else a `leave`).
+        join: bool,
         frame: Bytes,
     },
 }
@@ -353,6 +356,11 @@ struct LocalSub {
     after: u64,
     /// While its subscribe reads history: live items kept for after.
     pending: Option<Vec<Live>>,
+    /// Its subscribe announced it with a `join` that has not come back
+    /// yet. Pub/sub keeps Redis's order, so presence events before that
+    /// join happened before this subscriber arrived: they are dropped, as
+    /// the in-memory engine would never have sent them.
+    awaiting_own_join: bool,
 }
 
 /// A channel with subscribers on this node.
@@ -415,6 +423,17 @@ fn resync_frame(channel: &str, epoch: &str, offset: u64) -> Bytes {
 
 /// Hands `live` to one subscriber; true when a publication was queued.
 fn deliver_to(s: &mut LocalSub, live: &Live, channel: &str, now: Instant) -> bool {
+    if let Live::Event { client, join, .. } = live {
+        if s.awaiting_own_join {
+            if *join && s.sub.member.client == *client {
+                s.awaiting_own_join = false;
+                if let Some(pending) = &mut s.pending {
+                    pending.retain(|l| matches!(l, Live::Message { .. }));
+                }
+            }
+            return false;
+        }
+    }
     if let Some(pending) = &mut s.pending {
         pending.push(live.clone());
         return false;
@@ -440,7 +459,7 @@ fn deliver_to(s: &mut LocalSub, live: &Live, channel: &str, now: Instant) -> boo
             }
             false
         }
-        Live::Event { client, frame } => {
+        Live::Event { client, frame, .. } => {
             if s.sub.member.client != *client {
                 s.sub.outbox.push(frame.clone(), None);
             }
@@ -779,7 +798,12 @@ impl Inner {
             .collect();
         for (name, ch) in channels {
             let (since, policy) = {
-                let st = lock(&ch);
+                let mut st = lock(&ch);
+                // A join published while the link was down never comes
+                // back: stop waiting for it (at worst an event is doubled).
+                for s in &mut st.subs {
+                    s.awaiting_own_join = false;
+                }
                 let since = st
                     .subs
                     .iter()
@@ -961,6 +985,7 @@ impl Inner {
                     return;
                 };
                 Live::Event {
+                    join: op == "join",
                     frame: text_frame(&protocol::presence_event(op, channel, &member)),
                     client: member.client,
                 }
@@ -1085,6 +1110,7 @@ impl Inner {
                         epoch: Arc::from(""),
                         after: 0,
                         pending: Some(Vec::new()),
+                        awaiting_own_join: policy.presence,
                     });
                     false
                 }
@@ -1364,6 +1390,7 @@ mod tests {
             epoch: Arc::from("e"),
             after: 0,
             pending: None,
+            awaiting_own_join: false,
         }
     }
 
@@ -1437,18 +1464,58 @@ mod tests {
         assert_eq!(drained(&ch.subs[0]), ["3"], "nothing in flight: at once");
     }
 
+    fn event(client: &str, join: bool) -> Live {
+        let op = if join { "join" } else { "leave" };
+        Live::Event {
+            client: client.into(),
+            join,
+            frame: Bytes::from(format!("{op} {client}")),
+        }
+    }
+
     #[test]
     fn events_skip_the_member_they_are_about() {
         let now = Instant::now();
         let mut a = sub("a");
         let mut b = sub("b");
-        let join = Live::Event {
-            client: "a".into(),
-            frame: Bytes::from_static(b"join a"),
-        };
+        let join = event("a", true);
         deliver_to(&mut a, &join, "c", now);
         deliver_to(&mut b, &join, "c", now);
         assert!(drained(&a).is_empty());
         assert_eq!(drained(&b), ["join a"]);
+    }
+
+    #[test]
+    fn presence_events_older_than_the_subscribe_are_dropped() {
+        let now = Instant::now();
+        // The subscribe's own join comes back while it reads history.
+        let mut a = sub("a");
+        a.pending = Some(Vec::new());
+        a.awaiting_own_join = true;
+        deliver_to(&mut a, &event("x", true), "c", now);
+        deliver_to(&mut a, &message("e", 1), "c", now);
+        deliver_to(&mut a, &event("a", true), "c", now);
+        deliver_to(&mut a, &event("y", true), "c", now);
+        a.after = 0;
+        for live in a.pending.take().unwrap() {
+            deliver_to(&mut a, &live, "c", now);
+        }
+        deliver_to(&mut a, &event("x", false), "c", now);
+        assert_eq!(drained(&a), ["1", "join y", "leave x"]);
+
+        // Its own join comes back after the reply: everything before it is
+        // older than the subscriber.
+        let mut b = sub("b");
+        b.pending = Some(Vec::new());
+        b.awaiting_own_join = true;
+        deliver_to(&mut b, &event("x", true), "c", now);
+        for live in b.pending.take().unwrap() {
+            deliver_to(&mut b, &live, "c", now);
+        }
+        deliver_to(&mut b, &event("y", true), "c", now);
+        assert!(drained(&b).is_empty());
+        deliver_to(&mut b, &event("b", true), "c", now);
+        deliver_to(&mut b, &event("z", true), "c", now);
+        assert_eq!(drained(&b), ["join z"]);
     }
 }
