@@ -75,6 +75,7 @@ stop_pid() {
 # ---------------------------------------------------------------- probes
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 now_s() { date +%s.%N; }
 background_load() {
     local b0 t0 b1 t1

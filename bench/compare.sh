@@ -15,7 +15,9 @@
 #                      held - RSS before) / N.
 # Medians over the rounds, one Markdown table, wsline's ratio to each peer
 # and to the best one. A second table tells whether the client's core was
-# saturated (then msgs/s measures the client, not the server).
+# saturated (then msgs/s measures the client, not the server). A third
+# splits the server's CPU into user space (utime: what a WebSocket
+# implementation controls) and kernel (stime: mostly the TCP stack).
 #
 # Usage: bench/compare.sh            (about 8 minutes with the defaults)
 # Environment (defaults in brackets):
@@ -124,7 +126,7 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.tsv"
 # An existing results.tsv is added to (a run can be resumed or completed
 # with more rounds: OUT=that-folder WORKLOADS=... bench/compare.sh).
-[[ -f "$RESULTS" ]] || printf 'workload\tserver\tround\tmessages_total\tmsgs_per_sec\tserver_cpu_ticks\tserver_cpu_us_per_msg\trss_before_kib\trss_peak_kib\trss_per_conn_b\tclient_cpu_us_per_msg\tclient_core_busy\terrors\tconnections_open\tforeign_load\n' >"$RESULTS"
+[[ -f "$RESULTS" ]] || printf 'workload\tserver\tround\tmessages_total\tmsgs_per_sec\tserver_cpu_ticks\tserver_cpu_us_per_msg\trss_before_kib\trss_peak_kib\trss_per_conn_b\tclient_cpu_us_per_msg\tclient_core_busy\terrors\tconnections_open\tforeign_load\tserver_user_us_per_msg\n' >"$RESULTS"
 
 # ------------------------------------------------------------- workloads
 workload_label() {
@@ -220,10 +222,11 @@ measure_once() {
         return
     fi
     sleep 0.2
-    local cpu0 rss0 rss_peak rss busy0 t0
+    local cpu0 user0 rss0 rss_peak rss busy0 t0
     busy0="$(busy_ticks)"
     t0="$(now_s)"
     cpu0="$(cpu_ticks "$SERVER_PID")"
+    user0="$(user_ticks "$SERVER_PID")"
     rss0="$(rss_kib "$SERVER_PID")"
     rss_peak="$rss0"
     # shellcheck disable=SC2046
@@ -238,8 +241,9 @@ measure_once() {
         done
     fi
     wait "$bench_pid" || true
-    local cpu1 busy1 t1
+    local cpu1 user1 busy1 t1
     cpu1="$(cpu_ticks "$SERVER_PID")"
+    user1="$(user_ticks "$SERVER_PID")"
     busy1="$(busy_ticks)"
     t1="$(now_s)"
     stop_server
@@ -258,12 +262,13 @@ measure_once() {
     local ccpu_all
     ccpu_all="$(json_num bench_cpu_total_s "$tag.json")"
     awk -v w="$w" -v s="$s" -v r="$r" -v total="$total" -v rate="$rate" \
-        -v t0="$cpu0" -v t1="$cpu1" -v hz="$HZ" -v rss0="$rss0" -v rssp="$rss_peak" \
+        -v t0="$cpu0" -v t1="$cpu1" -v u0="$user0" -v u1="$user1" -v hz="$HZ" -v rss0="$rss0" -v rssp="$rss_peak" \
         -v open="$open" -v ccpu="$ccpu" -v el="$elapsed" -v errors="$errors" -v idle="$([[ $w == idle* ]] && echo 1 || echo 0)" \
         -v b0="$busy0" -v b1="$busy1" -v w0="$t0" -v w1="$t1" -v call="$ccpu_all" -v foreign_file="$tag.foreign" '
     BEGIN {
         ticks = t1 - t0
         per = (total > 0) ? ticks * 1e6 / hz / total : ""
+        uper = (total > 0) ? (u1 - u0) * 1e6 / hz / total : ""
         per_conn = (idle && open > 0) ? (rssp - rss0) * 1024 / open : ""
         cper = (total > 0 && ccpu != "") ? ccpu * 1e6 / total : ""
         busy = (el > 0 && ccpu != "") ? ccpu / el : ""
@@ -271,15 +276,15 @@ measure_once() {
         foreign = ((b1 - b0) / hz - ticks / hz - (call == "" ? 0 : call)) / (w1 - w0)
         if (foreign < 0) foreign = 0
         printf "%.2f\n", foreign > foreign_file
-        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", w, s, r, total, rate, ticks, per, rss0, rssp, per_conn, cper, busy, errors, open, foreign
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", w, s, r, total, rate, ticks, per, rss0, rssp, per_conn, cper, busy, errors, open, foreign, (idle ? "" : uper)
     }' >"$tag.line"
 }
 
 # measure WORKLOAD SERVER ROUND: measure_once, redone (up to TRIES times)
 # while other processes used more than FOREIGN_MAX cores meanwhile.
 measure() {
-    local tag="$OUT/$1.$2.$3" try foreign
-    for try in $(seq "$TRIES"); do
+    local tag="$OUT/$1.$2.$3" foreign
+    for _ in $(seq "$TRIES"); do
         measure_once "$1" "$2" "$3"
         [[ -f "$tag.line" ]] || continue
         # Memory does not depend on what else runs; CPU time does.
@@ -354,6 +359,7 @@ END {
         if (f[1] !~ /^idle/ && f[15] > fmax) { if (clean[k]) continue; dirty[k] = 1 }
         add("cpu" SUBSEP k, f[7]); add("rate" SUBSEP k, f[5]); add("mem" SUBSEP k, f[10])
         add("ccpu" SUBSEP k, f[11]); add("busy" SUBSEP k, f[12]); err[k] += f[13]; used[k]++
+        if (f[1] !~ /^idle/) add("user" SUBSEP k, f[16])
     }
     ns = split(servers, S, " "); nw = split(workloads, W, " "); minused = 1e9; maxused = 0
     hdr = "| Workload |"; sep = "|---|"
@@ -415,6 +421,25 @@ END {
             k = w SUBSEP S[i]; cc = median("ccpu" SUBSEP k); bu = median("busy" SUBSEP k)
             line = line ((cc == "") ? " — |" : sprintf(" %.2f µs · %.0f%% |", cc, bu * 100))
         }
+        print line
+    }
+    print ""
+    print "Server CPU split (medians, per message; per handshake): user space (utime, the WebSocket implementation) + kernel (stime, mostly the TCP stack, which no server controls). Ticks are 10 ms: read the split over several rounds."
+    print ""
+    hdr = "| Workload |"; sep = "|---|"
+    for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " user + kernel |"; sep = sep "---|" }
+    hdr = hdr " " me_name " ÷ best " (targets ? "peer" : "other") ", user space |"; sep = sep "---|"
+    print hdr; print sep
+    for (wi = 1; wi <= nw; wi++) {
+        w = W[wi]; if (w ~ /^idle/) continue
+        line = "| " label(w) " |"; bu = ""
+        for (i = 1; i <= ns; i++) {
+            k = w SUBSEP S[i]; u[i] = median("user" SUBSEP k); c[i] = median("cpu" SUBSEP k)
+            line = line ((u[i] == "" || c[i] == "") ? " — |" : sprintf(" %.2f + %.2f µs |", u[i], c[i] - u[i]))
+            if (S[i] == me_name) me = i
+            else if (u[i] != "" && (bu == "" || u[i] < u[bu])) bu = i
+        }
+        line = line " " ratio(u[me], (bu == "" ? "" : u[bu])) (bu == "" ? "" : " (" S[bu] ")") " |"
         print line
     }
 }' "$RESULTS" >>"$OUT/table.md"

@@ -153,8 +153,8 @@ measure_once() {
 # included), so it is a rough guide; a measurement above FOREIGN_MAX is
 # redone up to TRIES times and the last one kept.
 measure() {
-    local tag="$OUT/$1.$2.$3" try foreign
-    for try in $(seq "$TRIES"); do
+    local tag="$OUT/$1.$2.$3" foreign
+    for _ in $(seq "$TRIES"); do
         measure_once "$1" "$2" "$3"
         [[ -f "$tag.line" ]] || continue
         foreign="$(cut -f15 "$tag.line")"
