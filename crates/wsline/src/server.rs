@@ -244,7 +244,7 @@ where
         }
     };
     let protocol = match acceptance.protocol {
-        Some(p) if request.protocols().contains(&p) => Some(p),
+        Some(p) if request.offers_protocol(&p) => Some(p),
         Some(_) | None => select_subprotocol(request, &config.subprotocols),
     };
     // A malformed extension header only means no extension.

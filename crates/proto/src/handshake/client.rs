@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::{
-    accept_key, convert_headers, map_httparse_error, parse_extensions, push_header, trim_ows,
-    ExtensionOffer, HandshakeError, Headers, MAX_HEADERS, WEBSOCKET_VERSION,
+    accept_key_into, convert_headers, map_httparse_error, parse_extensions, push_header, trim_ows,
+    ExtensionOffer, HandshakeError, Headers, ACCEPT_KEY_LEN, MAX_HEADERS, WEBSOCKET_VERSION,
 };
 
 /// The `Host` header value for `host` and `port`: the port is included only
@@ -240,7 +240,8 @@ pub fn validate_response(
     }
     let mut accepts = resp.headers.get_all("Sec-WebSocket-Accept");
     match (accepts.next(), accepts.next()) {
-        (Some(got), None) if trim_ows(got) == accept_key(trim_ows(&req.key)) => {}
+        (Some(got), None)
+            if trim_ows(got) == accept_key_into(trim_ows(&req.key), &mut [0; ACCEPT_KEY_LEN]) => {}
         _ => return Err(HandshakeError::BadAccept),
     }
 
@@ -276,7 +277,7 @@ pub fn validate_response(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, validate_request, MAX_HEAD_SIZE_DEFAULT};
+    use super::super::{accept_key, parse_request, validate_request, MAX_HEAD_SIZE_DEFAULT};
     use super::*;
     use proptest::prelude::*;
 

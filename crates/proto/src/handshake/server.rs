@@ -73,6 +73,12 @@ impl Request {
         self.offered_protocols().map(str::to_owned).collect()
     }
 
+    /// Whether the client offered subprotocol `protocol` (exact match, as
+    /// RFC 6455 §4.2.2 compares them).
+    pub fn offers_protocol(&self, protocol: &str) -> bool {
+        self.offered_protocols().any(|p| p == protocol)
+    }
+
     /// [`protocols`](Request::protocols), borrowed.
     fn offered_protocols(&self) -> impl Iterator<Item = &str> {
         self.headers
@@ -433,6 +439,9 @@ mod tests {
         assert_eq!(req.origin(), Some("http://example.com"));
         assert_eq!(req.key(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert_eq!(req.protocols(), ["chat", "superchat"]);
+        assert!(req.offers_protocol("superchat"));
+        assert!(!req.offers_protocol("Chat"), "subprotocols match exactly");
+        assert!(!req.offers_protocol("chat, superchat"));
         assert_eq!(req.extensions().unwrap(), []);
         validate_request(&req).unwrap();
     }
