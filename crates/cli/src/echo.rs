@@ -74,6 +74,12 @@ pub(crate) struct EchoArgs {
     /// `wsline::WebSocket`).
     #[arg(long, value_enum, default_value_t = Runtime::Reactor)]
     runtime: Runtime,
+    /// Event loops for `--runtime reactor`, each on a thread of its own
+    /// (give it the cores to use); the kernel spreads new connections
+    /// across them (SO_REUSEPORT on Linux).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
 }
 
 /// `--runtime`: how `wsline echo` runs its connections.
@@ -109,6 +115,22 @@ impl EchoArgs {
 }
 
 pub(crate) async fn run(args: EchoArgs) -> i32 {
+    if args.runtime == Runtime::Reactor {
+        let listeners = match reactor_listeners(&args.listen, args.threads.into()).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return 1;
+            }
+        };
+        return run_reactor(args, listeners, shutdown_signal()).await;
+    }
+    if args.threads > 1 {
+        eprintln!(
+            "error: --threads needs --runtime reactor (the tokio runtime of wsline echo has one thread)"
+        );
+        return 2;
+    }
     let listener = match TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -124,9 +146,6 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
         }
     };
     let signal = shutdown_signal();
-    if args.runtime == Runtime::Reactor {
-        return run_reactor(args, listener, signal).await;
-    }
     println!("listening on ws://{addr}");
     let _ = std::io::stdout().flush();
 
@@ -207,63 +226,106 @@ impl reactor::Handler for Echo {
     }
 }
 
-/// `wsline echo` on [`wsline::reactor`]: the loop runs on a thread of its
-/// own; this task waits for SIGINT/SIGTERM and asks it to shut down.
+/// The listening sockets for `threads` event loops on `listen` (a host
+/// name is looked up; the first address that binds wins).
+async fn reactor_listeners(
+    listen: &str,
+    threads: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if threads <= 1 {
+        return Ok(vec![TcpListener::bind(listen).await?.into_std()?]);
+    }
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        match reactor::bind_listeners(addr, threads) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
+}
+
+/// `wsline echo` on [`wsline::reactor`]: a loop per listener, each on a
+/// thread of its own, sharing the limits; this task waits for
+/// SIGINT/SIGTERM and asks them to shut down. One loop failing stops the
+/// others.
 async fn run_reactor(
     args: EchoArgs,
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     signal: impl Future<Output = ()>,
 ) -> i32 {
-    let listener = match listener.into_std() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot take over the listener: {e}");
-            return 1;
-        }
-    };
     let config = args.server_config();
     let gate = wsline::Gate::new(config.limits);
-    let mut reactor = match reactor::Reactor::new(listener, config, gate.clone(), Echo) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the event loop: {e}");
+    let mut reactors = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        match reactor::Reactor::new(listener, config.clone(), gate.clone(), Echo) {
+            Ok(r) => reactors.push(r),
+            Err(e) => {
+                eprintln!("error: cannot start the event loop: {e}");
+                return 1;
+            }
+        }
+    }
+    let addr = match reactors.first().map(reactor::Reactor::local_addr) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
             return 1;
         }
-    };
-    let addr = match reactor.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
+        None => {
+            eprintln!("error: no listener");
             return 1;
         }
     };
     println!("listening on ws://{addr}");
     let _ = std::io::stdout().flush();
-    let handle = reactor.handle();
+    let handles: Vec<_> = reactors.iter().map(reactor::Reactor::handle).collect();
     if let Some(every) = optional(args.stats_interval) {
-        let handle = handle.clone();
-        crate::stats::spawn_with(gate, every, move || handle.connections());
+        let handles = handles.clone();
+        crate::stats::spawn_with(gate, every, move || {
+            handles
+                .iter()
+                .map(reactor::ReactorHandle::connections)
+                .sum()
+        });
     }
-    let mut running = tokio::task::spawn_blocking(move || reactor.run());
+    let mut running = JoinSet::new();
+    for mut r in reactors {
+        running.spawn_blocking(move || r.run());
+    }
+    let stop = || handles.iter().for_each(reactor::ReactorHandle::shutdown);
     tokio::pin!(signal);
-    let ended = tokio::select! {
-        _ = &mut signal => {
-            handle.shutdown();
-            (&mut running).await
-        }
-        ended = &mut running => ended,
-    };
-    match ended {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
-            eprintln!("error: the event loop failed: {e}");
-            1
-        }
-        Err(e) => {
-            eprintln!("error: the event loop panicked: {e}");
-            1
+    let mut stopping = false;
+    let mut code = 0;
+    loop {
+        tokio::select! {
+            _ = &mut signal, if !stopping => {
+                stopping = true;
+                stop();
+            }
+            ended = running.join_next() => {
+                let Some(ended) = ended else { break };
+                match ended {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        eprintln!("error: an event loop failed: {e}");
+                        code = 1;
+                    }
+                    Err(e) => {
+                        eprintln!("error: an event loop panicked: {e}");
+                        code = 1;
+                    }
+                }
+                if !stopping {
+                    stopping = true;
+                    stop();
+                }
+            }
         }
     }
+    code
 }
 
 /// One connection of `wsline echo`, from handshake to end, as a

@@ -8,7 +8,7 @@ mod child;
 
 use std::time::{Duration, Instant};
 
-use child::spawn_echo;
+use child::{spawn_echo, spawn_echo_exactly};
 use support::{
     client_frame, close_payload, frame_header, upgrade_request, within, Frame, Raw, BINARY, CLOSE,
     CONTINUATION, MASK, PING, PONG, TEXT,
@@ -145,6 +145,80 @@ async fn sigterm_closes_every_client_with_1001_and_exits_0_quickly() {
     assert!(
         took < Duration::from_secs(2),
         "took {took:?} to exit although every client answered (close timeout 5 s)"
+    );
+}
+
+#[tokio::test]
+async fn several_event_loops_echo_on_one_port_and_all_stop_on_sigterm() {
+    let mut server = spawn_echo_exactly(&[
+        "--runtime",
+        "reactor",
+        "--threads",
+        "3",
+        "--close-timeout",
+        "5",
+    ])
+    .await;
+    // Enough clients that the kernel's hash gives every loop some.
+    let mut readers = Vec::new();
+    for i in 0..24 {
+        let mut ws = connect(&server.url()).await;
+        let text = format!("client {i}");
+        ws.send(Message::text(text.clone())).await.expect("send");
+        let echo = within("the echo", ws.recv()).await;
+        assert_eq!(echo.expect("open").expect("echo"), Message::text(text));
+        readers.push(tokio::spawn(async move {
+            if let Some(m) = ws.recv().await {
+                panic!("expected the end after a 1001 Close, got {m:?}");
+            }
+            ws.termination().cloned().expect("a termination")
+        }));
+    }
+    // Every client has been served, so every loop is running.
+    let pid = server.child.id().expect("running");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        threads >= 4,
+        "{threads} threads: 3 loops and the main one expected"
+    );
+    server.terminate();
+    for reader in readers {
+        let termination = within("the server's Close", reader).await.expect("reader");
+        let close = termination.received.expect("a Close from the server");
+        assert_eq!(close.code, CloseCode::GOING_AWAY);
+    }
+    let (status, stderr) = server.wait().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn threads_need_the_reactor_runtime() {
+    let out = within(
+        "wsline echo to refuse",
+        tokio::process::Command::new(child::BIN)
+            .args([
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--runtime",
+                "tokio",
+                "--threads",
+                "2",
+            ])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run wsline echo");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "no `listening on` line");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--threads needs --runtime reactor"),
+        "{stderr}"
     );
 }
 

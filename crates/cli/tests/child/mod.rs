@@ -35,11 +35,17 @@ pub struct EchoServer {
 /// sets `tokio`), `--runtime VALUE` is added, so the same tests cover both
 /// ways `wsline echo` runs its connections.
 pub async fn spawn_echo(args: &[&str]) -> EchoServer {
+    match std::env::var("WSLINE_ECHO_RUNTIME") {
+        Ok(runtime) => spawn_echo_exactly(&[&["--runtime", &runtime], args].concat()).await,
+        Err(_) => spawn_echo_exactly(args).await,
+    }
+}
+
+/// Starts `wsline echo --listen 127.0.0.1:0 ARGS`, ignoring
+/// `WSLINE_ECHO_RUNTIME` (for tests of one runtime's options).
+pub async fn spawn_echo_exactly(args: &[&str]) -> EchoServer {
     let mut command = command("echo");
     command.args(["--listen", "127.0.0.1:0"]);
-    if let Ok(runtime) = std::env::var("WSLINE_ECHO_RUNTIME") {
-        command.args(["--runtime", &runtime]);
-    }
     let mut child = command
         .args(args)
         .stdin(Stdio::null())

@@ -34,6 +34,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod listen;
 mod slot;
 mod timers;
 
@@ -47,6 +48,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use wsline_proto::{CloseCode, Message, Termination};
 
+pub use listen::bind_listeners;
 pub use slot::Conn;
 use slot::{Loop, Slot, Step};
 use timers::Timers;
