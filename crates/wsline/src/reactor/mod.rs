@@ -14,7 +14,9 @@
 //! server does, this does too (the same handshake checks, limits and
 //! timers, from the same [`ServerConfig`]); what it does not do is let one
 //! connection's code send to another: it is for servers that answer what
-//! they receive, such as `wsline echo`.
+//! they receive, such as `wsline echo`. A loop runs on one thread; for a
+//! loop per core, [`bind_listeners`] gives each its own listening socket
+//! on the same port.
 //!
 //! ```no_run
 //! use wsline::reactor::{Conn, Handler, Reactor};
