@@ -3,8 +3,8 @@
 //!
 //! Owns the listener, readiness (epoll through mio), one receive buffer
 //! shared by every connection of the loop, the deadlines of every
-//! connection (one heap, [`timers`]), admission through the [`Gate`], and
-//! graceful shutdown. Each connection is a slot ([`slot`]): its socket, a
+//! connection (one heap, `timers`), admission through the [`Gate`], and
+//! graceful shutdown. Each connection is a slot (`slot`): its socket, a
 //! few flags and either its handshake state or its open state (the
 //! [`Connection`](wsline_proto::Connection)), each boxed and freed when
 //! done with. An idle open connection holds no read or write buffer.
