@@ -108,23 +108,29 @@ async fn echo_handshake_timeout_drops_a_stalled_client_while_serving_others() {
 
 // ------------------------------------------------------ graceful shutdown
 
+/// Client `i`: connects, checks one echo, then keeps reading in a task
+/// (which answers the server's Close) until the end; the task returns
+/// how the connection ended and fails on any further message.
+async fn echoed_then_reading(url: &str, i: usize) -> tokio::task::JoinHandle<wsline::Termination> {
+    let mut ws = connect(url).await;
+    let text = format!("client {i}");
+    ws.send(Message::text(text.clone())).await.expect("send");
+    let echo = within("the echo", ws.recv()).await;
+    assert_eq!(echo.expect("open").expect("echo"), Message::text(text));
+    tokio::spawn(async move {
+        if let Some(m) = ws.recv().await {
+            panic!("expected the end after a 1001 Close, got {m:?}");
+        }
+        ws.termination().cloned().expect("a termination")
+    })
+}
+
 #[tokio::test]
 async fn sigterm_closes_every_client_with_1001_and_exits_0_quickly() {
     let mut server = spawn_echo(&["--close-timeout", "5"]).await;
     let mut readers = Vec::new();
     for i in 0..2 {
-        let mut ws = connect(&server.url()).await;
-        let text = format!("client {i}");
-        ws.send(Message::text(text.clone())).await.expect("send");
-        let echo = within("the echo", ws.recv()).await;
-        assert_eq!(echo.expect("open").expect("echo"), Message::text(text));
-        // Keep reading: the reader answers the server's Close.
-        readers.push(tokio::spawn(async move {
-            if let Some(m) = ws.recv().await {
-                panic!("expected the end after a 1001 Close, got {m:?}");
-            }
-            ws.termination().cloned().expect("a termination")
-        }));
+        readers.push(echoed_then_reading(&server.url(), i).await);
     }
 
     let signalled = Instant::now();
@@ -162,17 +168,7 @@ async fn several_event_loops_echo_on_one_port_and_all_stop_on_sigterm() {
     // Enough clients that the kernel's hash gives every loop some.
     let mut readers = Vec::new();
     for i in 0..24 {
-        let mut ws = connect(&server.url()).await;
-        let text = format!("client {i}");
-        ws.send(Message::text(text.clone())).await.expect("send");
-        let echo = within("the echo", ws.recv()).await;
-        assert_eq!(echo.expect("open").expect("echo"), Message::text(text));
-        readers.push(tokio::spawn(async move {
-            if let Some(m) = ws.recv().await {
-                panic!("expected the end after a 1001 Close, got {m:?}");
-            }
-            ws.termination().cloned().expect("a termination")
-        }));
+        readers.push(echoed_then_reading(&server.url(), i).await);
     }
     // Every client has been served, so every loop is running.
     let pid = server.child.id().expect("running");

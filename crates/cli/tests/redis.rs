@@ -191,19 +191,19 @@ impl Node {
         }
     }
 
-    /// Polls `/api/channels` until it lists `want` (other nodes' counts
-    /// arrive within a moment).
-    async fn wait_channels(&self, want: Value) {
+    /// Polls `GET path` (200 JSON) every 20 ms until `done` holds for it;
+    /// fails after `SLOW`, saying it wanted `wanted`.
+    async fn wait_json(&self, path: &str, wanted: &str, done: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + SLOW;
         loop {
-            let reply = http(self.addr, "GET", "/api/channels", &[], None).await;
+            let reply = http(self.addr, "GET", path, &[], None).await;
             assert_eq!(reply.status, 200, "{}", reply.body);
-            if reply.json()["channels"] == want {
+            if done(&reply.json()) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "/api/channels of {} is {} after {SLOW:?}, not {want}",
+                "{path} of {} is {} after {SLOW:?}, not {wanted}",
                 self.addr,
                 reply.body
             );
@@ -211,26 +211,23 @@ impl Node {
         }
     }
 
+    /// Polls `/api/channels` until it lists `want` (other nodes' counts
+    /// arrive within a moment).
+    async fn wait_channels(&self, want: Value) {
+        self.wait_json("/api/channels", &want.to_string(), |j| {
+            j["channels"] == want
+        })
+        .await;
+    }
+
     /// Polls `/api/presence/CHANNEL` until it lists `members` members:
     /// then their `join`s and `leave`s are in Redis.
     async fn wait_members(&self, channel: &str, members: usize) {
-        let deadline = Instant::now() + SLOW;
         let path = format!("/api/presence/{channel}");
-        loop {
-            let reply = http(self.addr, "GET", &path, &[], None).await;
-            assert_eq!(reply.status, 200, "{}", reply.body);
-            let json = reply.json();
-            if json["members"].as_array().map(Vec::len) == Some(members) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} of {} is {} after {SLOW:?}, not {members} members",
-                self.addr,
-                reply.body
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_json(&path, &format!("{members} members"), |j| {
+            j["members"].as_array().map(Vec::len) == Some(members)
+        })
+        .await;
     }
 
     async fn engine_up(&self) -> String {
