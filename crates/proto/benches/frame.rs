@@ -2,13 +2,17 @@
 //!
 //! `cargo bench -p wsline-proto --bench frame`. Masking compares the
 //! word-at-a-time `apply_mask` with the byte-at-a-time reference
-//! `apply_mask_simple` at 16 B, 1 KiB and 64 KiB, in bytes per second.
+//! `apply_mask_simple` at 16 B, 1 KiB and 64 KiB, in bytes per second,
+//! and buffering a payload: `extend_masked` (copy and unmask in one pass)
+//! against copying then unmasking in place.
 
 use std::hint::black_box;
 
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use wsline_proto::frame::{
-    apply_mask, apply_mask_simple, encode_header, parse_header, FrameHeader, MAX_HEADER_LEN,
+    apply_mask, apply_mask_simple, encode_header, extend_masked, parse_header, FrameHeader,
+    MAX_HEADER_LEN,
 };
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -71,6 +75,21 @@ fn mask(c: &mut Criterion) {
         // one byte into the key, as when a frame arrives in pieces.
         group.bench_function(BenchmarkId::new("apply_mask_offset1", size), |b| {
             b.iter(|| apply_mask(black_box(&mut buf[1..]), black_box(KEY), 1))
+        });
+        // Buffering a payload that arrived in the caller's bytes.
+        let mut into = BytesMut::with_capacity(size);
+        group.bench_function(BenchmarkId::new("extend_masked", size), |b| {
+            b.iter(|| {
+                into.clear();
+                extend_masked(&mut into, black_box(&buf), black_box(KEY), 0);
+            })
+        });
+        group.bench_function(BenchmarkId::new("copy_then_apply_mask", size), |b| {
+            b.iter(|| {
+                into.clear();
+                into.extend_from_slice(black_box(&buf));
+                apply_mask(&mut into, black_box(KEY), 0);
+            })
         });
     }
     group.finish();

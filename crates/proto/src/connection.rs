@@ -22,7 +22,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 use crate::deflate::{DeflateConfig, DeflateParams, InflateError, PerMessageDeflate};
 use crate::error::{ProtocolError, SendError};
-use crate::frame::{apply_mask, encode_header, parse_header, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::frame::{
+    apply_mask, encode_header, extend_masked, parse_header, FrameHeader, OpCode, MAX_HEADER_LEN,
+};
 use crate::message::{Message, Utf8Bytes};
 use crate::utf8::Utf8Validator;
 
@@ -225,6 +227,9 @@ struct InFrame {
     len: usize,
     /// Payload bytes at the front of the read buffer already unmasked and validated.
     done: usize,
+    /// Payload bytes at the front of the read buffer already unmasked
+    /// (copied in unmasked, ahead of `done`).
+    unmasked: usize,
     validate_utf8: bool,
     /// RSV1 on the first frame of a message: the message is compressed.
     compressed: bool,
@@ -441,7 +446,20 @@ impl Connection {
                     .map_or(0, |f| f.len.saturating_sub(self.in_buf.len()));
                 self.in_buf.reserve(take.max(frame_rest.min(256 * 1024)));
             }
-            self.in_buf.extend_from_slice(&data[..take]);
+            match self.frame.as_mut() {
+                Some(f)
+                    if f.mask.is_some()
+                        && f.done == self.in_buf.len()
+                        && take <= f.len - f.done =>
+                {
+                    // Payload of the frame under way, all before it
+                    // unmasked: unmasked as it is copied.
+                    let key = f.mask.unwrap_or_default();
+                    extend_masked(&mut self.in_buf, &data[..take], key, f.done);
+                    f.unmasked = self.in_buf.len();
+                }
+                _ => self.in_buf.extend_from_slice(&data[..take]),
+            }
             data = &data[take..];
             self.parse();
         }
@@ -478,9 +496,10 @@ impl Connection {
                 return at + header_len;
             }
             let mut payload = BytesMut::with_capacity(frame.len);
-            payload.extend_from_slice(&rest[header_len..header_len + frame.len]);
-            if let Some(key) = frame.mask {
-                apply_mask(&mut payload, key, 0);
+            let body = &rest[header_len..header_len + frame.len];
+            match frame.mask {
+                Some(key) => extend_masked(&mut payload, body, key, 0),
+                None => payload.extend_from_slice(body),
             }
             if frame.validate_utf8 && self.utf8.feed(&payload).is_err() {
                 self.fail_protocol(ProtocolError::InvalidUtf8);
@@ -610,10 +629,11 @@ impl Connection {
             };
             let available = self.in_buf.len().min(frame.len);
             if available > frame.done {
-                let chunk = &mut self.in_buf[frame.done..available];
                 if let Some(key) = frame.mask {
-                    apply_mask(chunk, key, frame.done);
+                    let from = frame.unmasked.clamp(frame.done, available);
+                    apply_mask(&mut self.in_buf[from..available], key, from);
                 }
+                let chunk = &self.in_buf[frame.done..available];
                 if frame.validate_utf8 && self.utf8.feed(chunk).is_err() {
                     self.fail_protocol(ProtocolError::InvalidUtf8);
                     break;
@@ -709,6 +729,7 @@ impl Connection {
             mask: h.mask,
             len,
             done: 0,
+            unmasked: 0,
             validate_utf8,
             compressed,
         })

@@ -111,8 +111,11 @@ fn frames_strategy(server: bool) -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The slice fast path of `receive_data` against the buffered path of
-    /// `read_buffer` + `process`: same events, same output, any chunking.
+    /// The slice fast path of `receive_data` (which unmasks a buffered
+    /// frame's payload as it copies it) against the buffered path of
+    /// `read_buffer` + `process` (which unmasks in place), and against the
+    /// two taking turns piece by piece, as the tokio layer's reads do:
+    /// same events, same output, any chunking.
     #[test]
     fn slice_and_buffer_paths_agree(
         (server, data) in any::<bool>().prop_flat_map(|s| (Just(s), frames_strategy(s))),
@@ -122,16 +125,28 @@ proptest! {
         let role = if server { Role::Server } else { Role::Client };
         let mut fast = Connection::new(role, Config::default(), now);
         let mut simple = Connection::new(role, Config::default(), now);
-        let (mut ef, mut es) = (Vec::new(), Vec::new());
-        for piece in data.chunks(chunk) {
+        let mut mixed = Connection::new(role, Config::default(), now);
+        let (mut ef, mut es, mut em) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, piece) in data.chunks(chunk).enumerate() {
             fast.receive_data(piece, now);
             simple.read_buffer().extend_from_slice(piece);
             simple.process(now);
+            if i % 2 == 0 {
+                mixed.receive_data(piece, now);
+            } else {
+                mixed.read_buffer().extend_from_slice(piece);
+                mixed.process(now);
+            }
             ef.extend(events(&mut fast));
             es.extend(events(&mut simple));
+            em.extend(events(&mut mixed));
         }
         prop_assert_eq!(&ef, &es);
-        prop_assert_eq!(sent_frames(&mut fast), sent_frames(&mut simple));
+        prop_assert_eq!(&em, &es);
+        let simple_sent = sent_frames(&mut simple);
+        prop_assert_eq!(&sent_frames(&mut fast), &simple_sent);
+        prop_assert_eq!(&sent_frames(&mut mixed), &simple_sent);
         prop_assert_eq!(fast.state(), simple.state());
+        prop_assert_eq!(mixed.state(), simple.state());
     }
 }

@@ -9,7 +9,7 @@ mod mask;
 mod opcode;
 
 pub use header::{encode_header, parse_header, FrameHeader, HeaderError, MAX_HEADER_LEN};
-pub use mask::{apply_mask, apply_mask_simple};
+pub use mask::{apply_mask, apply_mask_simple, extend_masked};
 pub use opcode::OpCode;
 
 /// Encodes a complete, unmasked, uncompressed frame as a server sends it:
