@@ -193,11 +193,19 @@ struct EventQueue {
     rest: VecDeque<Pending>,
 }
 
+/// The deque's first allocation, in events.
+const QUEUE_INITIAL: usize = 16;
+
 impl EventQueue {
     fn push(&mut self, pending: Pending) {
         if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(pending);
         } else {
+            if self.rest.capacity() == 0 {
+                // A burst: room for several at once instead of growing
+                // through 4, 8, 16.
+                self.rest.reserve(QUEUE_INITIAL);
+            }
             self.rest.push_back(pending);
         }
     }
@@ -297,6 +305,10 @@ pub struct Connection {
     ping_count: u64,
     pong_deadline: Option<Instant>,
 }
+
+/// The output buffer's first allocation, in bytes (it is freed whenever
+/// all output is written).
+const OUTPUT_INITIAL: usize = 1024;
 
 /// While this much output waits, a Ping's Pong is held back and only the
 /// latest one is sent once the output drains below it.
@@ -418,16 +430,57 @@ impl Connection {
     /// Bytes received from the transport. Parses as far as they go; the
     /// results come out of [`Connection::poll_event`]. Never fails: a peer's
     /// violation fails the connection with the right close code.
-    pub fn receive_data(&mut self, mut data: &[u8], now: Instant) {
+    pub fn receive_data(&mut self, data: &[u8], now: Instant) {
+        self.receive(data, now, false);
+    }
+
+    /// Like [`Connection::receive_data`], but stops after the first frame
+    /// that gives the application an event, and returns how many bytes of
+    /// `data` it used; call it again with the rest after taking the event.
+    /// A server answering each message as it comes (an echo) then frees
+    /// each message before the next is made: the allocator reuses the same
+    /// memory, and the event queue never grows. Once the connection stops
+    /// reading (a Close or a violation), the rest counts as used; with
+    /// events already waiting when it is called, it uses everything, as
+    /// `receive_data` does.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use wsline_proto::{Config, Connection, Event, Message, Role};
+    ///
+    /// let now = Instant::now();
+    /// let mut server = Connection::new(Role::Server, Config::default(), now);
+    /// // Two masked text frames, "a" and "b", in one read.
+    /// let data = [0x81, 0x81, 0, 0, 0, 0, b'a', 0x81, 0x81, 0, 0, 0, 0, b'b'];
+    /// let used = server.receive_some(&data, now);
+    /// assert_eq!(used, 7);
+    /// assert_eq!(server.poll_event(), Some(Event::Message(Message::text("a"))));
+    /// assert_eq!(server.receive_some(&data[used..], now), 7);
+    /// assert_eq!(server.poll_event(), Some(Event::Message(Message::text("b"))));
+    /// ```
+    pub fn receive_some(&mut self, data: &[u8], now: Instant) -> usize {
+        self.receive(data, now, true)
+    }
+
+    fn receive(&mut self, all: &[u8], now: Instant, one: bool) -> usize {
         self.now = now;
+        let mut data = all;
+        // With events already waiting, stopping would make no progress.
+        let one = one && !self.has_events();
         while self.reading && !data.is_empty() {
+            if one && self.has_events() {
+                return all.len() - data.len();
+            }
             if self.in_buf.is_empty() && self.frame.is_none() {
                 // Whole frames straight from the caller's bytes: nothing is
                 // kept between calls but a partial frame.
-                let used = self.parse_slice(data);
+                let used = self.parse_slice(data, one);
                 data = &data[used..];
                 if data.is_empty() || !self.reading {
                     break;
+                }
+                if one && self.has_events() {
+                    return all.len() - data.len();
                 }
             }
             // Complete the buffered partial frame (or header), then go back
@@ -467,12 +520,13 @@ impl Connection {
             // An idle connection holds no read buffer.
             self.in_buf = BytesMut::new();
         }
+        all.len()
     }
 
     /// Parses complete frames from `data` without buffering them; returns
     /// how many bytes were used. Stops before a partial header, or after
     /// the header of a partial frame (which becomes `self.frame`).
-    fn parse_slice(&mut self, data: &[u8]) -> usize {
+    fn parse_slice(&mut self, data: &[u8], one: bool) -> usize {
         let mut at = 0;
         while self.reading {
             let rest = &data[at..];
@@ -507,6 +561,9 @@ impl Connection {
             }
             at += header_len + frame.len;
             self.on_frame(frame, payload.freeze());
+            if one && self.has_events() {
+                return at;
+            }
         }
         data.len()
     }
@@ -1034,8 +1091,20 @@ impl Connection {
         if !self.can_send() {
             return Err(self.closed_error());
         }
+        self.reserve_output(frame.len());
         self.out.extend_from_slice(frame);
         Ok(())
+    }
+
+    /// Makes room for `extra` more output bytes. The buffer starts at
+    /// [`OUTPUT_INITIAL`]: replies to a burst of small messages follow,
+    /// and one allocation beats growing by doubling from a few bytes.
+    fn reserve_output(&mut self, extra: usize) {
+        if self.out.capacity() == 0 {
+            self.out.reserve(extra.max(OUTPUT_INITIAL));
+        } else {
+            self.out.reserve(extra);
+        }
     }
 
     /// Bytes queued for the transport and not yet written.
@@ -1164,7 +1233,7 @@ impl Connection {
         };
         let mut head = [0u8; MAX_HEADER_LEN];
         let n = encode_header(&header, &mut head);
-        self.out.reserve(n + payload.len());
+        self.reserve_output(n + payload.len());
         self.out.extend_from_slice(&head[..n]);
         let start = self.out.len();
         self.out.extend_from_slice(payload);

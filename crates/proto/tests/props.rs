@@ -114,8 +114,9 @@ proptest! {
     /// The slice fast path of `receive_data` (which unmasks a buffered
     /// frame's payload as it copies it) against the buffered path of
     /// `read_buffer` + `process` (which unmasks in place), and against the
-    /// two taking turns piece by piece, as the tokio layer's reads do:
-    /// same events, same output, any chunking.
+    /// two taking turns piece by piece, as the tokio layer's reads do, and
+    /// against `receive_some` taking one event at a time, as the reactor
+    /// does: same events, same output, any chunking.
     #[test]
     fn slice_and_buffer_paths_agree(
         (server, data) in any::<bool>().prop_flat_map(|s| (Just(s), frames_strategy(s))),
@@ -126,7 +127,8 @@ proptest! {
         let mut fast = Connection::new(role, Config::default(), now);
         let mut simple = Connection::new(role, Config::default(), now);
         let mut mixed = Connection::new(role, Config::default(), now);
-        let (mut ef, mut es, mut em) = (Vec::new(), Vec::new(), Vec::new());
+        let mut one = Connection::new(role, Config::default(), now);
+        let (mut ef, mut es, mut em, mut eo) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, piece) in data.chunks(chunk).enumerate() {
             fast.receive_data(piece, now);
             simple.read_buffer().extend_from_slice(piece);
@@ -140,12 +142,22 @@ proptest! {
             ef.extend(events(&mut fast));
             es.extend(events(&mut simple));
             em.extend(events(&mut mixed));
+            let mut at = 0;
+            while at < piece.len() {
+                let used = one.receive_some(&piece[at..], now);
+                prop_assert!(used > 0, "no progress at {} of {}", at, piece.len());
+                at += used;
+                eo.extend(events(&mut one));
+            }
         }
+        prop_assert_eq!(&eo, &es);
         prop_assert_eq!(&ef, &es);
         prop_assert_eq!(&em, &es);
         let simple_sent = sent_frames(&mut simple);
         prop_assert_eq!(&sent_frames(&mut fast), &simple_sent);
         prop_assert_eq!(&sent_frames(&mut mixed), &simple_sent);
+        prop_assert_eq!(&sent_frames(&mut one), &simple_sent);
+        prop_assert_eq!(one.state(), simple.state());
         prop_assert_eq!(fast.state(), simple.state());
         prop_assert_eq!(mixed.state(), simple.state());
     }

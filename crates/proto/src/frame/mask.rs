@@ -22,8 +22,7 @@ use bytes::BytesMut;
 /// ```
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let mut k = key;
-    k.rotate_left(offset % 4);
+    let k = in_phase(key, offset);
     let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
     let mut chunks = buf.chunks_exact_mut(32);
     for chunk in &mut chunks {
@@ -58,9 +57,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 /// apply_mask(&mut out[2..], [1, 2, 3, 4], 2);
 /// assert_eq!(&out[..], b"abcdefgh");
 /// ```
+#[inline]
 pub fn extend_masked(dst: &mut BytesMut, src: &[u8], key: [u8; 4], offset: usize) {
-    let mut k = key;
-    k.rotate_left(offset % 4);
+    let k = in_phase(key, offset);
     let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
     dst.reserve(src.len());
     let spare = &mut dst.spare_capacity_mut()[..src.len()];
@@ -86,6 +85,15 @@ pub fn extend_masked(dst: &mut BytesMut, src: &[u8], key: [u8; 4], offset: usize
     // SAFETY: the loops wrote every one of the first `src.len()` bytes of
     // the spare capacity (`reserve` made room for them).
     unsafe { dst.set_len(dst.len() + src.len()) };
+}
+
+/// The key as it applies from `offset` bytes into the payload: rotated
+/// left by `offset % 4` bytes (one instruction, where rotating the array
+/// is a call).
+#[inline]
+fn in_phase(key: [u8; 4], offset: usize) -> [u8; 4] {
+    let bits = 8 * (offset % 4) as u32;
+    u32::from_le_bytes(key).rotate_right(bits).to_le_bytes()
 }
 
 /// Byte-at-a-time masking: the reference for [`apply_mask`].

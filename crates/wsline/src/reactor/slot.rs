@@ -453,29 +453,8 @@ impl Slot {
         }
         let mut reads = 0;
         loop {
-            while let Some(event) = open.conn.poll_event() {
-                match event {
-                    Event::Message(message) => {
-                        if open.last_message.is_some() {
-                            open.last_message = Some(now);
-                        }
-                        let mut conn = Conn {
-                            id,
-                            open,
-                            stream: &mut self.stream,
-                            writable: &mut self.writable,
-                            now,
-                        };
-                        lp.handler.on_message(&mut conn, message);
-                    }
-                    Event::Closed(termination) => {
-                        if !open.reported {
-                            open.reported = true;
-                            lp.handler.on_close(id, &termination);
-                        }
-                    }
-                    Event::Ping(_) | Event::Pong(_) => {}
-                }
+            if open.conn.has_events() {
+                dispatch(id, open, &mut self.stream, &mut self.writable, now, lp);
             }
             if !open.failed && self.writable && open.conn.output_len() > 0 {
                 write_out(&mut self.stream, &mut self.writable, open, now);
@@ -514,7 +493,16 @@ impl Slot {
                             // Edge-triggered: a short read drained the socket.
                             self.readable = false;
                         }
-                        open.conn.receive_data(&lp.buf[..n], now);
+                        // A message at a time, each answered before the
+                        // next is made (see `receive_some`); the answers
+                        // still go out in one write below.
+                        let mut at = 0;
+                        while at < n {
+                            at += open.conn.receive_some(&lp.buf[at..n], now);
+                            if open.conn.has_events() {
+                                dispatch(id, open, &mut self.stream, &mut self.writable, now, lp);
+                            }
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -525,6 +513,42 @@ impl Slot {
             break;
         }
         Step::Keep(open.next_deadline(&lp.config))
+    }
+}
+
+/// Hands the core's events to the application, in order.
+#[inline]
+fn dispatch<H: Handler>(
+    id: ConnId,
+    open: &mut Open,
+    stream: &mut TcpStream,
+    writable: &mut bool,
+    now: Instant,
+    lp: &mut Loop<H>,
+) {
+    while let Some(event) = open.conn.poll_event() {
+        match event {
+            Event::Message(message) => {
+                if open.last_message.is_some() {
+                    open.last_message = Some(now);
+                }
+                let mut conn = Conn {
+                    id,
+                    open,
+                    stream,
+                    writable,
+                    now,
+                };
+                lp.handler.on_message(&mut conn, message);
+            }
+            Event::Closed(termination) => {
+                if !open.reported {
+                    open.reported = true;
+                    lp.handler.on_close(id, &termination);
+                }
+            }
+            Event::Ping(_) | Event::Pong(_) => {}
+        }
     }
 }
 
