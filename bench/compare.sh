@@ -29,8 +29,21 @@
 #                  echo16 pipe16 text1k bin64k handshake idle, and
 #                  text64k idlewarm [all of the first line]
 #   SERVERS        subset of: wsline tokio-tungstenite fastwebsockets
-#                  tokio-websockets, and wsline-deflate, wsline-tokio (`wsline
-#                  echo --runtime tokio`, a peer column) [all but the last two]
+#                  tokio-websockets, the references wsline-defer floor
+#                  floor-defer wsline-tokio, and wsline-deflate [wsline
+#                  wsline-defer tokio-tungstenite fastwebsockets
+#                  tokio-websockets floor]. References are never the "best
+#                  peer"; each gets a column "REF ÷ best peer":
+#                  wsline-defer   `wsline echo --defer-accept` (TCP_DEFER_ACCEPT)
+#                  wsline-tokio   `wsline echo --runtime tokio`
+#                  floor          bench/peers/src/bin/echo-floor.rs: a
+#                                 yardstick, not a peer: the least work any
+#                                 server can do to echo these frames (no
+#                                 WebSocket rules), so its CPU per message
+#                                 is the kernel's floor on this machine
+#                  floor-defer    the same with TCP_DEFER_ACCEPT
+#   PEER_DEFER_ACCEPT  set (to anything): the peers' listeners defer
+#                  accepts too (a level field for wsline-defer)
 #   SERVER_CORE    [0]   CLIENT_CORE [1]
 #   WSLINE_BIN     a wsline binary to use instead of building one
 #   WSLINE_DESC    how the table describes that binary (e.g. its commit)
@@ -58,7 +71,7 @@ cd "$ROOT"
 SUITE="${1:-peers}"
 case "$SUITE" in
     peers)
-        DEFAULT_SERVERS="wsline tokio-tungstenite fastwebsockets tokio-websockets"
+        DEFAULT_SERVERS="wsline wsline-defer tokio-tungstenite fastwebsockets tokio-websockets floor"
         DEFAULT_WORKLOADS="echo16 pipe16 text1k bin64k handshake idle"
         ME=wsline TARGETS=1 ;;
     compression)
@@ -163,7 +176,9 @@ server_cmd() {
         wsline) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
         wsline-deflate) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0" ;;
         wsline-tokio) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --runtime tokio" ;;
-        tokio-tungstenite | fastwebsockets | tokio-websockets) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
+        wsline-defer) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --defer-accept" ;;
+        tokio-tungstenite | fastwebsockets | tokio-websockets | floor) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
+        floor-defer) echo "$PEER_BIN/echo-floor 127.0.0.1:0 --defer-accept" ;;
         *) die "unknown server $1" ;;
     esac
 }
@@ -343,7 +358,7 @@ done
         git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || WSLINE_DESC="$WSLINE_DESC with uncommitted changes"
     fi
     echo "wsline: $("$WSLINE_BIN" --version 2>/dev/null), $WSLINE_DESC"
-    echo "Peers: $(awk '/^name = "(tokio-tungstenite|fastwebsockets|tokio-websockets)"$/ { n = $3; getline; printf "%s %s  ", n, $3 }' "$PEERS/Cargo.lock" | tr -d '"')"
+    echo "Peers: $(awk '/^name = "(tokio-tungstenite|fastwebsockets|tokio-websockets)"$/ { n = $3; getline; printf "%s %s  ", n, $3 }' "$PEERS/Cargo.lock" | tr -d '"')${PEER_DEFER_ACCEPT:+ (their listeners with TCP_DEFER_ACCEPT: PEER_DEFER_ACCEPT set)}"
     echo
 } >"$OUT/table.md"
 
@@ -357,6 +372,8 @@ function median(key,    n, i, j, t, v) {
     return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
 }
 function add(key, x) { if (x == "") return; cnt[key]++; vals[key, cnt[key]] = x }
+# A reference column: ours in another configuration, or the floor; never the best peer.
+function isref(s) { return s != me_name && (s ~ /^floor/ || s ~ /^wsline-/) }
 function rate(x) { return x >= 1e6 ? sprintf("%.2fM/s", x / 1e6) : (x >= 1e3 ? sprintf("%.1fk/s", x / 1e3) : sprintf("%.0f/s", x)) }
 function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "—" : sprintf("%.2f×", a / b) }
 function label(w) {
@@ -384,8 +401,9 @@ END {
     ns = split(servers, S, " "); nw = split(workloads, W, " "); minused = 1e9; maxused = 0
     hdr = "| Workload |"; sep = "|---|"
     for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
-    for (i = 1; i <= ns; i++) if (S[i] != me_name) { hdr = hdr " " me_name " ÷ " S[i] " |"; sep = sep "---|" }
+    for (i = 1; i <= ns; i++) if (S[i] != me_name && !isref(S[i])) { hdr = hdr " " me_name " ÷ " S[i] " |"; sep = sep "---|" }
     hdr = hdr " " me_name " ÷ best " (targets ? "peer" : "other") " | target |"; sep = sep "---|---|"
+    for (i = 1; i <= ns; i++) if (isref(S[i])) { hdr = hdr " " S[i] " ÷ best peer |"; sep = sep "---|" }
     print hdr; print sep
     for (wi = 1; wi <= nw; wi++) {
         w = W[wi]; line = "| " label(w) " |"
@@ -404,7 +422,7 @@ END {
         }
         bc = ""; bt = ""; bm = ""
         for (i = 1; i <= ns; i++) {
-            if (i == me) continue
+            if (i == me || isref(S[i])) continue
             if (w ~ /^idle/) line = line " mem " ratio(m[me], m[i]) " |"
             else line = line " CPU " ratio(c[me], c[i]) " · thr " ratio(t[me], t[i]) " |"
             if (c[i] != "" && (bc == "" || c[i] < c[bc])) bc = i
@@ -423,7 +441,13 @@ END {
             if (target == "") target = "—"
         }
         if (!targets) target = "—"
-        print line " " target " |"
+        line = line " " target " |"
+        for (i = 1; i <= ns; i++) {
+            if (!isref(S[i])) continue
+            if (w ~ /^idle/) line = line " mem " ratio(m[i], (bm == "" ? "" : m[bm])) " |"
+            else line = line " CPU " ratio(c[i], (bc == "" ? "" : c[bc])) " · thr " ratio(t[i], (bt == "" ? "" : t[bt])) " |"
+        }
+        print line
     }
     print ""
     printf "Medians of %s measurements per cell. CPU: server utime+stime per message (per handshake); thr: msgs/s (handshakes/s). Ratios below 1× mean wsline uses less CPU (or memory); above 1× on thr, more throughput.\n", (minused == maxused ? maxused : minused "–" maxused)
@@ -457,7 +481,7 @@ END {
             k = w SUBSEP S[i]; u[i] = median("user" SUBSEP k); c[i] = median("cpu" SUBSEP k)
             line = line ((u[i] == "" || c[i] == "") ? " — |" : sprintf(" %.2f + %.2f µs |", u[i], c[i] - u[i]))
             if (S[i] == me_name) me = i
-            else if (u[i] != "" && (bu == "" || u[i] < u[bu])) bu = i
+            else if (!isref(S[i]) && u[i] != "" && (bu == "" || u[i] < u[bu])) bu = i
         }
         line = line " " ratio(u[me], (bu == "" ? "" : u[bu])) (bu == "" ? "" : " (" S[bu] ")") " |"
         print line

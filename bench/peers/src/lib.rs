@@ -2,7 +2,10 @@
 //! listen address, default 127.0.0.1:9001; port 0 picks a free one), a
 //! current-thread tokio runtime, the accept loop with TCP_NODELAY (as
 //! `wsline echo` sets), and the "listening on ws://ADDR" line on stdout
-//! that bench/compare.sh waits for.
+//! that bench/compare.sh waits for. With `PEER_DEFER_ACCEPT` set in the
+//! environment the listener defers accepts (Linux TCP_DEFER_ACCEPT, as
+//! `wsline echo --defer-accept`), for a comparison where every server
+//! does.
 
 use std::future::Future;
 use std::io::Write;
@@ -32,6 +35,21 @@ where
                 std::process::exit(1);
             }
         };
+        if std::env::var_os("PEER_DEFER_ACCEPT").is_some() {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket and a c_int option value.
+            let r = unsafe {
+                libc::setsockopt(
+                    listener.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "TCP_DEFER_ACCEPT");
+        }
         let local = listener.local_addr().expect("local address");
         println!("listening on ws://{local}");
         let _ = std::io::stdout().flush();
