@@ -106,6 +106,43 @@ async fn echo_handshake_timeout_drops_a_stalled_client_while_serving_others() {
     assert_eq!(termination.kind, TerminationKind::Clean);
 }
 
+// ------------------------------------------------------- deferred accepts
+
+/// `--defer-accept`: clients are echoed as ever; a connection that sends
+/// nothing surfaces after about a second and meets the handshake timeout.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn echo_with_deferred_accepts_serves_clients_and_still_drops_silent_ones() {
+    let server = spawn_echo(&["--defer-accept", "--handshake-timeout", "0.3"]).await;
+    let started = Instant::now();
+    let mut silent = Raw::connect(server.addr).await;
+    let silent_end = tokio::spawn(async move {
+        silent.expect_eof().await;
+        Instant::now()
+    });
+    let mut ws = connect(&server.url()).await;
+    ws.send(Message::binary(vec![7u8; 70_000]))
+        .await
+        .expect("send");
+    let echo = within("the echo", ws.recv()).await;
+    assert_eq!(
+        echo.expect("open").expect("echo"),
+        Message::binary(vec![7u8; 70_000])
+    );
+    let ended = within("the silent connection to be dropped", silent_end)
+        .await
+        .expect("the silent client saw EOF");
+    let waited = ended - started;
+    assert!(
+        waited >= ms(300) && waited < Duration::from_secs(8),
+        "dropped after {waited:?}: deferred about 1 s, then the 0.3 s handshake timeout"
+    );
+    let termination = within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("close");
+    assert_eq!(termination.kind, TerminationKind::Clean);
+}
+
 // ------------------------------------------------------ graceful shutdown
 
 /// Client `i`: connects, checks one echo, then keeps reading in a task

@@ -58,6 +58,10 @@ struct Server {
 impl Server {
     fn start(config: ServerConfig) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on(listener, config)
+    }
+
+    fn start_on(listener: std::net::TcpListener, config: ServerConfig) -> Self {
         let addr = listener.local_addr().expect("addr");
         let ends = Ends::default();
         let gate = Gate::new(config.limits);
@@ -265,6 +269,63 @@ async fn silent_client_is_dropped_at_the_handshake_timeout() {
         }
     })
     .await;
+    server.stop().await;
+}
+
+/// On a listener that defers accepts, each request is answered as its
+/// connection is accepted: whole, in pieces, or with frames right behind
+/// it; a connection that never speaks surfaces later and still meets the
+/// handshake timeout.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_deferred_listener_serves_every_request_and_times_out_silent_ones() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    wsline::reactor::defer_accept(&listener, Duration::from_secs(1)).expect("defer");
+    let mut config = quiet();
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = Server::start_on(listener, config);
+    let started = std::time::Instant::now();
+    let mut silent = Raw::connect(server.addr).await;
+    let silent_end = tokio::spawn(async move {
+        silent.expect_eof().await;
+        std::time::Instant::now()
+    });
+    // The library's client.
+    let (mut ws, _) = within("connect", wsline::connect(&server.url("/")))
+        .await
+        .expect("connect");
+    ws.send(Message::text("deferred")).await.expect("send");
+    let echo = within("the echo", ws.recv()).await;
+    assert_eq!(
+        echo.expect("open").expect("echo"),
+        Message::text("deferred")
+    );
+    // A request in two writes, then one with a frame in the same write.
+    let request = upgrade_request(&server.addr.to_string(), &[]);
+    let (a, b) = request.as_bytes().split_at(20);
+    let mut pieces = Raw::connect(server.addr).await;
+    pieces.send(a).await;
+    pieces.send(b).await;
+    assert_eq!(pieces.read_response().await.status, 101);
+    let mut eager = Raw::connect(server.addr).await;
+    let mut bytes = request.into_bytes();
+    bytes.extend(client_frame(true, TEXT, b"right behind"));
+    eager.send(&bytes).await;
+    assert_eq!(eager.read_response().await.status, 101);
+    let frame = eager.read_frame().await;
+    assert_eq!(
+        (frame.opcode, &frame.payload[..]),
+        (TEXT, &b"right behind"[..])
+    );
+    // The silent one: handed over after about a second, then timed out.
+    let ended = within("the silent connection to be dropped", silent_end)
+        .await
+        .expect("the silent client saw EOF");
+    let waited = ended - started;
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(8),
+        "dropped after {waited:?}: deferred about 1 s, then the 0.3 s handshake timeout"
+    );
     server.stop().await;
 }
 

@@ -50,7 +50,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use wsline_proto::{CloseCode, Message, Termination};
 
-pub use listen::bind_listeners;
+pub use listen::{bind_listeners, defer_accept};
 pub use slot::Conn;
 use slot::{Loop, Slot, Step};
 use timers::Timers;
@@ -168,6 +168,9 @@ pub struct Reactor<H> {
     accept_more: bool,
     /// Accepted sockets come with TCP_NODELAY from the listener.
     nodelay_inherited: bool,
+    /// The listener defers accepts ([`defer_accept`]): a connection comes
+    /// with its request, read as it is accepted.
+    deferred: bool,
     accept_paused_until: Option<Instant>,
     stopping: Option<Instant>,
     lp: Loop<H>,
@@ -190,6 +193,7 @@ impl<H: Handler> Reactor<H> {
             && socket2::SockRef::from(&listener)
                 .set_tcp_nodelay(true)
                 .is_ok();
+        let deferred = listen::is_deferred(&listener);
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry()
@@ -211,6 +215,7 @@ impl<H: Handler> Reactor<H> {
             ready: Vec::new(),
             accept_more: false,
             nodelay_inherited,
+            deferred,
             accept_paused_until: None,
             stopping: None,
             lp: Loop {
@@ -403,6 +408,14 @@ impl<H: Handler> Reactor<H> {
             self.shared.connections.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(%peer, "accepted");
             self.schedule(id, Some(deadline));
+            if self.deferred {
+                // The request came with the connection: answer it now
+                // rather than after another wait for readiness.
+                if let Some(slot) = self.slot_mut(id) {
+                    slot.readable = true;
+                }
+                self.drive(id, now);
+            }
         }
         // More may wait: the next turn accepts them after the others ran.
     }
