@@ -36,19 +36,7 @@ where
             }
         };
         if std::env::var_os("PEER_DEFER_ACCEPT").is_some() {
-            use std::os::fd::AsRawFd;
-            let one: libc::c_int = 1;
-            // SAFETY: a valid socket and a c_int option value.
-            let r = unsafe {
-                libc::setsockopt(
-                    listener.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_DEFER_ACCEPT,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 0, "TCP_DEFER_ACCEPT");
+            defer_accept(&listener);
         }
         let local = listener.local_addr().expect("local address");
         println!("listening on ws://{local}");
@@ -64,6 +52,30 @@ where
             }
         }
     });
+}
+
+/// Sets TCP_DEFER_ACCEPT (1 s, Linux) on a listening socket: connections
+/// are handed over with their first bytes, as `wsline echo --defer-accept`
+/// does. Panics if the system refuses (a benchmark must not silently run
+/// another configuration).
+pub fn defer_accept(listener: &impl std::os::fd::AsRawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: a live descriptor, and a c_int option value with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "TCP_DEFER_ACCEPT: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 pub mod hub;

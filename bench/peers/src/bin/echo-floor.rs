@@ -71,19 +71,7 @@ fn main() {
         .set_tcp_nodelay(true)
         .expect("nodelay");
     if defer {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket and a c_int option value.
-        let r = unsafe {
-            libc::setsockopt(
-                std_listener.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0, "TCP_DEFER_ACCEPT");
+        wsline_bench_peers::defer_accept(&std_listener);
     }
     let mut listener = TcpListener::from_std(std_listener);
     println!("listening on ws://{}", listener.local_addr().expect("addr"));

@@ -95,8 +95,10 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 /// request follows. A [`Reactor`](super::Reactor) on such a listener reads
 /// each request as it accepts the connection. Measured with 8 handshakes
 /// at a time on a 2-core VM, where waking an idle core goes through the
-/// hypervisor: +25% handshakes per second and -18% server CPU per
-/// handshake (docs/performance.md).
+/// hypervisor: about 25% more handshakes per second and 10–16% less
+/// server CPU per handshake (docs/performance.md). Call it before
+/// [`Reactor::new`](super::Reactor::new), which looks at the listener
+/// once.
 ///
 /// The price: a connection that sends nothing stays in the kernel for
 /// about `silent_for` (rounded up to whole seconds; the kernel resends its
