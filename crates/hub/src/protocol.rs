@@ -51,8 +51,15 @@ struct Envelope<'a> {
     channel: Option<Value>,
     since: Option<Value>,
     epoch: Option<Value>,
-    #[serde(borrow)]
+    /// `Some` whenever the key is there, `null` included: `Option<&RawValue>`
+    /// alone would read `"data":null` as a missing key.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+}
+
+/// Any JSON value, `null` too, as present.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as Deserialize>::deserialize(d).map(Some)
 }
 
 /// A request that cannot be served: `(id, message)` for a `bad_request`.
@@ -238,6 +245,25 @@ mod tests {
             parse(r#"{"op":"ping"}"#).unwrap().1,
             Request::Ping
         ));
+    }
+
+    #[test]
+    fn publish_data_null_is_data_not_a_missing_field() {
+        for (text, want) in [
+            (r#"{"op":"publish","channel":"a","data":null}"#, "null"),
+            (
+                r#"{"op":"publish","channel":"a","data": null ,"id":2}"#,
+                "null",
+            ),
+            (r#"{"op":"publish","channel":"a","data":false}"#, "false"),
+            (r#"{"op":"publish","channel":"a","data":0}"#, "0"),
+            (r#"{"op":"publish","channel":"a","data":""}"#, r#""""#),
+        ] {
+            match parse(text) {
+                Ok((_, Request::Publish { data, .. })) => assert_eq!(data.get(), want, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -73,6 +73,49 @@ async fn publish_replies_published_and_every_subscriber_gets_the_message_publish
 }
 
 #[tokio::test]
+async fn publish_data_null_is_published_and_delivered_as_null_over_ws_and_http() {
+    let hub = start(config()).await;
+    let mut c = hub.client().await;
+    c.subscribe("n").await;
+    let reply = c
+        .request(json!({"op": "publish", "channel": "n", "data": null, "id": 1}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"op": "published", "channel": "n", "offset": 1, "id": 1})
+    );
+    assert_eq!(
+        c.recv().await,
+        json!({"op": "message", "channel": "n", "offset": 1, "data": null, "from": c.id})
+    );
+    assert_eq!(hub.api_publish("n", json!(null)).await, 2);
+    assert_eq!(
+        c.recv().await,
+        json!({"op": "message", "channel": "n", "offset": 2, "data": null, "from": null})
+    );
+    // Recovery replays it as null too.
+    let mut late = hub.client().await;
+    let reply = late
+        .request(json!({"op": "subscribe", "channel": "n", "since": 0}))
+        .await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    for offset in [1, 2] {
+        let m = late.recv().await;
+        assert_eq!(
+            (m["offset"].as_u64(), m.get("data")),
+            (Some(offset), Some(&Value::Null)),
+            "{m}"
+        );
+    }
+    // No `data` key at all is still a bad request.
+    let reply = late
+        .request(json!({"op": "publish", "channel": "n", "id": 3}))
+        .await;
+    assert_eq!(reply["op"], "error", "{reply}");
+    assert_eq!(reply["code"], "bad_request", "{reply}");
+}
+
+#[tokio::test]
 async fn unsubscribe_replies_unsubscribed_and_stops_delivery() {
     let hub = start(config()).await;
     let mut sub = hub.client().await;
