@@ -1,15 +1,16 @@
 //! `wsline connect URL`: an interactive client.
 //!
 //! Owns the stdin → messages and messages → stdout plumbing, and how the
-//! end of the connection becomes an exit code: 0 after a close we started
-//! or a 1000/1001 from the server, non-zero otherwise.
+//! end of the connection becomes an exit code: 0 after a normal end
+//! (`Termination::is_normal`: 1000, 1001 or an empty Close, 1005),
+//! non-zero otherwise.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use wsline::{ClientConfig, CloseCode, Message, TerminationKind};
+use wsline::{ClientConfig, CloseCode, Message};
 
 use crate::secs::{optional, parse_secs};
 
@@ -87,8 +88,6 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
         }
     };
     let (mut sink, mut stream) = ws.split();
-    let we_closed = std::cell::Cell::new(false);
-    let we_closed_ref = &we_closed;
 
     let send_stdin = async move {
         let mut stdin = BufReader::new(tokio::io::stdin());
@@ -116,7 +115,6 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
                 }
             }
         }
-        we_closed_ref.set(true);
         let _ = sink.close(CloseCode::NORMAL, "").await;
         // Keep the task (and the write half) alive until the reader ends.
         std::future::pending::<()>().await
@@ -153,17 +151,17 @@ pub(crate) async fn run(args: ConnectArgs) -> i32 {
         eprintln!("error: the connection ended unexpectedly");
         return 1;
     };
-    // Our Close went first when stdin ended before the server's Close came.
-    let we_closed = we_closed.get() && matches!(&t.sent, Some(f) if f.code == CloseCode::NORMAL);
     let code = t.code().as_u16();
     if t.reason().is_empty() {
         eprintln!("closed: {code}");
     } else {
         eprintln!("closed: {code} {}", t.reason());
     }
-    match t.kind {
-        TerminationKind::Clean if we_closed => 0,
-        TerminationKind::Clean if matches!(code, 1000 | 1001) => 0,
-        _ => 1,
+    // One rule for a normal end, the core's: 1000, 1001, or an empty
+    // Close (1005), after a completed closing handshake.
+    if t.is_normal() {
+        0
+    } else {
+        1
     }
 }

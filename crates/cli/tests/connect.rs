@@ -128,6 +128,30 @@ async fn connect_exits_0_when_the_server_closes_with_1001() {
     assert_eq!(termination.kind, TerminationKind::Clean, "{termination:?}");
 }
 
+/// An empty Close (reported as 1005) is a normal end, by the core's one
+/// rule (`Termination::is_normal`): `closed: 1005`, exit 0.
+#[tokio::test]
+async fn connect_exits_0_when_the_server_closes_with_an_empty_close_1005() {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut raw = Raw::accept(&listener).await;
+        raw.serve_handshake().await;
+        raw.send(&[0x88, 0x00]).await; // FIN + Close, no payload
+        let reply = raw.read_frame().await;
+        (reply.opcode, reply.payload)
+    });
+    let connect = spawn_connect(&[&format!("ws://{addr}/")]);
+    let out = connect.finish().await;
+    assert_succeeded(&out);
+    assert!(
+        out.stderr.contains("closed: 1005"),
+        "stderr {:?}",
+        out.stderr
+    );
+    let (opcode, payload) = within("the server", server).await.expect("task");
+    assert_eq!((opcode, payload), (0x8, Vec::new()), "an empty Close back");
+}
+
 #[tokio::test]
 async fn connect_sends_custom_headers_to_the_server() {
     let (listener, addr) = listen().await;

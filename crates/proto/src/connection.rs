@@ -150,10 +150,26 @@ impl Termination {
         }
     }
 
-    /// Whether the closing handshake completed with 1000 or 1001.
+    /// Whether this is a normal end: the closing handshake completed and
+    /// the peer's Close said 1000 (normal), 1001 (going away) or nothing
+    /// at all (an empty Close, reported as 1005).
+    ///
+    /// This is wsline's one definition of a normal end; every API uses it.
+    /// An empty Close is a peer closing without stating a reason, which
+    /// RFC 6455 §7.1.5 allows and browsers report as a clean close, so it
+    /// counts as normal (as in Python `websockets`' `ConnectionClosedOK`):
+    /// [`Termination::code`] still says 1005, `WebSocket`'s stream ends
+    /// with `None`, the reactor's `on_close` gets this termination, and
+    /// `wsline connect` prints `closed: 1005` and exits 0. Anything else
+    /// is abnormal: another code (a peer's error, 1002–1015, 3000–4999),
+    /// a connection this end failed, a keepalive or close timeout, a
+    /// transport that ended without a closing handshake (1006).
     pub fn is_normal(&self) -> bool {
         self.kind == TerminationKind::Clean
-            && matches!(self.code(), CloseCode::NORMAL | CloseCode::GOING_AWAY)
+            && matches!(
+                self.code(),
+                CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS
+            )
     }
 }
 

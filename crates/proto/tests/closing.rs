@@ -168,6 +168,39 @@ fn empty_close_gets_empty_reply_and_reports_1005() {
     assert_eq!(closed(&evs).code(), CloseCode::NO_STATUS);
 }
 
+/// One definition of a normal end, for every API: a completed closing
+/// handshake whose Close said 1000, 1001 or nothing (1005).
+#[test]
+fn a_normal_end_is_a_clean_close_with_1000_1001_or_no_code() {
+    for role in [Role::Client, Role::Server] {
+        for (payload, normal) in [
+            (vec![], true),
+            (1000u16.to_be_bytes().to_vec(), true),
+            (1001u16.to_be_bytes().to_vec(), true),
+            (1002u16.to_be_bytes().to_vec(), false),
+            (1011u16.to_be_bytes().to_vec(), false),
+            (3000u16.to_be_bytes().to_vec(), false),
+            (4000u16.to_be_bytes().to_vec(), false),
+        ] {
+            let (mut c, now) = conn(role);
+            c.receive_data(&frame_to(role, true, 0, 8, &payload), now);
+            if role == Role::Client {
+                // A client waits for the server to close TCP.
+                c.receive_eof(now);
+            }
+            let evs = events(&mut c);
+            let t = closed(&evs);
+            assert_eq!(t.kind, TerminationKind::Clean, "{role:?} {payload:?}");
+            assert_eq!(t.is_normal(), normal, "{role:?} {payload:?}: {t:?}");
+        }
+    }
+    // Not clean: never normal, whatever was sent.
+    let (mut s, now) = conn(Role::Server);
+    s.close(CloseCode::NORMAL, "", now).unwrap();
+    s.receive_eof(now);
+    assert!(!closed(&events(&mut s)).is_normal());
+}
+
 #[test]
 fn eof_without_close_is_abnormal_1006() {
     for role in [Role::Client, Role::Server] {

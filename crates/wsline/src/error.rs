@@ -40,7 +40,8 @@ pub enum Error {
     /// TLS could not be set up or negotiated.
     #[error("TLS error: {0}")]
     Tls(String),
-    /// The connection ended other than with a normal close (1000/1001);
+    /// The connection ended other than with a normal close (1000, 1001 or
+    /// an empty Close, 1005: [`Termination::is_normal`]);
     /// the termination says how: the peer's code and reason, 1006, a
     /// protocol violation or a timeout. (Boxed to keep `Error`, and every
     /// `Result` carrying it, small.)

@@ -23,7 +23,7 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use wsline_proto::frame::MAX_HEADER_LEN;
-use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination, TerminationKind};
+use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination};
 
 use crate::guard::{Idle, WriteStall};
 use crate::Error;
@@ -55,7 +55,8 @@ fn now() -> Instant {
 /// Pings are answered and keepalive runs while the connection is being
 /// read; [`WebSocket::split`] gives halves for separate tasks.
 ///
-/// The stream ends (`None`) after a normal close (1000, 1001 or no code);
+/// The stream ends (`None`) after a normal close (1000, 1001 or no code,
+/// [`Termination::is_normal`]);
 /// any other end yields one [`Error::Closed`] first. Either way
 /// [`WebSocket::termination`] then says how it ended.
 ///
@@ -456,7 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Ready(Some(Err(Error::WriteTimeout(timeout))));
         }
         match &self.termination {
-            Some(t) if is_normal_end(t) => Poll::Ready(None),
+            Some(t) if t.is_normal() => Poll::Ready(None),
             Some(t) => Poll::Ready(Some(Err(Error::Closed(t.clone())))),
             None => Poll::Ready(None),
         }
@@ -549,14 +550,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub(crate) fn queue(&mut self, message: &Message) -> Result<(), Error> {
         self.conn.send(message).map_err(Error::from)
     }
-}
-
-fn is_normal_end(t: &Termination) -> bool {
-    t.kind == TerminationKind::Clean
-        && matches!(
-            t.code(),
-            CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS
-        )
 }
 
 thread_local! {

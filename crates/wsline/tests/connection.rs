@@ -318,3 +318,54 @@ async fn messages_before_the_peer_close_are_delivered_and_echoed_before_the_clos
     assert_eq!(peer_close.code, CloseCode::NORMAL);
     assert_eq!(peer_close.reason, "done");
 }
+
+/// A server that opens, sends `close` (a Close frame's payload), reads the
+/// client's reply, and closes TCP.
+async fn raw_server_closing_with(
+    close: Vec<u8>,
+) -> (SocketAddr, tokio::task::JoinHandle<support::Frame>) {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut raw = Raw::accept(&listener).await;
+        raw.serve_handshake().await;
+        raw.send(&server_frame(true, CLOSE, &close)).await;
+        let reply = raw.read_frame().await;
+        drop(raw);
+        reply
+    });
+    (addr, server)
+}
+
+/// An empty Close (1005) is a normal end, as 1000 and 1001 are: the
+/// stream ends with `None`, the termination says 1005 and `is_normal`.
+#[tokio::test]
+async fn an_empty_close_from_the_server_is_a_normal_end_1005() {
+    let (addr, server) = raw_server_closing_with(Vec::new()).await;
+    let mut ws = connect(addr).await;
+    let end = within("the server's close", ws.recv()).await;
+    assert!(end.is_none(), "expected a normal end, got {end:?}");
+    let t = ws.termination().expect("a termination");
+    assert_eq!(
+        (t.kind, t.code(), t.is_normal()),
+        (TerminationKind::Clean, CloseCode::NO_STATUS, true)
+    );
+    let reply = within("the raw server", server).await.expect("server");
+    assert_eq!(reply.opcode, CLOSE);
+    assert!(reply.payload.is_empty(), "an empty Close is answered empty");
+
+    // Any other code ends the stream with the error, once.
+    let (addr, server) = raw_server_closing_with(close_payload(4000, "bye")).await;
+    let mut ws = connect(addr).await;
+    match within("the server's close", ws.recv()).await {
+        Some(Err(e)) => {
+            let t = e.termination().expect("Error::Closed");
+            assert_eq!(
+                (t.code().as_u16(), t.reason(), t.is_normal()),
+                (4000, "bye", false)
+            );
+        }
+        other => panic!("expected Error::Closed, got {other:?}"),
+    }
+    assert!(within("the end", ws.recv()).await.is_none());
+    within("the raw server", server).await.expect("server");
+}

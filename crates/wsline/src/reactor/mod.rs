@@ -115,7 +115,8 @@ pub trait Handler {
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message);
 
     /// The connection ended, how is in `termination` (1006 when the
-    /// transport failed or stalled). The last call for this connection.
+    /// transport failed or stalled; `termination.is_normal()` for 1000,
+    /// 1001 or an empty Close). The last call for this connection.
     fn on_close(&mut self, id: ConnId, termination: &Termination) {
         let _ = (id, termination);
     }
