@@ -63,10 +63,11 @@ pub(crate) struct ServeArgs {
     /// Seconds to wait for closing handshakes and at shutdown [default: 10].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     close_timeout: Option<Duration>,
-    /// Connections in their opening handshake or an HTTP request; more get 503 at once [default: 1024].
+    /// Connections in their opening handshake or an HTTP request; more get 503 at once [default: 4096].
     #[arg(long, value_name = "N")]
     max_handshakes: Option<usize>,
-    /// Of those, from one IP (IPv6: one /64); 0: no cap [default: 64].
+    /// Stalled handshakes (in progress for over a second) one IP (IPv6: one /64) may hold;
+    /// 0: no per-address rule (neither this nor the half-of-the-handshakes share) [default: 64].
     #[arg(long, value_name = "N")]
     max_connecting_per_ip: Option<usize>,
     /// Seconds a client may take none of its pending output before it is dropped, 0: never [default: 30].

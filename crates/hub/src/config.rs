@@ -47,9 +47,12 @@ pub struct HubConfig {
     /// Closing handshake timeout, also the shutdown grace period.
     pub close_timeout: Duration,
     /// TCP connections in their opening handshake or an HTTP request
-    /// (default 1024); more are refused at once with 503.
+    /// (default 4096); more are refused at once with 503. One address may
+    /// hold half of them.
     pub max_handshakes: usize,
-    /// Of those, from one IP address or IPv6 /64 (default 64; 0: no cap).
+    /// Stalled handshakes (in progress for over a second) one IP address
+    /// or IPv6 /64 may hold (default 64; 0: no per-address rule, see
+    /// `wsline::Limits::max_connecting_per_ip`).
     pub max_connecting_per_ip: usize,
     /// A client that takes none of its pending output for this long is
     /// dropped (default 30 s; `None`: never).
@@ -222,7 +225,7 @@ pub struct FileConfig {
     pub close_timeout: Option<f64>,
     /// `max_handshakes`
     pub max_handshakes: Option<usize>,
-    /// `max_connecting_per_ip` (0: no cap)
+    /// `max_connecting_per_ip` (0: no per-address rule)
     pub max_connecting_per_ip: Option<usize>,
     /// `write_timeout` (seconds, 0: never)
     pub write_timeout: Option<f64>,

@@ -36,6 +36,9 @@ async fn answer_without_request(addr: SocketAddr) -> String {
 async fn handshake_cap_refuses_with_503_at_once_and_the_hub_serves_again_when_a_slot_frees() {
     let mut c = config();
     c.max_handshakes = 2;
+    // One address may hold half the pool unless the per-address rules are
+    // off; here every connection comes from 127.0.0.1.
+    c.max_connecting_per_ip = 0;
     let hub = start(c).await;
     let mut open = hub.client().await; // open: no longer a handshake
     let first = stalled(hub.addr).await;
@@ -74,6 +77,9 @@ async fn per_ip_connecting_cap_refuses_a_second_stalled_handshake_from_one_addre
     c.max_connecting_per_ip = 1;
     let hub = start(c).await;
     let _stalled = stalled(hub.addr).await;
+    // A handshake counts as stalled after a second in progress (the wait
+    // is the condition under test).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let answer = answer_without_request(hub.addr).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("RFC 6455"), "{answer}");

@@ -1,6 +1,6 @@
 //! Admission control for servers: how many connections may be open, how
-//! many may be in their opening handshake, and how many of those may come
-//! from one address (RFC 6455 §4.1, the CONNECTING state).
+//! many may be in their opening handshake, and how many of those one
+//! address may hold (RFC 6455 §4.1, the CONNECTING state).
 //!
 //! Owns the counters and the RAII permits that release them, and the cheap
 //! refusal of a connection at accept time. It does not own listening, the
@@ -9,14 +9,22 @@
 //! [`Connected`] permit with [`Handshake::open`] once the request is read,
 //! and drops the permit when the connection ends.
 //!
+//! The per-address rules bite only on addresses that hold handshake slots
+//! without using them: a burst of prompt clients from one address (a load
+//! test, a NAT, a carrier's gateway, a proxy) is admitted whole, while a
+//! slowloris address can neither take more than half of the handshake
+//! pool nor add to the handshakes it leaves stalled (see
+//! [`Limits::max_connecting_per_ip`]).
+//!
 //! Memory is bounded: the per-address map only holds addresses with a
-//! handshake in progress, so it never has more than
-//! [`Limits::max_handshakes`] entries.
+//! handshake in progress and one entry per handshake, so it never holds
+//! more than [`Limits::max_handshakes`] of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use wsline_proto::handshake::Response;
 
@@ -26,6 +34,7 @@ use wsline_proto::handshake::Response;
 /// let mut limits = wsline::Limits::default();
 /// limits.max_connections = 50_000;
 /// limits.max_connecting_per_ip = 8;
+/// limits.stalled_after = std::time::Duration::from_millis(500);
 /// let gate = wsline::Gate::new(limits);
 /// # let _ = gate;
 /// ```
@@ -36,26 +45,38 @@ pub struct Limits {
     /// answered 503 once its request is read. `usize::MAX`: no cap.
     pub max_connections: usize,
     /// Connections in their opening handshake, from accept until the
-    /// request is read and the connection is admitted (default 1024).
+    /// request is read and the connection is admitted (default 4096).
     /// Past it a new TCP connection is refused at once, before anything is
     /// read: this is what bounds slowloris clients that trickle their
-    /// request. `usize::MAX`: no cap.
+    /// request. `usize::MAX`: no cap. Unless `max_connecting_per_ip` is 0,
+    /// one address (IPv4, or IPv6 /64) may hold at most half of it, so a
+    /// single address never shuts the others out.
     pub max_handshakes: usize,
-    /// Connections in their opening handshake from one IPv4 address or one
-    /// IPv6 /64 (default 64; 0: no cap). RFC 6455 §4.1 asks a client to
-    /// open one connection to a host at a time; browsers do. The default
-    /// leaves room for NATs and for `wsline bench` (64 at a time); behind a
-    /// reverse proxy every client has the proxy's address: raise it or
-    /// set 0 there.
+    /// Stalled handshakes one IPv4 address or one IPv6 /64 may hold
+    /// (default 64; 0: no per-address rule at all, not this one nor the
+    /// half-of-the-pool share). A handshake is stalled once it has been in
+    /// progress for [`Limits::stalled_after`]; an address holding this
+    /// many gets no new handshake until some end (finish, or meet the
+    /// handshake timeout). Prompt clients finish in milliseconds and never
+    /// count, so a burst of them from one address (a load test, a NAT, a
+    /// carrier's gateway, a proxy) is admitted whole, up to the share.
+    /// (RFC 6455 §4.1's one-connection-at-a-time rule is a client's rule;
+    /// this is the server's defence against clients that break it and
+    /// stall.) Behind a reverse proxy every client has the proxy's
+    /// address: set 0 there and let the proxy limit its clients.
     pub max_connecting_per_ip: usize,
+    /// When a handshake in progress counts as stalled for
+    /// `max_connecting_per_ip` (default 1 s).
+    pub stalled_after: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 100_000,
-            max_handshakes: 1024,
+            max_handshakes: 4096,
             max_connecting_per_ip: 64,
+            stalled_after: Duration::from_secs(1),
         }
     }
 }
@@ -70,13 +91,21 @@ pub enum Refusal {
     /// [`Limits::max_handshakes`] handshakes are in progress.
     #[error("too many handshakes in progress ({0}); retry later or raise the handshake limit")]
     Handshakes(usize),
-    /// [`Limits::max_connecting_per_ip`] handshakes from this address are
-    /// in progress.
-    #[error("too many connections in progress from {ip} ({limit}); a client should open one connection at a time (RFC 6455 §4.1)")]
+    /// [`Limits::max_connecting_per_ip`] handshakes from this address have
+    /// stalled (been in progress for [`Limits::stalled_after`]).
+    #[error("too many stalled handshakes from {ip} ({limit}); a client should finish one handshake before it opens more connections (RFC 6455 §4.1)")]
     ConnectingPerIp {
         /// The address (an IPv6 address stands for its /64).
         ip: IpAddr,
         /// The cap.
+        limit: usize,
+    },
+    /// This address holds half of [`Limits::max_handshakes`], its share.
+    #[error("too many handshakes in progress from {ip} ({limit}, half of the server's handshake slots); retry later")]
+    AddressShare {
+        /// The address (an IPv6 address stands for its /64).
+        ip: IpAddr,
+        /// The share.
         limit: usize,
     },
 }
@@ -132,7 +161,12 @@ pub struct GateStats {
 struct Counts {
     open: usize,
     handshakes: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    /// The handshakes in progress of each address, by admission number,
+    /// with the time each was admitted: in admission order, so the oldest
+    /// come first.
+    per_ip: HashMap<IpAddr, BTreeMap<u64, Instant>>,
+    /// The next admission number.
+    next: u64,
 }
 
 #[derive(Debug)]
@@ -211,6 +245,12 @@ impl Gate {
     /// handshake, or says why not (the caller then refuses it, e.g. with
     /// [`Refusal::refuse_now`]). Never waits.
     pub fn admit(&self, peer: IpAddr) -> Result<Handshake, Refusal> {
+        self.admit_at(peer, Instant::now())
+    }
+
+    /// [`Gate::admit`] at `now` (a virtual clock in tests; the instants
+    /// given to one gate must not go backwards).
+    pub fn admit_at(&self, peer: IpAddr, now: Instant) -> Result<Handshake, Refusal> {
         let limits = &self.inner.limits;
         let key = address_key(peer);
         let mut counts = self.inner.counts();
@@ -219,20 +259,41 @@ impl Gate {
                 .inner
                 .refuse(Refusal::Handshakes(limits.max_handshakes)));
         }
+        let seq = counts.next;
         if limits.max_connecting_per_ip > 0 {
-            let n = counts.per_ip.get(&key).copied().unwrap_or(0);
-            if n >= limits.max_connecting_per_ip {
-                return Err(self.inner.refuse(Refusal::ConnectingPerIp {
+            let share = (limits.max_handshakes / 2).max(1);
+            let stall_cap = limits.max_connecting_per_ip;
+            let cutoff = now.checked_sub(limits.stalled_after);
+            let entry = counts.per_ip.entry(key).or_default();
+            if entry.len() >= share {
+                return Err(self.inner.refuse(Refusal::AddressShare {
                     ip: key,
-                    limit: limits.max_connecting_per_ip,
+                    limit: share,
                 }));
             }
-            counts.per_ip.insert(key, n + 1);
+            // The oldest come first: `stall_cap` of them stalled is the
+            // `stall_cap`-th oldest having started before the cutoff.
+            let stalled = entry.len() >= stall_cap
+                && cutoff.is_some_and(|cutoff| {
+                    entry
+                        .values()
+                        .nth(stall_cap - 1)
+                        .is_some_and(|&started| started <= cutoff)
+                });
+            if stalled {
+                return Err(self.inner.refuse(Refusal::ConnectingPerIp {
+                    ip: key,
+                    limit: stall_cap,
+                }));
+            }
+            entry.insert(seq, now);
         }
+        counts.next += 1;
         counts.handshakes += 1;
         Ok(Handshake {
             gate: self.inner.clone(),
             key,
+            seq,
         })
     }
 
@@ -274,6 +335,7 @@ fn address_key(ip: IpAddr) -> IpAddr {
 pub struct Handshake {
     gate: Arc<Inner>,
     key: IpAddr,
+    seq: u64,
 }
 
 impl Handshake {
@@ -300,12 +362,10 @@ impl Drop for Handshake {
     fn drop(&mut self) {
         let mut counts = self.gate.counts();
         counts.handshakes = counts.handshakes.saturating_sub(1);
-        if self.gate.limits.max_connecting_per_ip > 0 {
-            if let Some(n) = counts.per_ip.get_mut(&self.key) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.per_ip.remove(&self.key);
-                }
+        if let Some(started) = counts.per_ip.get_mut(&self.key) {
+            started.remove(&self.seq);
+            if started.is_empty() {
+                counts.per_ip.remove(&self.key);
             }
         }
     }
@@ -338,6 +398,7 @@ mod tests {
             max_connections: connections,
             max_handshakes: handshakes,
             max_connecting_per_ip: per_ip,
+            stalled_after: Duration::from_secs(1),
         }
     }
 
@@ -356,21 +417,99 @@ mod tests {
     }
 
     #[test]
-    fn per_ip_cap_counts_one_address_and_its_v6_prefix() {
-        let gate = Gate::new(limits(10, 10, 2));
-        let _a = gate.admit(ip("2001:db8::1")).unwrap();
-        let _b = gate.admit(ip("2001:db8::ffff:2")).unwrap();
+    fn a_burst_of_prompt_handshakes_from_one_address_is_admitted_up_to_half_the_pool() {
+        let gate = Gate::new(Limits::default());
+        let t0 = Instant::now();
+        let permits: Vec<_> = (0..1000)
+            .map(|_| gate.admit_at(ip("127.0.0.1"), t0).expect("a prompt burst"))
+            .collect();
+        assert_eq!(gate.stats().handshakes, 1000);
+        drop(permits);
+        // Half of the pool is one address's share, the rest is for others.
+        let gate = Gate::new(limits(100, 10, 64));
+        let held: Vec<_> = (0..5)
+            .map(|_| gate.admit_at(ip("10.0.0.1"), t0).unwrap())
+            .collect();
+        assert_eq!(
+            gate.admit_at(ip("10.0.0.1"), t0).unwrap_err(),
+            Refusal::AddressShare {
+                ip: ip("10.0.0.1"),
+                limit: 5
+            }
+        );
+        let others: Vec<_> = (0..5)
+            .map(|i| gate.admit_at(ip(&format!("10.0.1.{i}")), t0).unwrap())
+            .collect();
+        assert_eq!((held.len(), others.len()), (5, 5));
+    }
+
+    #[test]
+    fn stalled_handshakes_cap_an_address_prompt_ones_do_not() {
+        let gate = Gate::new(limits(100, 100, 2));
+        let t0 = Instant::now();
+        let a = gate.admit_at(ip("10.0.0.1"), t0).unwrap();
+        let b = gate.admit_at(ip("10.0.0.1"), t0).unwrap();
+        // Not stalled yet: more are admitted at once.
+        let c = gate.admit_at(ip("10.0.0.1"), t0).unwrap();
+        drop(c);
+        // A second later two have stalled: the address gets no more...
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            gate.admit_at(ip("10.0.0.1"), t1).unwrap_err(),
+            Refusal::ConnectingPerIp {
+                ip: ip("10.0.0.1"),
+                limit: 2
+            }
+        );
+        // ...other addresses do...
+        let _other = gate.admit_at(ip("10.0.0.2"), t1).unwrap();
+        // ...and once one of its stalled handshakes ends, it does again.
+        drop(a);
+        let d = gate.admit_at(ip("10.0.0.1"), t1).unwrap();
+        // One stalled (b) and one fresh (d): not two stalled.
+        let _e = gate.admit_at(ip("10.0.0.1"), t1).unwrap();
+        drop((b, d));
+        assert_eq!(gate.stats().refused, 1);
+    }
+
+    #[test]
+    fn per_ip_rules_count_one_address_and_its_v6_prefix() {
+        let gate = Gate::new(limits(10, 4, 64));
+        let t0 = Instant::now();
+        let _a = gate.admit_at(ip("2001:db8::1"), t0).unwrap();
+        let _b = gate.admit_at(ip("2001:db8::ffff:2"), t0).unwrap();
         assert!(matches!(
-            gate.admit(ip("2001:db8::3")),
-            Err(Refusal::ConnectingPerIp { limit: 2, .. })
+            gate.admit_at(ip("2001:db8::3"), t0),
+            Err(Refusal::AddressShare { limit: 2, .. })
         ));
-        let _other = gate.admit(ip("2001:db8:0:1::1")).unwrap();
-        let _v4 = gate.admit(ip("192.0.2.1")).unwrap();
-        let _mapped = gate.admit(ip("::ffff:192.0.2.1")).unwrap();
+        let _other = gate.admit_at(ip("2001:db8:0:1::1"), t0).unwrap();
+        let _v4 = gate.admit_at(ip("192.0.2.1"), t0).unwrap();
+        let gate = Gate::new(limits(10, 4, 64));
+        let _v4 = gate.admit_at(ip("192.0.2.1"), t0).unwrap();
+        let _mapped = gate.admit_at(ip("::ffff:192.0.2.1"), t0).unwrap();
         assert!(
-            gate.admit(ip("192.0.2.1")).is_err(),
+            gate.admit_at(ip("192.0.2.1"), t0).is_err(),
             "mapped = same address"
         );
+    }
+
+    #[test]
+    fn zero_turns_every_per_address_rule_off() {
+        let gate = Gate::new(limits(100, 10, 0));
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(60);
+        let held: Vec<_> = (0..10)
+            .map(|i| {
+                gate.admit_at(ip("10.0.0.1"), if i < 5 { t0 } else { later })
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(gate.stats().addresses, 0);
+        assert_eq!(
+            gate.admit_at(ip("10.0.0.1"), later).unwrap_err(),
+            Refusal::Handshakes(10)
+        );
+        drop(held);
     }
 
     #[test]

@@ -238,15 +238,25 @@ async fn the_handshake_cap_refuses_at_once_while_stalled_clients_hold_it_and_ser
 }
 
 #[tokio::test]
-async fn the_per_ip_connecting_cap_refuses_a_third_from_one_address_but_not_another_address() {
+async fn two_stalled_handshakes_cap_one_address_but_not_another_address() {
     let mut config = ServerConfig::default();
     config.handshake_timeout = Duration::from_secs(30);
-    let mut server = serve(limits(100, 100, 2), config).await;
+    let mut limits = limits(100, 100, 2);
+    limits.stalled_after = Duration::from_millis(200);
+    let mut server = serve(limits, config).await;
     let first = stalled_from(server.addr, localhost()).await;
     server.expect_admitted().await;
     let _second = stalled_from(server.addr, localhost()).await;
     server.expect_admitted().await;
+    // Not stalled yet: a third from the same address gets in at once.
+    let early = stalled_from(server.addr, localhost()).await;
+    server.expect_admitted().await;
+    drop(early);
+    assert!(server.expect_ended().await.is_some(), "ends unfinished");
 
+    // Once the two have been in progress for `stalled_after`, the address
+    // gets no more. (The wait is the condition under test.)
+    tokio::time::sleep(limits.stalled_after + Duration::from_millis(50)).await;
     expect_503_at_once(server.addr).await;
     match server.expect_refused().await {
         Refusal::ConnectingPerIp { ip, limit } => assert_eq!((ip, limit), (localhost(), 2)),

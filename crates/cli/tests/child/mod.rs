@@ -1,5 +1,6 @@
-//! Running the `wsline` binary as a child process: `wsline echo` on a free
-//! port (its address read from the `listening on ws://IP:PORT` line) and
+//! Running the `wsline` binary as a child process: `wsline echo` and
+//! `wsline serve` on a free port (the address read from the `listening on`
+//! line) and
 //! `wsline connect` with piped stdin. Every wait is bounded; a child left
 //! running when its handle is dropped is killed.
 #![allow(dead_code)]
@@ -24,8 +25,8 @@ fn command(subcommand: &str) -> Command {
     cmd
 }
 
-/// A running `wsline echo`.
-pub struct EchoServer {
+/// A running `wsline echo` or `wsline serve`.
+pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
 }
@@ -34,7 +35,7 @@ pub struct EchoServer {
 /// `listening on` line. With `WSLINE_ECHO_RUNTIME` set (scripts/test.sh
 /// sets `tokio`), `--runtime VALUE` is added, so the same tests cover both
 /// ways `wsline echo` runs its connections.
-pub async fn spawn_echo(args: &[&str]) -> EchoServer {
+pub async fn spawn_echo(args: &[&str]) -> Server {
     match std::env::var("WSLINE_ECHO_RUNTIME") {
         Ok(runtime) => spawn_echo_exactly(&[&["--runtime", &runtime], args].concat()).await,
         Err(_) => spawn_echo_exactly(args).await,
@@ -43,29 +44,42 @@ pub async fn spawn_echo(args: &[&str]) -> EchoServer {
 
 /// Starts `wsline echo --listen 127.0.0.1:0 ARGS`, ignoring
 /// `WSLINE_ECHO_RUNTIME` (for tests of one runtime's options).
-pub async fn spawn_echo_exactly(args: &[&str]) -> EchoServer {
-    let mut command = command("echo");
+pub async fn spawn_echo_exactly(args: &[&str]) -> Server {
+    spawn_listening("echo", "listening on ws://", args).await
+}
+
+/// Starts `wsline serve --listen 127.0.0.1:0 ARGS` (its stderr is not
+/// read: keep its logs quiet).
+pub async fn spawn_serve(args: &[&str]) -> Server {
+    spawn_listening("serve", "listening on http://", args).await
+}
+
+async fn spawn_listening(subcommand: &str, prefix: &str, args: &[&str]) -> Server {
+    let mut command = command(subcommand);
     command.args(["--listen", "127.0.0.1:0"]);
     let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .spawn()
-        .expect("spawn wsline echo");
+        .unwrap_or_else(|e| panic!("spawn wsline {subcommand}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let line = within("the `listening on` line", lines.next_line())
         .await
         .expect("read stdout")
-        .expect("wsline echo exited before listening");
+        .unwrap_or_else(|| panic!("wsline {subcommand} exited before listening"));
     let addr = line
-        .strip_prefix("listening on ws://")
+        .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-    EchoServer { child, addr }
+    // Keep reading, so that what the server prints later never meets a
+    // closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { child, addr }
 }
 
-impl EchoServer {
+impl Server {
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
@@ -82,7 +96,7 @@ impl EchoServer {
 
     /// Waits for the process to exit; its status and stderr.
     pub async fn wait(&mut self) -> (ExitStatus, String) {
-        let status = within("wsline echo to exit", self.child.wait())
+        let status = within("the server to exit", self.child.wait())
             .await
             .expect("wait");
         let mut stderr = String::new();
