@@ -80,8 +80,8 @@ impl Serve {
     /// The hub's resident set size in KiB (`VmRSS` of /proc/PID/status).
     fn rss_kb(&self) -> u64 {
         let pid = self.child.id().expect("the hub is running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .expect("read /proc/PID/status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -212,7 +212,11 @@ async fn join_leave_true_on_a_pattern_sends_events_there_and_nowhere_else() {
         let reply = a
             .request(json!({"op": "presence", "channel": channel}))
             .await;
-        assert_eq!(reply["members"].as_array().map(Vec::len), Some(2), "{reply}");
+        assert_eq!(
+            reply["members"].as_array().map(Vec::len),
+            Some(2),
+            "{reply}"
+        );
     }
     // b goes away: one leave, on live:room only.
     within("close", b.ws.close(wsline::CloseCode::NORMAL, "bye"))
