@@ -188,7 +188,10 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<(HubConfig, String), String> {
     {
         c.idle_timeout = optional(d);
     }
-    c.channels = file.channels;
+    // The file's tables replace the default ones (the demo chat's).
+    if !file.channels.is_empty() {
+        c.channels = file.channels;
+    }
     if let Some(engine) = args.engine.clone().or(file.engine) {
         c.engine = engine.parse::<EngineKind>()?;
     }

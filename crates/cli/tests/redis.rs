@@ -119,6 +119,18 @@ impl Redis {
     }
 }
 
+/// Config for nodes whose tests watch join/leave events: on for every
+/// channel (they are opt-in).
+const JOIN_LEAVE: &str = "[channels.\"*\"]\njoin_leave = true\n";
+
+/// Writes `text` to a config file for nodes of `redis`; its path.
+fn config_file(redis: &Redis, name: &str, text: &str) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-{name}-{}.toml", redis.port));
+    std::fs::write(&path, text).expect("write the config file");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
 /// A `wsline serve --engine redis` child, killed on drop.
 struct Node {
     child: Child,
@@ -289,14 +301,18 @@ async fn a_publish_on_one_node_reaches_subscribers_on_all_three() {
         .join(format!("redis-node-{}.toml", redis.port));
     std::fs::write(
         &config,
-        format!("engine = \"redis\"\nredis_url = \"{}\"\n", redis.url()),
+        format!(
+            "engine = \"redis\"\nredis_url = \"{}\"\n{JOIN_LEAVE}",
+            redis.url()
+        ),
     )
     .expect("write the config file");
     let third = Node::spawn(&["--config", config.to_str().expect("utf-8 path")]).await;
     third.wait_health(200).await;
+    let events = config_file(&redis, "events", JOIN_LEAVE);
     let nodes = [
-        Node::start(&redis, &[]).await,
-        Node::start(&redis, &[]).await,
+        Node::start(&redis, &["--config", &events]).await,
+        Node::start(&redis, &["--config", &events]).await,
         third,
     ];
     let ports: std::collections::HashSet<u16> = nodes.iter().map(|n| n.addr.port()).collect();
@@ -435,8 +451,9 @@ async fn recovery_with_since_works_on_another_node_and_says_when_history_is_shor
 #[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
 async fn a_subscriber_hears_of_no_join_older_than_itself() {
     let redis = Redis::start().await;
-    let a = Node::start(&redis, &[]).await;
-    let b = Node::start(&redis, &[]).await;
+    let events = config_file(&redis, "events", JOIN_LEAVE);
+    let a = Node::start(&redis, &["--config", &events]).await;
+    let b = Node::start(&redis, &["--config", &events]).await;
     // B already receives the channel, so a join from A can reach it at any
     // moment, also while a subscribe on B is reading Redis.
     let mut watcher = b.client().await;
@@ -459,9 +476,10 @@ async fn a_subscriber_hears_of_no_join_older_than_itself() {
 #[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
 async fn presence_is_shared_and_a_killed_nodes_members_vanish() {
     let redis = Redis::start().await;
-    let timeout = ["--presence-timeout", "1.5"];
-    let a = Node::start(&redis, &timeout).await;
-    let mut b = Node::start(&redis, &timeout).await;
+    let events = config_file(&redis, "events", JOIN_LEAVE);
+    let args = ["--presence-timeout", "1.5", "--config", &events];
+    let a = Node::start(&redis, &args).await;
+    let mut b = Node::start(&redis, &args).await;
     let mut alice = a.client().await;
     alice.subscribe("lobby").await;
     let mut bob = b.client().await;
@@ -516,10 +534,79 @@ async fn presence_is_shared_and_a_killed_nodes_members_vanish() {
 
 #[tokio::test]
 #[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn join_leave_is_opt_in_and_presence_works_without_it_even_for_a_killed_nodes_members() {
+    let redis = Redis::start().await;
+    let events = config_file(&redis, "live", "[channels.\"live:*\"]\njoin_leave = true\n");
+    let args = ["--presence-timeout", "1.5", "--config", &events];
+    let a = Node::start(&redis, &args).await;
+    let mut b = Node::start(&redis, &args).await;
+    let mut alice = a.client().await;
+    for channel in ["live:room", "lobby"] {
+        alice.subscribe(channel).await;
+    }
+    let mut bob = b.client().await;
+    for channel in ["live:room", "lobby"] {
+        bob.subscribe(channel).await;
+    }
+    // Across nodes: bob's join on live:room only.
+    let join = expect_op(&mut alice, "join").await;
+    assert_eq!(
+        (join["channel"].clone(), join["member"]["client"].clone()),
+        (json!("live:room"), json!(bob.id))
+    );
+    alice.expect_nothing_pending().await;
+    // Presence lists both members on both channels, from either node.
+    let mut want = vec![alice.id.clone(), bob.id.clone()];
+    want.sort();
+    for channel in ["live:room", "lobby"] {
+        for node in [&a, &b] {
+            let reply = http(
+                node.addr,
+                "GET",
+                &format!("/api/presence/{channel}"),
+                &[],
+                None,
+            )
+            .await;
+            let mut listed: Vec<String> = reply.json()["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .map(|m| m["client"].as_str().expect("client").to_owned())
+                .collect();
+            listed.sort();
+            assert_eq!(listed, want, "{channel}");
+        }
+    }
+    // Node B dies: bob expires from both channels, announced on live:room
+    // only.
+    b.kill();
+    let leave = expect_op(&mut alice, "leave").await;
+    assert_eq!(
+        (leave["channel"].clone(), leave["member"]["client"].clone()),
+        (json!("live:room"), json!(bob.id))
+    );
+    a.wait_members("lobby", 1).await;
+    alice.expect_nothing_pending().await;
+    // An unsubscribe on a channel without events: presence drops the
+    // member, nobody is told.
+    let mut carol = a.client().await;
+    carol.subscribe("lobby").await;
+    a.wait_members("lobby", 2).await;
+    carol
+        .request(json!({"op": "unsubscribe", "channel": "lobby"}))
+        .await;
+    a.wait_members("lobby", 1).await;
+    alice.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
 async fn a_redis_outage_refuses_publishes_and_everything_resumes() {
     let mut redis = Redis::start().await;
-    let a = Node::start(&redis, &[]).await;
-    let b = Node::start(&redis, &[]).await;
+    let events = config_file(&redis, "events", JOIN_LEAVE);
+    let a = Node::start(&redis, &["--config", &events]).await;
+    let b = Node::start(&redis, &["--config", &events]).await;
     let mut x = a.client().await;
     let old_epoch = x.subscribe("news").await["epoch"].clone();
     let mut y = b.client().await;

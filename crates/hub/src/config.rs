@@ -61,7 +61,8 @@ pub struct HubConfig {
     /// (default `None`: never).
     pub idle_timeout: Option<Duration>,
     /// Per-channel options by pattern (`*` matches any run of characters);
-    /// the longest matching pattern wins.
+    /// the longest matching pattern wins. By default one entry,
+    /// [`DEMO_CHANNELS`] with `join_leave`, for the demo chat at `/`.
     pub channels: BTreeMap<String, ChannelOptions>,
     /// Where offsets, history, presence and delivery live: `memory` (one
     /// process, the default) or `redis` (several nodes, docs/scaling.md).
@@ -96,7 +97,7 @@ impl Default for HubConfig {
             max_connecting_per_ip: wsline::Limits::default().max_connecting_per_ip,
             write_timeout: Some(Duration::from_secs(30)),
             idle_timeout: None,
-            channels: BTreeMap::new(),
+            channels: default_channels(),
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             presence_timeout: Duration::from_secs(30),
@@ -113,8 +114,13 @@ pub struct ChannelOptions {
     pub history_size: Option<usize>,
     /// Seconds a message stays in history.
     pub history_ttl: Option<f64>,
-    /// Whether join/leave events are sent and presence answered (default true).
+    /// Whether members are tracked and presence queries answered (default
+    /// true).
     pub presence: Option<bool>,
+    /// Whether each subscribe and unsubscribe is announced to the other
+    /// members with a `join` or `leave` event (default false: in a channel
+    /// of N members that is N events per subscribe). Needs `presence`.
+    pub join_leave: Option<bool>,
     /// Whether clients may publish (default true; the HTTP API always may).
     pub client_publish: Option<bool>,
 }
@@ -126,8 +132,10 @@ pub struct ChannelPolicy {
     pub history_size: usize,
     /// How long a message stays in history.
     pub history_ttl: Duration,
-    /// Presence and join/leave events.
+    /// Members tracked and presence queries answered.
     pub presence: bool,
+    /// `join`/`leave` events to the other members (only with `presence`).
+    pub join_leave: bool,
     /// Clients may publish.
     pub client_publish: bool,
 }
@@ -143,6 +151,7 @@ impl HubConfig {
             .max_by_key(|(pattern, _)| pattern.len())
             .map(|(_, o)| o.clone())
             .unwrap_or_default();
+        let presence = options.presence.unwrap_or(true);
         ChannelPolicy {
             history_size: options.history_size.unwrap_or(self.history_size),
             history_ttl: options
@@ -150,10 +159,29 @@ impl HubConfig {
                 .filter(|t| t.is_finite() && *t >= 0.0)
                 .map(Duration::from_secs_f64)
                 .unwrap_or(self.history_ttl),
-            presence: options.presence.unwrap_or(true),
+            presence,
+            join_leave: presence && options.join_leave.unwrap_or(false),
             client_publish: options.client_publish.unwrap_or(true),
         }
     }
+}
+
+/// The channel pattern of the demo chat at `/` (`chat.ROOM`), which shows
+/// who joins and leaves: the one entry of the default
+/// [`HubConfig::channels`], with `join_leave = true`. A config file with
+/// `[channels."pattern"]` tables replaces it.
+pub const DEMO_CHANNELS: &str = "chat.*";
+
+/// The default [`HubConfig::channels`]: [`DEMO_CHANNELS`] with join/leave
+/// events, everything else without.
+pub fn default_channels() -> BTreeMap<String, ChannelOptions> {
+    BTreeMap::from([(
+        DEMO_CHANNELS.to_owned(),
+        ChannelOptions {
+            join_leave: Some(true),
+            ..ChannelOptions::default()
+        },
+    )])
 }
 
 /// Whether `pattern` matches the whole of `name`; `*` matches any run of
@@ -282,6 +310,48 @@ mod tests {
         assert!(!vip.client_publish && !vip.presence);
         assert_eq!(vip.history_size, 7, "unset keys fall back to the hub's");
         assert_eq!(config.policy("news").history_size, 7);
+    }
+
+    #[test]
+    fn join_leave_is_opt_in_per_pattern_and_needs_presence() {
+        let file = FileConfig::parse(
+            "[channels.\"room:*\"]\njoin_leave = true\n\
+             [channels.\"room:quiet:*\"]\nhistory_size = 5\n\
+             [channels.\"room:ghost:*\"]\njoin_leave = true\npresence = false\n\
+             [channels.\"feed:*\"]\njoin_leave = false\n",
+        )
+        .unwrap();
+        let config = HubConfig {
+            channels: file.channels,
+            ..HubConfig::default()
+        };
+        let on = config.policy("room:lobby");
+        assert!(on.presence && on.join_leave);
+        // Off by default: on unmatched channels, and where the longest
+        // matching pattern leaves the key unset (no inheritance).
+        let off = config.policy("news");
+        assert!(off.presence && !off.join_leave, "{off:?}");
+        let quiet = config.policy("room:quiet:1");
+        assert!(quiet.presence && !quiet.join_leave, "{quiet:?}");
+        assert!(!config.policy("feed:x").join_leave);
+        // Events announce members: none without presence.
+        let ghost = config.policy("room:ghost:1");
+        assert!(!ghost.presence && !ghost.join_leave, "{ghost:?}");
+    }
+
+    #[test]
+    fn the_default_config_sends_join_leave_only_on_the_demo_channels() {
+        let config = HubConfig::default();
+        let demo = config.policy("chat.general");
+        assert!(demo.presence && demo.join_leave, "{demo:?}");
+        for other in ["room", "chat:lobby", "chatx", "news.chat.x"] {
+            let p = config.policy(other);
+            assert!(p.presence && !p.join_leave, "{other}: {p:?}");
+        }
+        assert!(
+            FileConfig::parse("join_leave = true").is_err(),
+            "per channel only"
+        );
     }
 
     #[test]

@@ -253,7 +253,9 @@ impl MemoryEngine {
             .iter()
             .any(|s| s.member.client == subscriber.member.client);
         if !already {
-            if st.policy.presence {
+            // Join/leave events are opt-in: with N members a join is N
+            // frames. Membership itself is the subscriber list either way.
+            if st.policy.join_leave {
                 let join = text_frame(&protocol::presence_event(
                     "join",
                     channel,
@@ -279,7 +281,7 @@ impl MemoryEngine {
             return false;
         };
         let gone = st.subscribers.swap_remove(i);
-        if st.policy.presence {
+        if st.policy.join_leave {
             let leave = text_frame(&protocol::presence_event("leave", channel, &gone.member));
             st.broadcast(&leave, client);
         }

@@ -97,8 +97,8 @@ pub mod keys {
         format!("wsline:{{{channel}}}:presence")
     }
 
-    /// The pub/sub channel carrying the channel's publications and
-    /// join/leave events.
+    /// The pub/sub channel carrying the channel's publications and (with
+    /// `join_leave`) join/leave events.
     pub fn live(channel: &str) -> String {
         format!("wsline:{{{channel}}}:live")
     }
@@ -172,16 +172,18 @@ const SUBSCRIBE_BODY: &str = "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n\
     end\n\
     return out\n";
 
-/// KEYS presence. ARGV member JSON, live channel. A leave event only if
-/// the member was still listed (so it is announced once).
-const LEAVE_LUA: &str = "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then\n\
+/// KEYS presence. ARGV member JSON, live channel ('' for no event: the
+/// channel has no `join_leave`). A leave event only if the member was
+/// still listed (so it is announced once).
+const LEAVE_LUA: &str = "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] ~= '' then\n\
       redis.call('PUBLISH', ARGV[2], 'l\\n' .. ARGV[1])\n\
     end\n\
     return 1\n";
 
-/// KEYS meta, presence. ARGV meta ttl ms, presence ttl ms, live channel,
-/// then this node's members. Refreshes them, removes the expired ones (a
-/// dead node's) and announces their leave. Returns how many expired.
+/// KEYS meta, presence. ARGV meta ttl ms, presence ttl ms, live channel
+/// ('' for no events: no `join_leave`), then this node's members.
+/// Refreshes them, removes the expired ones (a dead node's) and announces
+/// their leave. Returns how many expired.
 const REFRESH_BODY: &str =
     "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end\n\
     local until_ms = now + tonumber(ARGV[2])\n\
@@ -189,7 +191,9 @@ const REFRESH_BODY: &str =
     local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)\n\
     if #gone > 0 then\n\
       redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n\
-      for _, m in ipairs(gone) do redis.call('PUBLISH', ARGV[3], 'l\\n' .. m) end\n\
+      if ARGV[3] ~= '' then\n\
+        for _, m in ipairs(gone) do redis.call('PUBLISH', ARGV[3], 'l\\n' .. m) end\n\
+      end\n\
     end\n\
     if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end\n\
     return #gone\n";
@@ -414,6 +418,16 @@ impl Local {
                 deliver_all(self, &live, channel, metrics);
             }
         }
+    }
+}
+
+/// Where the scripts publish `channel`'s join/leave events: its live
+/// channel, or '' (none) without `join_leave`.
+fn events_to(channel: &str, policy: &ChannelPolicy) -> String {
+    if policy.join_leave {
+        keys::live(channel)
+    } else {
+        String::new()
     }
 }
 
@@ -912,7 +926,7 @@ impl Inner {
         call.key(keys::presence(name))
             .arg(self.meta_ttl_ms(&policy))
             .arg(self.presence_ttl_ms())
-            .arg(keys::live(name))
+            .arg(events_to(name, &policy))
             .arg(members);
         bounded("presence refresh", call.invoke_async::<Value>(&mut conn)).await?;
         Ok(())
@@ -981,6 +995,11 @@ impl Inner {
                 } else {
                     "leave"
                 };
+                // Another node may send them (a different config): this
+                // node's policy decides what its clients get.
+                if !lock(&ch).policy.join_leave {
+                    return;
+                }
                 let Some(member) = parse_member(m) else {
                     return;
                 };
@@ -1110,7 +1129,7 @@ impl Inner {
                         epoch: Arc::from(""),
                         after: 0,
                         pending: Some(Vec::new()),
-                        awaiting_own_join: policy.presence,
+                        awaiting_own_join: policy.join_leave,
                     });
                     false
                 }
@@ -1120,7 +1139,8 @@ impl Inner {
         };
         let snapshot = match self.listen(channel).await {
             Ok(()) => {
-                let member = policy.presence.then_some((&member, !already));
+                let join = !already && policy.join_leave;
+                let member = policy.presence.then_some((&member, join));
                 self.snapshot(channel, &policy, since, member).await
             }
             Err(e) => Err(e),
@@ -1181,18 +1201,18 @@ impl Inner {
         let Some(ch) = lock(&self.channels).get(channel).cloned() else {
             return false;
         };
-        let (gone, presence) = {
+        let (gone, policy) = {
             let mut st = lock(&ch);
             let Some(i) = st.subs.iter().position(|s| s.sub.member.client == client) else {
                 return false;
             };
-            (st.subs.swap_remove(i), st.policy.presence)
+            (st.subs.swap_remove(i), st.policy.clone())
         };
-        if presence && self.up.load(Relaxed) {
+        if policy.presence && self.up.load(Relaxed) {
             let mut conn = self.conn.clone();
             let mut call = self.scripts.leave.key(keys::presence(channel));
             call.arg(member_json(&gone.sub.member))
-                .arg(keys::live(channel));
+                .arg(events_to(channel, &policy));
             if let Err(e) = bounded("leave", call.invoke_async::<Value>(&mut conn)).await {
                 // The member expires within the presence timeout instead.
                 tracing::debug!("leave on {channel} failed: {e}");

@@ -13,7 +13,7 @@ use wsline_hub::auth::{sign, unix_now};
 const SECRET: &[u8] = b"test-secret";
 
 async fn jwt_hub() -> common::Hub {
-    let mut c = config();
+    let mut c = common::with_join_leave(config(), "room");
     c.jwt_secret = Some(String::from_utf8(SECRET.to_vec()).unwrap());
     start(c).await
 }

@@ -198,7 +198,7 @@ async fn healthz_is_200_status_ok() {
 
 #[tokio::test]
 async fn metrics_has_every_series_and_counts() {
-    let hub = start(config()).await;
+    let hub = start(common::with_join_leave(config(), "m")).await;
     let before = hub.metrics().await;
     for name in [
         "wsline_connections",

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, start, Client};
+use common::{config, start, with_join_leave, Client};
 use serde_json::{json, Value};
 use wsline_hub::config::ChannelOptions;
 
@@ -46,7 +46,6 @@ async fn publish_replies_published_and_every_subscriber_gets_the_message_publish
     let mut outsider = hub.client().await;
     a.subscribe("room").await;
     b.subscribe("room").await;
-    let _join = a.recv().await; // b's join
     outsider.subscribe("other").await;
 
     let data = json!({"text": "hi", "n": [1, 2.5, null, true], "s": "q\"uote"});
@@ -196,7 +195,7 @@ async fn presence_lists_the_members_of_a_channel() {
 
 #[tokio::test]
 async fn join_and_leave_go_to_other_subscribers_on_subscribe_and_unsubscribe() {
-    let hub = start(config()).await;
+    let hub = start(with_join_leave(config(), "room")).await;
     let mut a = hub.client().await;
     let mut b = hub.client().await;
     a.subscribe("room").await;
@@ -220,7 +219,7 @@ async fn join_and_leave_go_to_other_subscribers_on_subscribe_and_unsubscribe() {
 
 #[tokio::test]
 async fn leave_goes_to_other_subscribers_when_a_member_disconnects() {
-    let hub = start(config()).await;
+    let hub = start(with_join_leave(config(), "room")).await;
     let mut a = hub.client().await;
     let mut b = hub.client().await;
     a.subscribe("room").await;
@@ -242,7 +241,7 @@ async fn leave_goes_to_other_subscribers_when_a_member_disconnects() {
 
 #[tokio::test]
 async fn leave_goes_out_when_the_hub_closes_a_member_without_waiting_for_its_close_handshake() {
-    let mut c = config();
+    let mut c = with_join_leave(config(), "room");
     c.publish_rate = 1;
     c.close_timeout = Duration::from_secs(4);
     let hub = start(c).await;
@@ -284,11 +283,13 @@ async fn leave_goes_out_when_the_hub_closes_a_member_without_waiting_for_its_clo
 
 #[tokio::test]
 async fn presence_off_by_pattern_sends_no_join_or_leave_and_refuses_presence() {
-    let mut c = config();
+    let mut c = with_join_leave(config(), "*");
+    // join_leave needs presence: off here despite the key.
     c.channels.insert(
         "quiet:*".into(),
         ChannelOptions {
             presence: Some(false),
+            join_leave: Some(true),
             ..Default::default()
         },
     );
@@ -306,10 +307,77 @@ async fn presence_off_by_pattern_sends_no_join_or_leave_and_refuses_presence() {
     assert_eq!(reply["op"], "error");
     assert_eq!(reply["code"], "forbidden");
     assert_eq!(reply["id"], 1);
-    // Other channels keep presence.
+    // Other channels keep presence (and here join/leave events).
     a.subscribe("loud").await;
     b.subscribe("loud").await;
     assert_eq!(a.recv().await["op"], "join");
+}
+
+#[tokio::test]
+async fn join_leave_is_off_by_default_yet_presence_still_lists_the_members() {
+    let hub = start(config()).await;
+    let mut a = hub.client().await;
+    let mut b = hub.client().await;
+    let mut asker = hub.client().await;
+    a.subscribe("room").await;
+    b.subscribe("room").await;
+    // No join about b, no leave when b goes.
+    a.expect_nothing_pending().await;
+    let reply = asker
+        .request(json!({"op": "presence", "channel": "room"}))
+        .await;
+    let mut members: Vec<String> = reply["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["client"].as_str().expect("client").to_owned())
+        .collect();
+    members.sort();
+    let mut want = vec![a.id.clone(), b.id.clone()];
+    want.sort();
+    assert_eq!(members, want, "{reply}");
+    let api = hub.get("/api/presence/room").await;
+    assert_eq!(api.status, 200);
+    assert_eq!(api.json()["members"].as_array().map(Vec::len), Some(2));
+    b.request(json!({"op": "unsubscribe", "channel": "room"}))
+        .await;
+    let gone = a
+        .request(json!({"op": "presence", "channel": "room"}))
+        .await;
+    assert_eq!(gone["members"], json!([{"client": a.id, "user": null}]));
+    common::within("close", b.ws.close(wsline::CloseCode::NORMAL, "bye"))
+        .await
+        .expect("clean close");
+    a.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn join_leave_by_pattern_sends_events_there_and_nowhere_else() {
+    let hub = start(with_join_leave(config(), "live:*")).await;
+    let mut a = hub.client().await;
+    let mut b = hub.client().await;
+    for channel in ["live:room", "plain"] {
+        a.subscribe(channel).await;
+    }
+    for channel in ["live:room", "plain"] {
+        b.subscribe(channel).await;
+    }
+    let member_b = json!({"client": b.id, "user": null});
+    // Exactly one join: live:room's (plain's would follow it).
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "join", "channel": "live:room", "member": member_b})
+    );
+    a.expect_nothing_pending().await;
+    for channel in ["plain", "live:room"] {
+        b.request(json!({"op": "unsubscribe", "channel": channel}))
+            .await;
+    }
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "leave", "channel": "live:room", "member": member_b})
+    );
+    a.expect_nothing_pending().await;
 }
 
 // ------------------------------------------------------------- recovery

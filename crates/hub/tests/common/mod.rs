@@ -38,6 +38,19 @@ pub fn config() -> HubConfig {
     c
 }
 
+/// `c` with `join_leave = true` on the channels `pattern` matches (its
+/// other options left unset).
+pub fn with_join_leave(mut c: HubConfig, pattern: &str) -> HubConfig {
+    c.channels.insert(
+        pattern.to_owned(),
+        wsline_hub::config::ChannelOptions {
+            join_leave: Some(true),
+            ..Default::default()
+        },
+    );
+    c
+}
+
 /// A hub served in this process on 127.0.0.1 with a free port.
 pub struct Hub {
     pub addr: SocketAddr,
