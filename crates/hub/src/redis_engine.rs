@@ -1250,8 +1250,8 @@ impl Inner {
                     .take(paged.queued)
                     .map(|(_, f)| f.len())
                     .sum();
-                if paged.queued > 0 {
-                    s.frame_hint = bytes / paged.queued;
+                if let Some(hint) = bytes.checked_div(paged.queued) {
+                    s.frame_hint = hint;
                 }
                 s.after = replay.after;
                 paged.lost
