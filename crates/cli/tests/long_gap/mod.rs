@@ -149,14 +149,12 @@ pub async fn run(publish_url: &str, recover_url: &str, recover_addr: SocketAddr)
     for offset in 201..=MISSED + LIVE {
         expect(&mut reader, offset).await;
     }
-    // Nothing twice, nothing else queued.
+    // Nothing twice, nothing else queued, and still open: never cut off.
+    // (The idle subscriber may already be: 20 live messages of 64 KiB
+    // are more than its queue, if not always more than its socket holds.)
     reader.expect_nothing_pending().await;
     let m = metrics(recover_addr).await;
-    assert_eq!(
-        m.value("wsline_slow_consumer_disconnects_total"),
-        0.0,
-        "nobody was cut off yet"
-    );
+    assert!(m.value("wsline_slow_consumer_disconnects_total") <= 1.0);
     assert_eq!(m.value("wsline_replay_gaps_total"), 0.0);
 
     // Now the reader stops reading too, and live traffic floods both: the
