@@ -1,7 +1,8 @@
 //! `wsline serve --engine redis` against a real `redis-server`: several
 //! nodes on different ports, fan-out across them, recovery on another
 //! node, shared presence and ghost cleanup after a SIGKILL, and a Redis
-//! outage in the middle (refusals, `/healthz` 503, then everything resumes).
+//! outage in the middle (refusals, `/healthz` 503, then everything resumes),
+//! and a long gap recovered at the reader's pace.
 //!
 //! Each test starts its own `redis-server` on a free loopback port (no
 //! persistence), killed when the test ends, and its own `wsline serve`
@@ -11,6 +12,7 @@
 
 #[path = "../../hub/tests/common/mod.rs"]
 mod common;
+mod long_gap;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -445,6 +447,23 @@ async fn recovery_with_since_works_on_another_node_and_says_when_history_is_shor
     let s = subscribe_since(&mut w, "feed", 4, &epoch).await;
     assert_eq!(s["recovered"], true);
     w.expect_nothing_pending().await;
+}
+
+/// The scenario of `long_gap/mod.rs` (also run on the in-memory engine by
+/// `tests/recovery.rs`): published on A, recovered on B, whose replay is
+/// read from the Redis stream a page at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn a_long_gap_is_replayed_at_the_readers_pace_without_4008() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis, long_gap::SERVE_ARGS).await;
+    let b = Node::start(&redis, long_gap::SERVE_ARGS).await;
+    long_gap::run(
+        &format!("ws://{}/ws", a.addr),
+        &format!("ws://{}/ws", b.addr),
+        b.addr,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -108,6 +108,13 @@ impl Engine for AnyEngine {
         }
     }
 
+    async fn replay(&self, channel: &str, client: &str, room: usize) -> bool {
+        match self {
+            Self::Memory(e) => e.replay(channel, client, room).await,
+            Self::Redis(e) => e.replay(channel, client, room).await,
+        }
+    }
+
     async fn unsubscribe(&self, channel: &str, client: &str) -> bool {
         match self {
             Self::Memory(e) => e.unsubscribe(channel, client).await,

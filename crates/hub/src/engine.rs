@@ -4,7 +4,8 @@
 //! in-memory implementation ([`MemoryEngine`], the default). A Redis engine
 //! for several nodes implements the same trait. Publications are encoded
 //! and framed once, then the same bytes go to every subscriber's
-//! [`Outbox`].
+//! [`Outbox`]. A subscribe with `since` replays history at the pace the
+//! session pulls it ([`Engine::replay`], the rule in [`crate::recovery`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -20,6 +21,7 @@ use crate::config::{ChannelPolicy, HubConfig};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::{self, Member};
+use crate::recovery::{self, Replay};
 
 /// A text frame, encoded once for every connection that sends it.
 pub fn text_frame(json: &str) -> Bytes {
@@ -42,8 +44,11 @@ pub struct Subscribed {
     pub offset: u64,
     /// The channel's history epoch.
     pub epoch: String,
-    /// Whether every message after `since` was replayed.
+    /// Whether every message after `since` is (being) replayed.
     pub recovered: bool,
+    /// A replay is in progress: the session pulls it with
+    /// [`Engine::replay`] until that returns false.
+    pub replaying: bool,
 }
 
 /// Why the engine cannot serve a request now (`unavailable`).
@@ -65,9 +70,11 @@ pub trait Engine: Send + Sync + 'static {
         before_delivery: impl FnOnce(u64) + Send,
     ) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
-    /// Subscribes: queues the `subscribed` reply built by `reply`, then
-    /// the messages after `since` still in history (when `epoch`, if given,
-    /// matches), then live ones, with none lost or doubled in between.
+    /// Subscribes: queues the `subscribed` reply built by `reply`. The
+    /// messages after `since` still in history (when `epoch`, if given,
+    /// matches) are not queued here: the subscriber is left replaying
+    /// (`replaying` in the answer) and the session pulls them with
+    /// [`Engine::replay`]; live ones follow, none lost or doubled.
     fn subscribe(
         &self,
         channel: &str,
@@ -76,6 +83,12 @@ pub trait Engine: Send + Sync + 'static {
         epoch: Option<&str>,
         reply: impl FnOnce(&Subscribed) -> Bytes + Send,
     ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send;
+
+    /// Queues the next entries of `client`'s replay on `channel`, within
+    /// about `room` bytes (at least one entry). Returns false once the
+    /// replay is over (the subscriber is then live) or gone.
+    fn replay(&self, channel: &str, client: &str, room: usize)
+        -> impl Future<Output = bool> + Send;
 
     /// Removes a subscription; false if there was none.
     fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send;
@@ -98,6 +111,9 @@ struct ChannelState {
     epoch: String,
     history: VecDeque<(u64, Instant, Bytes)>,
     subscribers: Vec<Subscriber>,
+    /// Subscribers replaying history, by client: live publications are
+    /// not queued to them (the replay reaches them in history).
+    replays: HashMap<String, Replay>,
     policy: ChannelPolicy,
 }
 
@@ -163,6 +179,7 @@ impl MemoryEngine {
                     epoch: format!("{}-{generation}", self.boot),
                     history: VecDeque::new(),
                     subscribers: Vec::new(),
+                    replays: HashMap::new(),
                     policy: self.config.policy(name),
                 }))
             })
@@ -198,7 +215,11 @@ impl MemoryEngine {
         st.trim(now);
         before_delivery(offset);
         let mut delivered = 0;
+        let st = &*st;
         for s in &st.subscribers {
+            if !st.replays.is_empty() && st.replays.contains_key(&s.member.client) {
+                continue;
+            }
             if s.outbox.push(frame.clone(), Some(now)) {
                 delivered += 1;
             }
@@ -219,35 +240,26 @@ impl MemoryEngine {
         let ch = self.channel(channel);
         let mut st = lock(&ch);
         st.trim(Instant::now());
-        let mut replay: Vec<Bytes> = Vec::new();
-        let recovered = match since {
-            None => false,
-            Some(_) if epoch.is_some_and(|e| e != st.epoch) => false,
-            Some(s) if s >= st.offset => s == st.offset,
-            Some(s) => {
-                let complete = st
-                    .history
-                    .front()
-                    .is_some_and(|(first, _, _)| *first <= s + 1);
-                replay.extend(
-                    st.history
-                        .iter()
-                        .filter(|(o, _, _)| *o > s)
-                        .map(|(_, _, f)| f.clone()),
-                );
-                complete
-            }
-        };
+        let first = since.and_then(|s| {
+            let i = st.history.partition_point(|(o, _, _)| *o <= s);
+            st.history.get(i).map(|(o, _, _)| *o)
+        });
+        let (recovered, replay) = recovery::rule(since, epoch, &st.epoch, st.offset, first);
+        let client = subscriber.member.client.clone();
+        let latest = st.offset;
+        // Without a replay now, one already in progress (subscribing again)
+        // goes on.
+        if let Some(after) = replay {
+            st.replays
+                .insert(client.clone(), Replay::new(after, latest));
+        }
         let result = Subscribed {
             offset: st.offset,
             epoch: st.epoch.clone(),
             recovered,
+            replaying: st.replays.contains_key(&client),
         };
-        let outbox = subscriber.outbox.clone();
-        outbox.push(reply(&result), None);
-        for frame in replay {
-            outbox.push(frame, None);
-        }
+        subscriber.outbox.push(reply(&result), None);
         let already = st
             .subscribers
             .iter()
@@ -268,6 +280,45 @@ impl MemoryEngine {
         result
     }
 
+    fn replay_now(&self, channel: &str, client: &str, room: usize) -> bool {
+        let Some(ch) = lock(&self.channels).get(channel).cloned() else {
+            return false;
+        };
+        let mut guard = lock(&ch);
+        guard.trim(Instant::now());
+        let st = &mut *guard;
+        let Some(replay) = st.replays.get_mut(client) else {
+            return false;
+        };
+        let Some(sub) = st.subscribers.iter().find(|s| s.member.client == client) else {
+            st.replays.remove(client);
+            return false;
+        };
+        // Under the channel's lock: no publication can come between the
+        // last entry replayed and the switch to live.
+        replay.target = st.offset;
+        let start = st.history.partition_point(|(o, _, _)| *o <= replay.after);
+        let entries = st.history.range(start..).map(|(o, _, f)| (*o, f));
+        let epoch = &st.epoch;
+        let paged = recovery::page(replay, entries, true, &sub.outbox, room, |o| {
+            recovery::resync_frame(channel, epoch, o)
+        });
+        if paged.lost > 0 {
+            self.metrics.replay_gaps.fetch_add(1, Relaxed);
+            tracing::info!(
+                channel,
+                client,
+                lost = paged.lost,
+                "history was trimmed under a replay: the client was sent recovered:false"
+            );
+        }
+        if replay.done() {
+            st.replays.remove(client);
+            return false;
+        }
+        true
+    }
+
     fn unsubscribe_now(&self, channel: &str, client: &str) -> bool {
         let Some(ch) = lock(&self.channels).get(channel).cloned() else {
             return false;
@@ -281,6 +332,7 @@ impl MemoryEngine {
             return false;
         };
         let gone = st.subscribers.swap_remove(i);
+        st.replays.remove(client);
         if st.policy.join_leave {
             let leave = text_frame(&protocol::presence_event("leave", channel, &gone.member));
             st.broadcast(&leave, client);
@@ -311,6 +363,15 @@ impl Engine for MemoryEngine {
     ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send {
         let r = self.subscribe_now(channel, subscriber, since, epoch, reply);
         std::future::ready(Ok(r))
+    }
+
+    fn replay(
+        &self,
+        channel: &str,
+        client: &str,
+        room: usize,
+    ) -> impl Future<Output = bool> + Send {
+        std::future::ready(self.replay_now(channel, client, room))
     }
 
     fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send {

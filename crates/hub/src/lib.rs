@@ -6,7 +6,8 @@
 //!
 //! Layout: [`config`] (settings, per-channel patterns), [`protocol`] (the
 //! JSON client protocol), [`engine`] (offsets, history, presence, delivery;
-//! in-memory by default), [`outbox`] (per-connection bounded queues),
+//! in-memory by default), [`recovery`] (the recovery rule and paced
+//! replay both engines share), [`outbox`] (per-connection bounded queues),
 //! `session` (one WebSocket client), `http` (the API, metrics, health,
 //! demo page), [`auth`] (JWT), [`metrics`]; [`redis_engine`] (several
 //! nodes through Redis) and [`any_engine`] (the one `serve` runs).
@@ -20,6 +21,7 @@ mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod recovery;
 pub mod redis_engine;
 mod session;
 

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Slow consumers closed with 4008.
     pub slow_consumer_disconnects: AtomicU64,
+    /// Replays that found history trimmed under their cursor (the client
+    /// was sent `recovered: false`).
+    pub replay_gaps: AtomicU64,
     /// 1 while the engine is usable.
     pub engine_up: AtomicI64,
     /// Connections refused by the connection and handshake caps (503).
@@ -148,6 +151,11 @@ impl Metrics {
                 "wsline_slow_consumer_disconnects_total",
                 "Slow consumers closed with 4008.",
                 &self.slow_consumer_disconnects,
+            ),
+            (
+                "wsline_replay_gaps_total",
+                "Replays that found history trimmed under them (recovered:false sent).",
+                &self.replay_gaps,
             ),
         ] {
             gauge(name, help, "counter", c.load(Relaxed).to_string());

@@ -12,10 +12,16 @@
 //!
 //! The recovery race: a subscribe first makes sure this node receives the
 //! channel's live messages (SUBSCRIBE acknowledged), then reads the epoch,
-//! latest offset and history in one script. Live messages that arrive
-//! meanwhile are buffered for that subscriber, then delivered after the
-//! replay, each subscriber only taking offsets above the last one it got:
-//! nothing is lost between history and live, nothing doubled.
+//! latest offset and the first history entry after `since` in one script.
+//! Live items that arrive meanwhile are buffered for that subscriber, then
+//! handled after the reply. With a replay to do (the rule and pacing of
+//! [`crate::recovery`]), the session pulls history a page at a time (one
+//! script call, `XRANGE … COUNT`); live messages for a replaying
+//! subscriber are not queued but raise the offset its replay must reach
+//! (they are in history). It goes live once its replay has queued
+//! everything up to that offset; from then on, as always, each subscriber
+//! only takes offsets above the last one it got: nothing is lost between
+//! history and live, nothing doubled.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -35,6 +41,7 @@ use crate::config::{ChannelPolicy, HubConfig};
 use crate::engine::{text_frame, Engine, EngineError, Subscribed, Subscriber};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Member};
+use crate::recovery::{self, resync_frame, Replay};
 
 /// How often the health check pings Redis while it is up.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -148,21 +155,33 @@ const PUBLISH_BODY: &str = "local offset = redis.call('HINCRBY', KEYS[1], 'offse
 
 /// KEYS meta, history, presence. ARGV new epoch, since (-1: none), history
 /// ttl ms, meta ttl ms, member JSON ('' for none), presence ttl ms, join
-/// (1 publishes a join event), live channel. Returns {epoch, offset,
-/// then OFFSET, FROM, DATA for each entry after `since` still in history}.
+/// (1 publishes a join event), live channel, count. Returns {epoch, offset,
+/// end (1 when no entry after those returned is left), then OFFSET, FROM,
+/// DATA for up to `count` entries after `since` still in history}. Read
+/// `count` at a time (expired entries, always the oldest, are skipped), so
+/// a replay is paged rather than read whole.
 const SUBSCRIBE_BODY: &str = "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n\
-    local out = {epoch, offset}\n\
+    local out = {epoch, offset, 1}\n\
     local since = tonumber(ARGV[2])\n\
     if since >= 0 and since < offset then\n\
       local oldest = now - tonumber(ARGV[3])\n\
-      for _, e in ipairs(redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')) do\n\
-        local f = {}\n\
-        for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end\n\
-        if tonumber(f['t']) >= oldest then\n\
-          out[#out + 1] = string.sub(e[1], 1, string.find(e[1], '-') - 1)\n\
-          out[#out + 1] = f['f']\n\
-          out[#out + 1] = f['d']\n\
+      local count = tonumber(ARGV[9])\n\
+      local start = since + 1\n\
+      while true do\n\
+        local batch = redis.call('XRANGE', KEYS[2], start .. '-0', '+', 'COUNT', count)\n\
+        for _, e in ipairs(batch) do\n\
+          local f = {}\n\
+          for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end\n\
+          local o = string.sub(e[1], 1, string.find(e[1], '-') - 1)\n\
+          start = tonumber(o) + 1\n\
+          if tonumber(f['t']) >= oldest then\n\
+            out[#out + 1] = o\n\
+            out[#out + 1] = f['f']\n\
+            out[#out + 1] = f['d']\n\
+          end\n\
         end\n\
+        if #batch < count then break end\n\
+        if #out > 3 then out[3] = 0 break end\n\
       end\n\
     end\n\
     if ARGV[5] ~= '' then\n\
@@ -289,25 +308,6 @@ pub fn parse_payload(bytes: &[u8]) -> Option<Payload<'_>> {
     }
 }
 
-/// What recovery with `since` (and the client's `epoch`) achieves against
-/// a channel at (`epoch`, `latest`) whose history after `since` holds
-/// `offsets` (ascending): whether nothing is missing, and whether to
-/// replay those entries. The same rule as the in-memory engine's.
-pub fn recovery(
-    since: Option<u64>,
-    client_epoch: Option<&str>,
-    epoch: &str,
-    latest: u64,
-    offsets: &[u64],
-) -> (bool, bool) {
-    match since {
-        None => (false, false),
-        Some(_) if client_epoch.is_some_and(|e| e != epoch) => (false, false),
-        Some(s) if s >= latest => (s == latest, false),
-        Some(s) => (offsets.first().is_some_and(|f| *f <= s + 1), true),
-    }
-}
-
 /// What a subscriber that got everything up to (`sub_epoch`, `after`)
 /// needs once the channel is at (`epoch`, `latest`) with `offsets` in
 /// history (ascending, a contiguous run ending at `latest`).
@@ -360,6 +360,11 @@ struct LocalSub {
     after: u64,
     /// While its subscribe reads history: live items kept for after.
     pending: Option<Vec<Live>>,
+    /// Its replay of history, while in progress: live messages are then
+    /// not queued to it (see [`crate::recovery`]).
+    replay: Option<Replay>,
+    /// About how large its replayed frames are, to size the next page.
+    frame_hint: usize,
     /// Its subscribe announced it with a `join` that has not come back
     /// yet. Pub/sub keeps Redis's order, so presence events before that
     /// join happened before this subscriber arrived: they are dropped, as
@@ -431,9 +436,12 @@ fn events_to(channel: &str, policy: &ChannelPolicy) -> String {
     }
 }
 
-fn resync_frame(channel: &str, epoch: &str, offset: u64) -> Bytes {
-    text_frame(&protocol::subscribed(&None, channel, offset, epoch, false))
-}
+/// Entries per replay page: what the room holds at the last page's frame
+/// size, within these bounds.
+const PAGE_MIN: usize = 4;
+const PAGE_MAX: usize = 256;
+/// The frame size assumed for a replay's first page.
+const FRAME_HINT: usize = 4096;
 
 /// Hands `live` to one subscriber; true when a publication was queued.
 fn deliver_to(s: &mut LocalSub, live: &Live, channel: &str, now: Instant) -> bool {
@@ -461,11 +469,20 @@ fn deliver_to(s: &mut LocalSub, live: &Live, channel: &str, now: Instant) -> boo
             if s.epoch != *epoch {
                 // The channel's history was reset under us (Redis lost its
                 // data): tell the client, then go on in the new epoch.
+                // A replay in progress is over: its history is gone.
                 s.sub
                     .outbox
                     .push(resync_frame(channel, epoch, offset.saturating_sub(1)), None);
                 s.epoch = epoch.clone();
                 s.after = 0;
+                s.replay = None;
+            }
+            if let Some(replay) = &mut s.replay {
+                // In history: the replay reaches it, then goes live.
+                if *offset > s.after {
+                    replay.defer(*offset);
+                }
+                return false;
             }
             if *offset > s.after {
                 s.after = *offset;
@@ -557,6 +574,8 @@ fn number(v: &Value) -> Option<u64> {
 struct Snapshot {
     epoch: String,
     latest: u64,
+    /// No history entry is left after those returned.
+    end: bool,
     /// (offset, frame) of the history entries returned.
     entries: Vec<(u64, Bytes)>,
 }
@@ -565,8 +584,9 @@ impl Snapshot {
     fn decode(channel: &str, values: Vec<Value>) -> Option<Self> {
         let epoch = text(values.first()?)?;
         let latest = number(values.get(1)?)?;
+        let end = number(values.get(2)?)? != 0;
         let mut entries = Vec::new();
-        for e in values[2..].chunks(3) {
+        for e in values[3..].chunks(3) {
             let [o, f, d] = e else { return None };
             let offset = number(o)?;
             let from: Option<String> = serde_json::from_str(&text(f)?).ok()?;
@@ -578,6 +598,7 @@ impl Snapshot {
         Some(Self {
             epoch,
             latest,
+            end,
             entries,
         })
     }
@@ -811,23 +832,26 @@ impl Inner {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (name, ch) in channels {
-            let (since, policy) = {
+            let (since, replaying, policy) = {
                 let mut st = lock(&ch);
                 // A join published while the link was down never comes
                 // back: stop waiting for it (at worst an event is doubled).
                 for s in &mut st.subs {
                     s.awaiting_own_join = false;
                 }
-                let since = st
+                let live = st
                     .subs
                     .iter()
-                    .filter(|s| s.pending.is_none())
-                    .map(|s| s.after)
-                    .min();
-                (since, st.policy.clone())
+                    .filter(|s| s.pending.is_none() && s.replay.is_none());
+                let since = live.map(|s| s.after).min();
+                let replaying = st.subs.iter().any(|s| s.replay.is_some());
+                (since, replaying, st.policy.clone())
             };
-            let Some(since) = since else { continue };
-            let snap = self.snapshot(&name, &policy, Some(since), None).await?;
+            if since.is_none() && !replaying {
+                continue;
+            }
+            let count = policy.history_size.saturating_add(1);
+            let snap = self.snapshot(&name, &policy, since, None, count).await?;
             let offsets = snap.offsets();
             self.catch_up_channel(&name, &ch, &snap, &offsets);
             self.refresh_channel(&name, &ch).await?;
@@ -839,6 +863,14 @@ impl Inner {
         {
             let mut st = lock(ch);
             for s in st.subs.iter_mut().filter(|s| s.pending.is_none()) {
+                if let Some(replay) = &mut s.replay {
+                    if *s.epoch == *snap.epoch {
+                        // Its replay reads on to what was published meanwhile.
+                        replay.defer(snap.latest);
+                        continue;
+                    }
+                    s.replay = None;
+                }
                 match catch_up(&s.epoch, s.after, &snap.epoch, snap.latest, offsets) {
                     CatchUp::UpToDate => {}
                     CatchUp::Replay(i) => {
@@ -940,6 +972,7 @@ impl Inner {
         policy: &ChannelPolicy,
         since: Option<u64>,
         member: Option<(&Member, bool)>,
+        count: usize,
     ) -> Result<Snapshot, EngineError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.subscribe.key(keys::meta(channel));
@@ -956,7 +989,8 @@ impl Inner {
             } else {
                 "0"
             })
-            .arg(keys::live(channel));
+            .arg(keys::live(channel))
+            .arg(count.max(1));
         let values = bounded("subscribe", call.invoke_async::<Vec<Value>>(&mut conn)).await?;
         Snapshot::decode(channel, values)
             .ok_or_else(|| failed("subscribe", "unexpected answer from the script"))
@@ -1129,6 +1163,8 @@ impl Inner {
                         epoch: Arc::from(""),
                         after: 0,
                         pending: Some(Vec::new()),
+                        replay: None,
+                        frame_hint: FRAME_HINT,
                         awaiting_own_join: policy.join_leave,
                     });
                     false
@@ -1141,7 +1177,8 @@ impl Inner {
             Ok(()) => {
                 let join = !already && policy.join_leave;
                 let member = policy.presence.then_some((&member, join));
-                self.snapshot(channel, &policy, since, member).await
+                // Only the first entry after `since`: the replay is paged.
+                self.snapshot(channel, &policy, since, member, 1).await
             }
             Err(e) => Err(e),
         };
@@ -1152,23 +1189,33 @@ impl Inner {
                 return Err(e);
             }
         };
-        let offsets = snap.offsets();
-        let (recovered, replay) = recovery(since, epoch, &snap.epoch, snap.latest, &offsets);
-        let result = Subscribed {
+        let first = snap.entries.first().map(|(o, _)| *o);
+        let (recovered, replay) = recovery::rule(since, epoch, &snap.epoch, snap.latest, first);
+        let mut result = Subscribed {
             offset: snap.latest,
             epoch: snap.epoch.clone(),
             recovered,
+            replaying: false,
         };
         let mut st = lock(&ch);
         if let Some(s) = st.subs.iter_mut().find(|s| s.sub.member.client == client) {
-            s.sub.outbox.push(reply(&result), None);
-            if replay {
-                for (_, frame) in &snap.entries {
-                    s.sub.outbox.push(frame.clone(), None);
+            let same_epoch = *s.epoch == *snap.epoch;
+            s.epoch = Arc::from(snap.epoch.as_str());
+            match (replay, &mut s.replay) {
+                (Some(after), _) => {
+                    s.after = after;
+                    s.replay = Some(Replay::new(after, snap.latest));
+                    s.frame_hint = FRAME_HINT;
+                }
+                // Subscribing again while replaying: the replay goes on.
+                (None, Some(r)) if same_epoch => r.defer(snap.latest),
+                (None, _) => {
+                    s.replay = None;
+                    s.after = snap.latest;
                 }
             }
-            s.epoch = Arc::from(snap.epoch.as_str());
-            s.after = snap.latest;
+            result.replaying = s.replay.is_some();
+            s.sub.outbox.push(reply(&result), None);
             let now = Instant::now();
             for live in s.pending.take().unwrap_or_default() {
                 deliver_to(s, &live, channel, now);
@@ -1176,6 +1223,96 @@ impl Inner {
         }
         self.counts_changed.notify_one();
         Ok(result)
+    }
+
+    /// The next page of `client`'s replay on `channel` (see
+    /// [`Engine::replay`]): one script call reading about what `room`
+    /// holds. If Redis fails, the replay ends with `recovered: false`.
+    async fn replay(&self, channel: &str, client: &str, room: usize) -> bool {
+        let Some(ch) = lock(&self.channels).get(channel).cloned() else {
+            return false;
+        };
+        let (after, count, policy) = {
+            let st = lock(&ch);
+            let Some(s) = st.subs.iter().find(|s| s.sub.member.client == client) else {
+                return false;
+            };
+            if s.replay.is_none() {
+                return false;
+            }
+            let count = (room / s.frame_hint.max(1)).clamp(PAGE_MIN, PAGE_MAX);
+            (s.after, count, st.policy.clone())
+        };
+        let snap = self
+            .snapshot(channel, &policy, Some(after), None, count)
+            .await;
+        let mut st = lock(&ch);
+        let Some(s) = st.subs.iter_mut().find(|s| s.sub.member.client == client) else {
+            return false;
+        };
+        let Some(replay) = s.replay.as_mut() else {
+            return false;
+        };
+        if s.after != after {
+            // Subscribed again meanwhile: read from the new cursor.
+            return true;
+        }
+        let lost = match snap {
+            Ok(snap) if *s.epoch == *snap.epoch => {
+                let entries = snap.entries.iter().map(|(o, f)| (*o, f));
+                let epoch = &s.epoch;
+                let paged = recovery::page(replay, entries, snap.end, &s.sub.outbox, room, |o| {
+                    resync_frame(channel, epoch, o)
+                });
+                let bytes: usize = snap
+                    .entries
+                    .iter()
+                    .take(paged.queued)
+                    .map(|(_, f)| f.len())
+                    .sum();
+                if let Some(hint) = bytes.checked_div(paged.queued) {
+                    s.frame_hint = hint;
+                }
+                s.after = replay.after;
+                paged.lost
+            }
+            other => {
+                // The history it was replaying is gone (Redis lost its
+                // data) or unreachable: the client is told, and goes live.
+                let (epoch, latest) = match other {
+                    Ok(snap) => (Arc::from(snap.epoch.as_str()), snap.latest),
+                    Err(e) => {
+                        tracing::warn!(channel, client, "replay page failed: {e}");
+                        (s.epoch.clone(), replay.target)
+                    }
+                };
+                let lost = latest.saturating_sub(s.after).max(1);
+                s.sub
+                    .outbox
+                    .push(resync_frame(channel, &epoch, latest), None);
+                s.epoch = epoch;
+                s.after = latest;
+                s.replay = None;
+                lost
+            }
+        };
+        if lost > 0 {
+            self.metrics.replay_gaps.fetch_add(1, Relaxed);
+            tracing::info!(
+                channel,
+                client,
+                lost,
+                "history was lost under a replay: the client was sent recovered:false"
+            );
+        }
+        match &s.replay {
+            Some(r) if r.done() => {
+                s.replay = None;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Undoes the registration of a subscribe that failed.
@@ -1295,6 +1432,15 @@ impl Engine for RedisEngine {
             .subscribe(channel, subscriber, since, epoch, reply)
     }
 
+    fn replay(
+        &self,
+        channel: &str,
+        client: &str,
+        room: usize,
+    ) -> impl Future<Output = bool> + Send {
+        self.inner.replay(channel, client, room)
+    }
+
     fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send {
         self.inner.unsubscribe(channel, client)
     }
@@ -1375,21 +1521,6 @@ mod tests {
     }
 
     #[test]
-    fn recovery_matches_the_memory_engine_rule() {
-        assert_eq!(recovery(None, None, "e", 5, &[]), (false, false));
-        assert_eq!(
-            recovery(Some(2), Some("old"), "e", 5, &[3, 4, 5]),
-            (false, false)
-        );
-        assert_eq!(recovery(Some(5), Some("e"), "e", 5, &[]), (true, false));
-        assert_eq!(recovery(Some(9), None, "e", 5, &[]), (false, false));
-        assert_eq!(recovery(Some(2), None, "e", 5, &[3, 4, 5]), (true, true));
-        // History trimmed: 3 is gone, what is left is still replayed.
-        assert_eq!(recovery(Some(2), Some("e"), "e", 5, &[4, 5]), (false, true));
-        assert_eq!(recovery(Some(2), None, "e", 5, &[]), (false, true));
-    }
-
-    #[test]
     fn catch_up_after_an_outage() {
         assert_eq!(catch_up("e", 5, "e", 5, &[]), CatchUp::UpToDate);
         assert_eq!(catch_up("e", 3, "e", 5, &[2, 3, 4, 5]), CatchUp::Replay(2));
@@ -1410,6 +1541,8 @@ mod tests {
             epoch: Arc::from("e"),
             after: 0,
             pending: None,
+            replay: None,
+            frame_hint: FRAME_HINT,
             awaiting_own_join: false,
         }
     }

@@ -4,7 +4,10 @@
 //! Every frame for the client (replies, publications, presence events)
 //! goes through its [`Outbox`] in order; the loop hands them to the
 //! WebSocket in batches, so one (vectored) write carries everything queued,
-//! straight from the shared frames when the socket takes it all.
+//! straight from the shared frames when the socket takes it all. Replays
+//! of history (subscribes with `since`) are pulled from the engine a page
+//! at a time, only when the outbox has drained below
+//! [`recovery::low_water`]: a recovery goes at the pace the client reads.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
@@ -25,6 +28,7 @@ use crate::engine::{text_frame, Engine, Subscriber};
 use crate::metrics::LatencyTally;
 use crate::outbox::{Entry, Outbox};
 use crate::protocol::{self, Member, Request as Op};
+use crate::recovery;
 use crate::Hub;
 
 /// Output waiting in the WebSocket beyond this stays in the outbox, where
@@ -132,6 +136,7 @@ pub(crate) async fn run(
         outbox,
         claims,
         subscriptions: HashSet::new(),
+        replays: VecDeque::new(),
         limited: VecDeque::new(),
         batch: Vec::new(),
         frames: Vec::new(),
@@ -148,6 +153,9 @@ struct Session {
     outbox: Arc<Outbox>,
     claims: Option<Claims>,
     subscriptions: HashSet<String>,
+    /// Channels whose replay is in progress, pulled in turn (at most one
+    /// entry per subscription).
+    replays: VecDeque<String>,
     rate: Bucket,
     limited: VecDeque<Instant>,
     batch: Vec<Entry>,
@@ -158,6 +166,8 @@ struct Session {
 enum Step {
     Received(Option<Result<Message, wsline::Error>>),
     SlowConsumer,
+    /// The outbox has room for the next page of a replay.
+    Refill,
 }
 
 /// How the session ends from its side.
@@ -200,6 +210,8 @@ impl Session {
             });
         let mut shutdown = self.hub.shutdown.clone();
         let end = loop {
+            let refill =
+                (!self.replays.is_empty()).then(|| recovery::low_water(self.hub.config.max_queue));
             let step = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => {
@@ -208,9 +220,10 @@ impl Session {
                 _ = sleep_until_opt(expiry) => {
                     break End::Close(close_code(TOKEN_EXPIRED), "token expired");
                 }
-                step = poll_fn(|cx| poll_step(&mut ws, &self.outbox, &mut self.batch, &mut self.frames, &self.hub, cx)) => step,
+                step = poll_fn(|cx| poll_step(&mut ws, &self.outbox, &mut self.batch, &mut self.frames, &self.hub, refill, cx)) => step,
             };
             match step {
+                Step::Refill => self.refill().await,
                 Step::SlowConsumer => {
                     self.hub
                         .metrics
@@ -250,6 +263,24 @@ impl Session {
         }
     }
 
+    /// Queues the next page of the oldest replay in progress, filling the
+    /// outbox to [`recovery::fill_to`].
+    async fn refill(&mut self) {
+        let Some(channel) = self.replays.pop_front() else {
+            return;
+        };
+        let room =
+            recovery::fill_to(self.hub.config.max_queue).saturating_sub(self.outbox.len_bytes());
+        let more = self
+            .hub
+            .engine
+            .replay(&channel, &self.member.client, room)
+            .await;
+        if more {
+            self.replays.push_back(channel);
+        }
+    }
+
     async fn on_message(&mut self, message: Message) -> Option<End> {
         let metrics = &self.hub.metrics;
         metrics.messages_received.fetch_add(1, Relaxed);
@@ -280,6 +311,7 @@ impl Session {
             } => self.subscribe(&id, channel, since, epoch).await,
             Op::Unsubscribe { channel } => {
                 if self.subscriptions.remove(&channel) {
+                    self.replays.retain(|c| *c != channel);
                     self.hub
                         .engine
                         .unsubscribe(&channel, &self.member.client)
@@ -345,7 +377,10 @@ impl Session {
             })
             .await;
         match result {
-            Ok(_) => {
+            Ok(s) => {
+                if s.replaying && !self.replays.contains(&channel) {
+                    self.replays.push_back(channel.clone());
+                }
                 self.subscriptions.insert(channel);
             }
             Err(e) => self.error(id, "unavailable", &e.to_string()),
@@ -426,14 +461,16 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// Moves queued frames into the WebSocket (up to [`WRITE_LIMIT`] waiting),
-/// lets it write and read, and returns the next client message or the
-/// slow-consumer verdict.
+/// lets it write and read, and returns the next client message, the
+/// slow-consumer verdict, or (with `refill`, a replay in progress) that
+/// the outbox holds no more than `refill` bytes.
 fn poll_step(
     ws: &mut WebSocket<TcpStream>,
     outbox: &Outbox,
     batch: &mut Vec<Entry>,
     frames: &mut Vec<Bytes>,
     hub: &Hub,
+    refill: Option<usize>,
     cx: &mut Context<'_>,
 ) -> Poll<Step> {
     loop {
@@ -472,6 +509,9 @@ fn poll_step(
             // by poll_recv below.
             let _ = ws.write_encoded(cx, frames);
             frames.clear();
+        }
+        if refill.is_some_and(|low| outbox.len_bytes() <= low) {
+            return Poll::Ready(Step::Refill);
         }
         outbox.register(cx.waker());
         let queued = ws.buffered_output();
