@@ -183,9 +183,9 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     let _ = std::io::stdout().flush();
 
     let config = Arc::new(args.server_config());
-    let gate = wsline::Gate::new(config.limits);
+    let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(config.limits));
     if let Some(every) = optional(args.stats_interval) {
-        crate::stats::spawn(gate.clone(), every);
+        crate::stats::spawn(acceptor.gate().clone(), every);
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -193,28 +193,12 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: keep serving.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+            accepted = acceptor.accept() => {
+                // Past a cap: answered and closed already, no task.
+                let wsline::Accepted::Admitted { tcp, handshake, .. } = accepted else {
+                    continue;
                 };
-                // Past a cap: answered and closed here, no task.
-                let handshake = match gate.admit(peer.ip()) {
-                    Ok(permit) => permit,
-                    Err(refusal) => {
-                        tracing::debug!(%peer, "refused: {refusal}");
-                        refusal.refuse_now(tcp);
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
                 let config = config.clone();
-                tracing::trace!(%peer, "accepted");
                 tasks.spawn(EchoTask::new(
                     async move {
                         // The connection's slot is taken once the request
@@ -233,7 +217,7 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
-    drop(listener);
+    drop(acceptor);
     let _ = shutdown_tx.send(true);
     // Every connection closes with 1001 and waits for its peer up to the
     // close timeout; give the tasks that long plus a margin.

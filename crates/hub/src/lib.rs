@@ -82,7 +82,7 @@ pub async fn serve(
     server.limits.max_connections = config.max_connections;
     server.limits.max_handshakes = config.max_handshakes;
     server.limits.max_connecting_per_ip = config.max_connecting_per_ip;
-    let gate = wsline::Gate::new(server.limits);
+    let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(server.limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let hub = Arc::new(Hub {
         engine: AnyEngine::new(config.clone(), metrics.clone()).map_err(std::io::Error::other)?,
@@ -101,28 +101,19 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = sweep.tick() => hub.engine.sweep(),
-            accepted = listener.accept() => match accepted {
-                // Past a cap: answered 503 and closed here, no task.
-                Ok((tcp, peer)) => match gate.admit(peer.ip()) {
-                    Ok(handshake) => {
-                        let hub = hub.clone();
-                        tasks.spawn(handle(hub, tcp, peer, handshake));
-                    }
-                    Err(refusal) => {
-                        hub.metrics.refused.fetch_add(1, Relaxed);
-                        tracing::debug!(%peer, "refused: {refusal}");
-                        refusal.refuse_now(tcp);
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            accepted = acceptor.accept() => match accepted {
+                wsline::Accepted::Admitted { tcp, peer, handshake } => {
+                    tasks.spawn(handle(hub.clone(), tcp, peer, handshake));
+                }
+                // Past a cap: answered 503 and closed already, no task.
+                wsline::Accepted::Refused { .. } => {
+                    hub.metrics.refused.fetch_add(1, Relaxed);
                 }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
-    drop(listener);
+    drop(acceptor);
     let _ = stop_tx.send(true);
     let grace = config.close_timeout + Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
@@ -133,7 +124,6 @@ pub async fn serve(
 /// `handshake` holds the gate's handshake slot until the request is read
 /// and admitted as a WebSocket (an HTTP request holds it to the end).
 async fn handle(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, handshake: wsline::Handshake) {
-    let _ = tcp.set_nodelay(true);
     let (request, leftover) = match wsline::read_head(&mut tcp, &hub.server).await {
         Ok(r) => r,
         Err(e) => {

@@ -31,9 +31,10 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+mod accept;
 mod client;
+mod driver;
 mod error;
-mod guard;
 mod limits;
 pub mod reactor;
 mod server;
@@ -41,6 +42,7 @@ mod split;
 pub mod tls;
 mod websocket;
 
+pub use accept::{Accepted, Acceptor};
 pub use client::{
     connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
 };

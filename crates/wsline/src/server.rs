@@ -1,21 +1,18 @@
-//! The server side of the opening handshake over a tokio stream.
+//! The server side of the opening handshake over a tokio stream: the
+//! [`crate::driver`]'s head and decision, pumped with tokio I/O.
 //!
-//! Owns reading the request head (bounded in size and time), the checks of
-//! RFC 6455 §4.2 plus the Origin policy, the application's decision, and
-//! the 101 or the refusal. It does not own listening or TLS: hand it any
-//! accepted stream.
+//! Owns [`ServerConfig`], the public `accept*` calls and writing the 101 or
+//! the refusal in bounded time. The rules (head size, RFC 6455 §4.2
+//! checks, Origin, subprotocols, extensions) live in the driver. It does
+//! not own listening or TLS: hand it any accepted stream.
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use wsline_proto::deflate::negotiate_server;
-use wsline_proto::handshake::{
-    check_origin, parse_request, select_subprotocol, validate_request, HandshakeError, Headers,
-    Request, Response, MAX_HEAD_SIZE_DEFAULT,
-};
-use wsline_proto::{Config, Connection, DeflateConfig, Role};
+use wsline_proto::handshake::{Headers, Request, Response, MAX_HEAD_SIZE_DEFAULT};
+use wsline_proto::{Config, DeflateConfig};
 
+use crate::driver::{answer_request, Answer, HeadProgress, RequestHead};
 use crate::{Error, Limits, WebSocket};
 
 /// Server settings: protocol limits and timers, the handshake's limits,
@@ -140,7 +137,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = config.handshake_timeout;
-    let read = tokio::time::timeout(timeout, read_request(io, config.max_head_size)).await;
+    let read = tokio::time::timeout(timeout, read_request(io, config)).await;
     match read {
         Err(_) => Err(Error::HandshakeTimeout(timeout)),
         Ok(Err(Error::Handshake(e))) => {
@@ -148,7 +145,7 @@ where
             Err(Error::Handshake(e))
         }
         Ok(Err(e)) => Err(e),
-        Ok(Ok((request, leftover))) => Ok((request, leftover.to_vec())),
+        Ok(Ok((request, leftover))) => Ok((request, leftover)),
     }
 }
 
@@ -192,104 +189,26 @@ where
     Ok(ws)
 }
 
-/// The server's answer to a complete request, decided without I/O.
-// Built once per handshake and taken apart at once: boxing the connection
-// would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Answer {
-    /// Send `response` (101), then speak WebSocket through `conn`.
-    Accept {
-        response: Response,
-        conn: Connection,
-        protocol: Option<String>,
-    },
-    /// Send `response` and close: the request failed a check or `decide`
-    /// refused it.
-    Refuse {
-        response: Response,
-        error: HandshakeError,
-    },
-}
-
-/// The RFC checks, the Origin policy, `decide`, subprotocol choice and
-/// extension negotiation for `request`, shared by [`accept_request`] and
-/// the [`crate::reactor`].
-pub(crate) fn answer_request<F>(
-    request: &Request,
-    config: &ServerConfig,
-    decide: F,
-    now: std::time::Instant,
-) -> Answer
-where
-    F: FnOnce(&Request) -> Result<Acceptance, Response>,
-{
-    let checked =
-        validate_request(request).and_then(|()| check_origin(request, &config.allowed_origins));
-    if let Err(error) = checked {
-        return Answer::Refuse {
-            response: Response::from_error(&error),
-            error,
-        };
-    }
-    let acceptance = match decide(request) {
-        Ok(a) => a,
-        Err(response) => {
-            let error = HandshakeError::Rejected {
-                status: response.status,
-                reason: response.reason.clone(),
-                headers: response.headers.clone(),
-                body: response.body.clone(),
-            };
-            return Answer::Refuse { response, error };
-        }
-    };
-    let protocol = match acceptance.protocol {
-        Some(p) if request.offers_protocol(&p) => Some(p),
-        Some(_) | None => select_subprotocol(request, &config.subprotocols),
-    };
-    // A malformed extension header only means no extension.
-    let deflate = config.deflate.as_ref().and_then(|cfg| {
-        let offers = request.extensions().ok()?;
-        negotiate_server(&offers, cfg).map(|(params, answer)| (params, answer, cfg))
-    });
-    let response = Response::accept(
-        request,
-        protocol.as_deref(),
-        deflate.as_ref().map(|d| d.1.as_str()),
-        &acceptance.headers,
-    );
-    let mut conn = Connection::new(Role::Server, config.protocol.clone(), now);
-    if let Some((params, _, cfg)) = &deflate {
-        conn.enable_deflate(params, cfg);
-    }
-    Answer::Accept {
-        response,
-        conn,
-        protocol,
-    }
-}
-
-/// Reads until a complete request head; refuses an oversized one as soon
-/// as the limit is passed.
+/// Reads until a complete request head ([`RequestHead`]); refuses an
+/// oversized one as soon as the limit is passed.
 async fn read_request<S: AsyncRead + Unpin>(
     io: &mut S,
-    max_head: usize,
-) -> Result<(Request, BytesMut), Error> {
-    let mut buf = BytesMut::with_capacity(1024);
+    config: &ServerConfig,
+) -> Result<(Request, Vec<u8>), Error> {
+    let mut head = RequestHead::new(config, tokio::time::Instant::now().into_std());
+    let mut buf = [0u8; 4096];
     loop {
-        if let Some((request, used)) = parse_request(&buf, max_head)? {
-            let _ = buf.split_to(used);
-            return Ok((request, buf));
-        }
-        if buf.len() > max_head {
-            return Err(HandshakeError::HeadTooLarge { limit: max_head }.into());
-        }
-        buf.reserve(4096.min(max_head + 1 - buf.len()).max(1));
-        if io.read_buf(&mut buf).await? == 0 {
+        let n = io.read(&mut buf).await?;
+        if n == 0 {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the client closed the connection before completing its request",
             )));
+        }
+        match head.receive(&buf[..n]) {
+            HeadProgress::Complete(request, rest) => return Ok((request, rest)),
+            HeadProgress::Partial => {}
+            HeadProgress::Refuse(e) => return Err(e.into()),
         }
     }
 }

@@ -25,7 +25,7 @@ use tokio::time::Sleep;
 use wsline_proto::frame::MAX_HEADER_LEN;
 use wsline_proto::{CloseCode, Connection, Event, Message, Role, Termination};
 
-use crate::guard::{Idle, WriteStall};
+use crate::driver::{Driver, Timeouts};
 use crate::Error;
 
 /// Output above this many bytes makes `feed` and `poll_ready` write first.
@@ -72,32 +72,30 @@ fn now() -> Instant {
 /// ```
 pub struct WebSocket<S> {
     io: S,
-    conn: Connection,
+    /// The core and the transport timers (write stall, idle, finish).
+    driver: Driver,
+    timeouts: Timeouts,
     protocol: Option<String>,
+    /// The readers' timer, for every deadline but the write stall's.
     /// Created on the first deadline: a connection without keepalive or
     /// closing timers holds no timer entry.
     timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
-    /// Bounds the final write and shutdown once the connection is over.
-    finish_deadline: Option<Instant>,
+    /// The writers' timer, for the write stall; created at the first
+    /// stall. (Readers and writers may be two tasks: each has its own.)
+    stall_timer: Option<Pin<Box<Sleep>>>,
     termination: Option<Box<Termination>>,
     transport_closed: bool,
     end_reported: bool,
     io_error: Option<std::io::ErrorKind>,
     write_wakers: Option<Arc<WakerSet>>,
-    /// Fails a write that makes no progress ([`WebSocket::set_write_timeout`]).
-    write_stall: WriteStall,
-    /// The write stall ran out: the transport is abandoned.
-    write_timed_out: bool,
-    /// Closes after no message for a while ([`WebSocket::set_idle_timeout`]).
-    idle: Option<Box<Idle>>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
-            .field("role", &self.conn.role())
-            .field("state", &self.conn.state())
+            .field("role", &self.driver.conn.role())
+            .field("state", &self.driver.conn.state())
             .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
@@ -108,24 +106,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// bytes read past the handshake (the first frames, if the peer sent
     /// them early).
     pub fn from_parts(io: S, conn: Connection, leftover: &[u8], protocol: Option<String>) -> Self {
+        let now = now();
         let mut ws = Self {
             io,
-            conn,
+            driver: Driver::new(conn, Timeouts::default(), now),
+            timeouts: Timeouts::default(),
             protocol,
             timer: None,
             timer_deadline: None,
-            finish_deadline: None,
+            stall_timer: None,
             termination: None,
             transport_closed: false,
             end_reported: false,
             io_error: None,
             write_wakers: None,
-            write_stall: WriteStall::default(),
-            write_timed_out: false,
-            idle: None,
         };
         if !leftover.is_empty() {
-            ws.conn.receive_data(leftover, now());
+            ws.driver.receive(leftover, now);
         }
         ws
     }
@@ -138,7 +135,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// [`WebSocket::from_parts`]) waits forever; [`crate::accept`] sets
     /// [`crate::ServerConfig::write_timeout`] (default 30 s).
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.write_stall.set_timeout(timeout);
+        self.timeouts.write = timeout;
+        self.driver.progressed();
     }
 
     /// Starts the closing handshake with 1001 "idle timeout" when no
@@ -146,7 +144,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// count: keepalive is separate). `None` (the default) never does;
     /// [`crate::accept`] sets [`crate::ServerConfig::idle_timeout`].
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.idle = timeout.map(|t| Box::new(Idle::new(t)));
+        self.timeouts.idle = timeout;
+        self.driver.set_idle(self.timeouts, now());
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -156,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The sans-IO connection underneath (state, configuration).
     pub fn connection(&self) -> &Connection {
-        &self.conn
+        &self.driver.conn
     }
 
     /// The underlying stream.
@@ -187,10 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// by the next `flush`, `send`, or `recv` that would otherwise wait).
     /// Waits only when much output is already queued.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        if self.conn.output().len() >= WRITE_HIGH_WATER {
+        if self.driver.conn.output().len() >= WRITE_HIGH_WATER {
             poll_fn(|cx| self.poll_write_out(cx)).await?;
         }
-        self.conn.send(&message)?;
+        self.driver.conn.send(&message)?;
         Ok(())
     }
 
@@ -198,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// (`wsline_proto::frame::encode_server_frame`), servers only. It is
     /// written by the next `flush`, `send`, or `recv` that would wait.
     pub fn queue_encoded(&mut self, frame: &[u8]) -> Result<(), Error> {
-        self.conn.send_encoded(frame).map_err(Error::from)
+        self.driver.conn.send_encoded(frame).map_err(Error::from)
     }
 
     /// Sends frames encoded once for many connections (as
@@ -217,9 +216,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ) -> Result<(), Error> {
         let mut rest = frames;
         while !rest.is_empty()
-            && self.conn.output_len() == 0
-            && self.conn.role() == Role::Server
-            && self.conn.can_send()
+            && self.driver.conn.output_len() == 0
+            && self.driver.conn.role() == Role::Server
+            && self.driver.conn.can_send()
             && self.io_error.is_none()
         {
             let n = rest.len().min(MAX_IOV);
@@ -241,6 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // Not now, or an error the buffered path will report.
                 _ => break,
             };
+            self.driver.progressed();
             while written > 0 {
                 let Some(frame) = rest.first().map(AsRef::as_ref) else {
                     break;
@@ -250,13 +250,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     written -= frame.len();
                 } else {
                     // The transport took part of this frame: queue its tail.
-                    self.conn.send_encoded(&frame[written..])?;
+                    self.driver.conn.send_encoded(&frame[written..])?;
                     written = 0;
                 }
             }
         }
         for frame in rest {
-            self.conn.send_encoded(frame.as_ref())?;
+            self.driver.conn.send_encoded(frame.as_ref())?;
         }
         Ok(())
     }
@@ -276,7 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         };
         if payload.len() >= DIRECT_WRITE_MIN {
             let mut head = [0u8; MAX_HEADER_LEN];
-            if let Some(n) = self.conn.direct_frame_header(&message, &mut head) {
+            if let Some(n) = self.driver.conn.direct_frame_header(&message, &mut head) {
                 return self.write_encoded(cx, &[&head[..n], payload]);
             }
         }
@@ -285,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Bytes queued and not yet written to the transport.
     pub fn buffered_output(&self) -> usize {
-        self.conn.output_len()
+        self.driver.conn.output_len()
     }
 
     /// Writes everything queued.
@@ -295,7 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Sends a Ping with `payload` (at most 125 bytes).
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.conn.send_ping(payload)?;
+        self.driver.conn.send_ping(payload)?;
         self.flush().await
     }
 
@@ -321,7 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues a Close frame without waiting; the reading side (`recv`, or
     /// the read half) completes the handshake.
     pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        match self.conn.close(code, reason, now()) {
+        match self.driver.conn.close(code, reason, now()) {
             Ok(()) => Ok(()),
             Err(wsline_proto::SendError::Closed) => Ok(()),
             Err(e) => Err(e.into()),
@@ -342,19 +342,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Polls for the next message (the body of [`WebSocket::recv`]).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         loop {
-            while let Some(event) = self.conn.poll_event() {
+            while let Some(event) = self.driver.poll_event(now) {
                 match event {
-                    Event::Message(m) => {
-                        if let Some(idle) = &mut self.idle {
-                            idle.activity();
-                        }
-                        return Poll::Ready(Some(Ok(m)));
-                    }
+                    Event::Message(m) => return Poll::Ready(Some(Ok(m))),
                     Event::Ping(_) | Event::Pong(_) => {}
                     Event::Closed(t) => self.termination = Some(t),
                 }
             }
-            if self.conn.wants_transport_close() {
+            if self.driver.conn.wants_transport_close() {
                 return self.poll_finish(cx);
             }
             // Write replies and queued messages before waiting for input.
@@ -365,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.poll_timer(cx) {
                 continue;
             }
-            if !self.conn.wants_read() {
+            if !self.driver.conn.wants_read() {
                 return Poll::Pending;
             }
             // Reading never waits for our own output to drain: two peers
@@ -374,23 +369,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // core (one Close reply; Pongs are held back and coalesced
             // while output is backed up); what the application adds is
             // bounded by `poll_ready`/`feed` backpressure.
-            match read_into_connection(&mut self.io, cx, &mut self.conn) {
-                Poll::Ready(Ok(0)) => self.conn.receive_eof(now()),
+            match read_into_connection(&mut self.io, cx, &mut self.driver.conn) {
+                Poll::Ready(Ok(0)) => self.driver.receive_eof(now()),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => {
                     self.io_error = Some(e.kind());
-                    self.conn.receive_eof(now());
+                    self.driver.fail_transport(now());
                 }
-                Poll::Pending => {
-                    if self.idle.as_mut().is_some_and(|i| i.poll_expired(cx)) {
-                        self.idle = None;
-                        let _ = self
-                            .conn
-                            .close(CloseCode::GOING_AWAY, "idle timeout", now());
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -400,18 +386,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.io_error = Some(io.kind());
         }
         // The transport is unusable: nothing more can be written or read.
-        self.conn.receive_eof(now());
+        self.driver.fail_transport(now());
     }
 
-    /// Fires the core's timers when due; true if one fired.
+    /// Fires the driver's timers (the core's, the idle timeout, the finish
+    /// deadline) when due; true if one fired.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.conn.poll_timeout() else {
+        let Some(deadline) = self.driver.poll_timeout_except_stall(self.timeouts) else {
             self.timer_deadline = None;
             return false;
         };
         let now = now();
         if deadline <= now {
-            self.conn.handle_timeout(now);
+            self.handle_timeout(now);
             return true;
         }
         if self.timer_deadline != Some(deadline) {
@@ -423,19 +410,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             .as_mut()
             .is_some_and(|t| t.as_mut().poll(cx).is_ready())
         {
-            self.conn
-                .handle_timeout(self.timer_deadline.unwrap_or(now).max(now));
+            self.handle_timeout(self.timer_deadline.unwrap_or(now).max(now));
             self.timer_deadline = None;
             return true;
         }
         false
     }
 
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.driver.handle_timeout(now, self.timeouts).write_stall {
+            self.io_error = Some(std::io::ErrorKind::TimedOut);
+        }
+    }
+
     /// The connection is over: write what is left, close the transport,
     /// report the end once.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         if !self.transport_closed {
-            if self.io_error.is_none() {
+            if self.io_error.is_none() && !self.driver.is_failed() {
                 // Best effort: a peer that stopped reading cannot hold us.
                 if self.poll_write_out(cx).is_pending() && !self.timer_expired_for_finish(cx) {
                     return Poll::Pending;
@@ -452,8 +444,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Ready(None);
         }
         self.end_reported = true;
-        if self.write_timed_out {
-            let timeout = self.write_stall.timeout().unwrap_or_default();
+        if self.driver.write_timed_out() {
+            let timeout = self.timeouts.write.unwrap_or_default();
             return Poll::Ready(Some(Err(Error::WriteTimeout(timeout))));
         }
         match &self.termination {
@@ -465,9 +457,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// While finishing, writes are bounded by the close timeout.
     fn timer_expired_for_finish(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.finish_deadline.is_none() {
-            let deadline = now() + self.conn.config().close_timeout;
-            self.finish_deadline = Some(deadline);
+        let deadline = self.driver.finish_deadline(now());
+        if self.timer_deadline != Some(deadline) {
+            self.timer_deadline = Some(deadline);
             self.arm_timer(deadline);
         }
         self.timer
@@ -497,18 +489,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.write_timed_out {
+        if self.driver.write_timed_out() {
             return self.write_stalled();
         }
-        while !self.conn.output().is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, self.conn.output()) {
+        while !self.driver.conn.output().is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, self.driver.conn.output()) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())))
                 }
-                Poll::Ready(Ok(n)) => {
-                    self.write_stall.progress();
-                    self.conn.consume_output(n);
-                }
+                Poll::Ready(Ok(n)) => self.driver.wrote(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => return self.poll_stall(cx),
             }
@@ -521,18 +510,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The transport takes nothing: pending until the write stall runs out.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if !self.write_stall.poll_expired(cx) {
+        let now = now();
+        self.driver.write_blocked(now);
+        let Some(deadline) = self.driver.stall_deadline(self.timeouts) else {
+            return Poll::Pending;
+        };
+        let at = tokio::time::Instant::from_std(deadline);
+        let timer = self
+            .stall_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        self.write_timed_out = true;
+        if !self.driver.check_stall(now.max(deadline), self.timeouts) {
+            return Poll::Pending;
+        }
         // Nothing more is written or read: the peer stopped reading.
         self.io_error = Some(std::io::ErrorKind::TimedOut);
-        self.conn.receive_eof(now());
         self.write_stalled()
     }
 
     fn write_stalled(&self) -> Poll<Result<(), Error>> {
-        let timeout = self.write_stall.timeout().unwrap_or_default();
+        let timeout = self.timeouts.write.unwrap_or_default();
         Poll::Ready(Err(Error::WriteTimeout(timeout)))
     }
 
@@ -541,14 +543,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if let Some(t) = &self.termination {
             return Poll::Ready(Err(Error::Closed(t.clone())));
         }
-        if self.conn.output().len() >= WRITE_HIGH_WATER {
+        if self.driver.conn.output().len() >= WRITE_HIGH_WATER {
             ready!(self.poll_write_out(cx))?;
         }
         Poll::Ready(Ok(()))
     }
 
     pub(crate) fn queue(&mut self, message: &Message) -> Result<(), Error> {
-        self.conn.send(message).map_err(Error::from)
+        self.driver.conn.send(message).map_err(Error::from)
     }
 }
 

@@ -55,6 +55,8 @@ pub use slot::Conn;
 use slot::{Loop, Slot, Step};
 use timers::Timers;
 
+use crate::accept::{is_transient_accept_error, ACCEPT_BACKOFF};
+use crate::driver::RequestHead;
 use crate::{Acceptance, Gate, Request, Response, ServerConfig};
 
 /// The size of the loop's shared receive buffer.
@@ -63,8 +65,6 @@ const READ_BUFFER: usize = 64 * 1024;
 const EVENTS: usize = 1024;
 /// Connections accepted per turn before others get theirs.
 const ACCEPT_BATCH: usize = 128;
-/// How long accepting pauses after the process ran out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -404,8 +404,9 @@ impl<H: Handler> Reactor<H> {
                 self.free.push(index);
                 continue;
             }
-            let deadline = now + self.lp.config.handshake_timeout;
-            self.slots[index as usize] = Some(Slot::handshake(stream, id.gen(), permit, deadline));
+            let head = RequestHead::new(&self.lp.config, now);
+            let deadline = head.deadline();
+            self.slots[index as usize] = Some(Slot::handshake(stream, id.gen(), permit, head));
             self.shared.connections.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(%peer, "accepted");
             self.schedule(id, Some(deadline));
@@ -520,16 +521,6 @@ impl<H> std::fmt::Debug for Reactor<H> {
             .field("stopping", &self.stopping.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// Errors of `accept` that concern one connection, not the listener.
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
 }
 
 #[cfg(test)]

@@ -4,19 +4,21 @@
 //!
 //! Owns the per-connection I/O: reading into the loop's shared buffer (the
 //! core keeps only a partial frame), writing the core's output straight to
-//! the socket, backpressure (no reading while much output waits), the
-//! write stall, idle and closing deadlines, and closing the socket.
+//! the socket, backpressure (no reading while much output waits), and
+//! closing the socket. The rules (the head, the decision, the transport
+//! timers) are the [`crate::driver`]'s: this is its pump for mio, in the
+//! driving order documented there.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream;
 use wsline_proto::frame::MAX_HEADER_LEN;
-use wsline_proto::handshake::{parse_request, HandshakeError, Request, Response};
-use wsline_proto::{CloseCode, Connection, Event, Message};
+use wsline_proto::handshake::{Request, Response};
+use wsline_proto::{CloseCode, Event, Message};
 
 use super::{ConnId, Handler};
-use crate::server::{answer_request, Answer};
+use crate::driver::{answer_request, Answer, Driver, HeadProgress, RequestHead, Timeouts};
 use crate::{Connected, Error, Gate, Handshake, ServerConfig};
 
 /// Output above this many bytes stops reading from that connection until
@@ -72,50 +74,17 @@ enum Phase {
 /// Waiting for the request head.
 struct Handshaking {
     permit: Handshake,
-    /// A head that arrived in pieces (empty when it comes in one read).
-    head: Vec<u8>,
-    deadline: Instant,
+    head: RequestHead,
 }
 
 /// After the 101.
 struct Open {
-    conn: Connection,
+    /// The core and the transport timers.
+    driver: Driver,
     _permit: Connected,
     protocol: Option<String>,
-    /// The last message's arrival, kept only with an idle timeout.
-    last_message: Option<Instant>,
-    /// Output has waited on a full socket since then.
-    stalled_since: Option<Instant>,
-    /// The connection is over and its last output must be gone by then.
-    finish_deadline: Option<Instant>,
-    /// The socket failed or stalled: nothing more is read or written.
-    failed: bool,
     /// `on_close` was called.
     reported: bool,
-}
-
-impl Open {
-    /// The socket is unusable: the core ends the connection (1006).
-    fn fail(&mut self, now: Instant) {
-        self.failed = true;
-        self.conn.receive_eof(now);
-    }
-
-    fn next_deadline(&self, config: &ServerConfig) -> Option<Instant> {
-        [
-            self.conn.poll_timeout(),
-            self.stalled_since
-                .zip(config.write_timeout)
-                .map(|(s, t)| s + t),
-            self.last_message
-                .zip(config.idle_timeout)
-                .map(|(l, t)| l + t),
-            self.finish_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
 }
 
 /// The connection a [`Handler`] callback is about: send to it, close it.
@@ -140,7 +109,7 @@ impl Conn<'_> {
 
     /// Bytes queued and not yet taken by the socket.
     pub fn buffered_output(&self) -> usize {
-        self.open.conn.output_len()
+        self.open.driver.conn.output_len()
     }
 
     /// Queues `message`; it is written when the callback returns, together
@@ -153,14 +122,19 @@ impl Conn<'_> {
             Message::Text(t) => t.as_bytes(),
             Message::Binary(b) => b,
         };
-        if payload.len() >= DIRECT_WRITE_MIN && *self.writable && !self.open.failed {
+        if payload.len() >= DIRECT_WRITE_MIN && *self.writable && !self.open.driver.is_failed() {
             let mut head = [0u8; MAX_HEADER_LEN];
-            if let Some(n) = self.open.conn.direct_frame_header(&message, &mut head) {
+            if let Some(n) = self
+                .open
+                .driver
+                .conn
+                .direct_frame_header(&message, &mut head)
+            {
                 self.write_direct(&head[..n], payload);
                 return Ok(());
             }
         }
-        self.open.conn.send(&message).map_err(Error::from)
+        self.open.driver.conn.send(&message).map_err(Error::from)
     }
 
     /// Header and payload in one vectored write; what the socket does not
@@ -180,20 +154,21 @@ impl Conn<'_> {
                     break 0;
                 }
                 Err(_) => {
-                    self.open.fail(self.now);
+                    self.open.driver.fail_transport(self.now);
                     return;
                 }
             }
         };
+        if written > 0 {
+            self.open.driver.progressed();
+        }
+        let conn = &mut self.open.driver.conn;
         if written < total {
             if written < head.len() {
-                let _ = self.open.conn.send_encoded(&head[written..]);
-                let _ = self.open.conn.send_encoded(payload);
+                let _ = conn.send_encoded(&head[written..]);
+                let _ = conn.send_encoded(payload);
             } else {
-                let _ = self
-                    .open
-                    .conn
-                    .send_encoded(&payload[written - head.len()..]);
+                let _ = conn.send_encoded(&payload[written - head.len()..]);
             }
         }
     }
@@ -201,18 +176,11 @@ impl Conn<'_> {
     /// Starts the closing handshake with `code` and `reason`.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.open
+            .driver
             .conn
             .close(code, reason, self.now)
             .map_err(Error::from)
     }
-}
-
-/// The request head, as far as it has arrived.
-enum Head {
-    Complete(Request, Vec<u8>),
-    Partial,
-    TooLarge,
-    Bad(HandshakeError),
 }
 
 /// How a handshake turn ended.
@@ -223,12 +191,12 @@ enum HandshakeStep {
 }
 
 impl Slot {
-    /// A connection just accepted, waiting for its request until `deadline`.
+    /// A connection just accepted, waiting for its request `head`.
     pub(super) fn handshake(
         stream: TcpStream,
         gen: u32,
         permit: Handshake,
-        deadline: Instant,
+        head: RequestHead,
     ) -> Self {
         Self {
             stream,
@@ -236,11 +204,7 @@ impl Slot {
             readable: false,
             writable: false,
             scheduled: None,
-            phase: Phase::Handshake(Box::new(Handshaking {
-                permit,
-                head: Vec::new(),
-                deadline,
-            })),
+            phase: Phase::Handshake(Box::new(Handshaking { permit, head })),
         }
     }
 
@@ -260,9 +224,9 @@ impl Slot {
     /// handshake is dropped at its next turn.
     pub(super) fn start_close(&mut self, code: CloseCode, reason: &str, now: Instant) {
         match &mut self.phase {
-            Phase::Handshake(hs) => hs.deadline = now,
+            Phase::Handshake(hs) => hs.head.expire(now),
             Phase::Open(open) => {
-                let _ = open.conn.close(code, reason, now);
+                let _ = open.driver.conn.close(code, reason, now);
             }
             Phase::Gone => {}
         }
@@ -272,7 +236,7 @@ impl Slot {
     /// not reported yet.
     pub(super) fn abandon<H: Handler>(&mut self, id: ConnId, now: Instant, lp: &mut Loop<H>) {
         if let Phase::Open(open) = &mut self.phase {
-            open.fail(now);
+            open.driver.fail_transport(now);
             report_end(id, open, lp);
         }
     }
@@ -286,11 +250,10 @@ impl Slot {
         let Phase::Handshake(hs) = &mut self.phase else {
             return HandshakeStep::Done;
         };
-        if now >= hs.deadline {
+        if now >= hs.head.deadline() {
             tracing::debug!("handshake timed out");
             return HandshakeStep::Done;
         }
-        let max_head = lp.config.max_head_size;
         while self.readable {
             let n = match self.stream.read(&mut lp.buf) {
                 Ok(0) => return HandshakeStep::Done,
@@ -305,42 +268,19 @@ impl Slot {
             if n < lp.buf.len() {
                 self.readable = false;
             }
-            let head = {
-                let data: &[u8] = if hs.head.is_empty() {
-                    &lp.buf[..n]
-                } else {
-                    hs.head.extend_from_slice(&lp.buf[..n]);
-                    &hs.head
-                };
-                match parse_request(data, max_head) {
-                    Ok(Some((request, used))) => Head::Complete(request, data[used..].to_vec()),
-                    Ok(None) if data.len() > max_head => Head::TooLarge,
-                    Ok(None) => Head::Partial,
-                    Err(e) => Head::Bad(e),
-                }
-            };
-            match head {
-                Head::Complete(request, leftover) => {
+            match hs.head.receive(&lp.buf[..n]) {
+                HeadProgress::Complete(request, leftover) => {
                     return self.open(id, &request, &leftover, now, lp);
                 }
-                Head::Partial => {
-                    if hs.head.is_empty() {
-                        hs.head.extend_from_slice(&lp.buf[..n]);
-                    }
-                }
-                Head::TooLarge => {
-                    let e = HandshakeError::HeadTooLarge { limit: max_head };
-                    self.refuse(&Response::from_error(&e));
-                    return HandshakeStep::Done;
-                }
-                Head::Bad(e) => {
+                HeadProgress::Partial => {}
+                HeadProgress::Refuse(e) => {
                     tracing::debug!("bad request: {e}");
                     self.refuse(&Response::from_error(&e));
                     return HandshakeStep::Done;
                 }
             }
         }
-        HandshakeStep::Wait(hs.deadline)
+        HandshakeStep::Wait(hs.head.deadline())
     }
 
     /// The request is complete: the gate, the checks, the application,
@@ -396,17 +336,14 @@ impl Slot {
         if written < bytes.len() {
             let _ = conn.send_encoded(&bytes[written..]);
         }
+        let mut driver = Driver::new(conn, Timeouts::of(&lp.config), now);
         if !leftover.is_empty() {
-            conn.receive_data(leftover, now);
+            driver.receive(leftover, now);
         }
         let mut open = Box::new(Open {
-            conn,
+            driver,
             _permit: permit,
             protocol,
-            last_message: lp.config.idle_timeout.map(|_| now),
-            stalled_since: None,
-            finish_deadline: None,
-            failed: false,
             reported: false,
         });
         lp.handler.on_open(&mut Conn {
@@ -432,52 +369,40 @@ impl Slot {
             return Step::Remove;
         };
         let open = &mut **open;
-        if open.conn.poll_timeout().is_some_and(|d| d <= now) {
-            open.conn.handle_timeout(now);
-        }
-        if let (Some(since), Some(limit)) = (open.stalled_since, lp.config.write_timeout) {
-            if now >= since + limit && !open.failed {
-                tracing::debug!("dropped: the client took no output for {limit:?}");
-                open.fail(now);
+        let timeouts = Timeouts::of(&lp.config);
+        if open.driver.poll_timeout(timeouts).is_some_and(|d| d <= now) {
+            let expired = open.driver.handle_timeout(now, timeouts);
+            if expired.write_stall {
+                tracing::debug!(
+                    "dropped: the client took no output for {:?}",
+                    timeouts.write
+                );
             }
-        }
-        if let (Some(last), Some(limit)) = (open.last_message, lp.config.idle_timeout) {
-            if now >= last + limit {
-                open.last_message = None;
-                let _ = open.conn.close(CloseCode::GOING_AWAY, "idle timeout", now);
-            }
-        }
-        if open.finish_deadline.is_some_and(|d| now >= d) && !open.failed {
-            // The last output did not go in time: give up on it.
-            open.fail(now);
         }
         let mut reads = 0;
         loop {
-            if open.conn.has_events() {
+            if open.driver.conn.has_events() {
                 dispatch(id, open, &mut self.stream, &mut self.writable, now, lp);
             }
-            if !open.failed && self.writable && open.conn.output_len() > 0 {
+            if !open.driver.is_failed() && self.writable && !open.driver.output().is_empty() {
                 write_out(&mut self.stream, &mut self.writable, open, now);
             }
-            if open.conn.has_events() {
+            if open.driver.conn.has_events() {
                 // A failed write ended the connection: report it first.
                 continue;
             }
-            if open.conn.output_len() > 0 && !open.failed {
-                open.stalled_since.get_or_insert(now);
+            if !open.driver.output().is_empty() {
+                open.driver.write_blocked(now);
             }
-            if open.conn.wants_transport_close() {
-                if open.failed || open.conn.output_len() == 0 {
+            if open.driver.wants_transport_close() {
+                if open.driver.is_failed() || open.driver.output().is_empty() {
                     report_end(id, open, lp);
                     return Step::Remove;
                 }
-                let deadline = *open
-                    .finish_deadline
-                    .get_or_insert(now + lp.config.protocol.close_timeout);
-                return Step::Keep(Some(deadline));
+                return Step::Keep(Some(open.driver.finish_deadline(now)));
             }
-            if self.readable && open.conn.wants_read() && !open.failed {
-                if open.conn.output_len() >= PAUSE_READING {
+            if self.readable && open.driver.wants_read() {
+                if open.driver.output().len() >= PAUSE_READING {
                     // Backpressure: read again once the socket took some.
                     break;
                 }
@@ -487,7 +412,7 @@ impl Slot {
                 }
                 reads += 1;
                 match self.stream.read(&mut lp.buf) {
-                    Ok(0) => open.conn.receive_eof(now),
+                    Ok(0) => open.driver.receive_eof(now),
                     Ok(n) => {
                         if n < lp.buf.len() {
                             // Edge-triggered: a short read drained the socket.
@@ -498,21 +423,21 @@ impl Slot {
                         // still go out in one write below.
                         let mut at = 0;
                         while at < n {
-                            at += open.conn.receive_some(&lp.buf[at..n], now);
-                            if open.conn.has_events() {
+                            at += open.driver.conn.receive_some(&lp.buf[at..n], now);
+                            if open.driver.conn.has_events() {
                                 dispatch(id, open, &mut self.stream, &mut self.writable, now, lp);
                             }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => open.fail(now),
+                    Err(_) => open.driver.fail_transport(now),
                 }
                 continue;
             }
             break;
         }
-        Step::Keep(open.next_deadline(&lp.config))
+        Step::Keep(open.driver.poll_timeout(timeouts))
     }
 }
 
@@ -526,12 +451,9 @@ fn dispatch<H: Handler>(
     now: Instant,
     lp: &mut Loop<H>,
 ) {
-    while let Some(event) = open.conn.poll_event() {
+    while let Some(event) = open.driver.poll_event(|| now) {
         match event {
             Event::Message(message) => {
-                if open.last_message.is_some() {
-                    open.last_message = Some(now);
-                }
                 let mut conn = Conn {
                     id,
                     open,
@@ -555,15 +477,14 @@ fn dispatch<H: Handler>(
 /// Writes the core's output until it is gone or the socket is full.
 fn write_out(stream: &mut TcpStream, writable: &mut bool, open: &mut Open, now: Instant) {
     loop {
-        match stream.write(open.conn.output()) {
+        match stream.write(open.driver.output()) {
             Ok(0) => {
-                open.fail(now);
+                open.driver.fail_transport(now);
                 return;
             }
             Ok(n) => {
-                open.conn.consume_output(n);
-                open.stalled_since = None;
-                if open.conn.output_len() == 0 {
+                open.driver.wrote(n);
+                if open.driver.output().is_empty() {
                     return;
                 }
             }
@@ -573,7 +494,7 @@ fn write_out(stream: &mut TcpStream, writable: &mut bool, open: &mut Open, now: 
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
-                open.fail(now);
+                open.driver.fail_transport(now);
                 return;
             }
         }
@@ -582,7 +503,7 @@ fn write_out(stream: &mut TcpStream, writable: &mut bool, open: &mut Open, now: 
 
 /// Calls `on_close` once, with the core's account of the end.
 fn report_end<H: Handler>(id: ConnId, open: &mut Open, lp: &mut Loop<H>) {
-    while let Some(event) = open.conn.poll_event() {
+    while let Some(event) = open.driver.conn.poll_event() {
         if let Event::Closed(termination) = event {
             if !open.reported {
                 open.reported = true;
