@@ -106,7 +106,6 @@ macro_rules! settings {
 
         impl Default for HubConfig {
             fn default() -> Self {
-                #[allow(unused_mut)]
                 let mut c = Self {
                     $($oname: $odefault,)*
                     channels: default_channels(),
