@@ -101,6 +101,8 @@ macro_rules! settings {
             /// handshake's bounds, the Origin allow-list and the caps of the
             /// accept loop's [`wsline::Gate`]. The settings written into it
             /// are in the table; the rest keep the library's defaults.
+            /// `max_message_size` is both `protocol.max_message_size` and
+            /// `protocol.max_frame_size`: set both when changing it here.
             pub server: wsline::ServerConfig,
         }
 
