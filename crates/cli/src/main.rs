@@ -50,9 +50,9 @@ fn main() {
     let mut level = "warn";
     if let Command::Serve(args) = &cli.command {
         match serve::resolve(args) {
-            Ok((config, format)) => {
+            Ok(config) => {
+                json_logs = config.log_format == wsline_hub::config::LogFormat::Json;
                 serve_config = Some(config);
-                json_logs = format == "json";
                 level = "info";
             }
             Err(e) => {

@@ -1,7 +1,8 @@
 //! The connection-level defences of the `wsline` binary, as child
 //! processes over real sockets: `wsline echo --max-connections`,
 //! `--max-handshakes`, `--max-connecting-per-ip`, `--write-timeout`, and
-//! the same keys in the TOML file of `wsline serve`.
+//! the same keys in the TOML file of `wsline serve`; `wsline serve
+//! --handshake-timeout` and its key.
 
 #[path = "../../wsline/tests/support/mod.rs"]
 mod support;
@@ -12,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use child::{spawn_echo, BIN};
+use child::{spawn_echo, spawn_serve, BIN};
 use support::{client_frame, upgrade_request, within, Raw, BINARY};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -239,5 +240,52 @@ async fn serve_takes_the_caps_from_its_config_file() {
     })
     .await;
     assert!(reply.starts_with(b"HTTP/1.1 200"));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// How long `wsline serve ARGS` takes to drop a connection that sent half
+/// a request head and stalls (the handshake timeout).
+async fn serve_drops_a_stalled_half_request_after(args: &[&str]) -> Duration {
+    let server = spawn_serve(args).await;
+    let started = Instant::now();
+    let mut stalled = stalled_from(server.addr, localhost()).await;
+    // Meanwhile a prompt request is answered.
+    let mut tcp = within("connect", TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    within("healthz", tcp.read_to_end(&mut reply))
+        .await
+        .expect("read");
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{reply:?}");
+    // Dropped without an answer (the default would take 10 s, past the
+    // bound of `within`).
+    stalled.expect_closed().await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn serve_handshake_timeout_drops_a_stalled_half_request_from_the_flag_or_the_file() {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("handshake-timeout-{}.toml", std::process::id()));
+    std::fs::write(&path, "handshake_timeout = 0.5\n").expect("write the config file");
+    let file = path.to_str().expect("utf-8 path");
+    let from_file = serve_drops_a_stalled_half_request_after(&["--config", file]).await;
+    assert!(
+        (Duration::from_millis(450)..Duration::from_secs(3)).contains(&from_file),
+        "handshake_timeout = 0.5: dropped after {from_file:?}"
+    );
+    // The flag wins over the file.
+    std::fs::write(&path, "handshake_timeout = 30\n").expect("write the config file");
+    let from_flag =
+        serve_drops_a_stalled_half_request_after(&["--config", file, "--handshake-timeout", "1"])
+            .await;
+    assert!(
+        (Duration::from_millis(950)..Duration::from_secs(4)).contains(&from_flag),
+        "--handshake-timeout 1 over handshake_timeout = 30: dropped after {from_flag:?}"
+    );
     let _ = std::fs::remove_file(&path);
 }

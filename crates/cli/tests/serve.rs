@@ -456,6 +456,55 @@ async fn serve_refuses_a_bad_config_file_or_flag_with_exit_2() {
     let _ = std::fs::remove_file(unknown);
 }
 
+/// `wsline serve --help` has a flag for every setting of the hub's table,
+/// with its default, and no other flag but `--config` (and `-h, --help`).
+#[tokio::test]
+async fn serve_help_shows_every_setting_with_its_default_and_nothing_else() {
+    let out = within(
+        "wsline serve --help",
+        Command::new(BIN).args(["serve", "--help"]).output(),
+    )
+    .await
+    .expect("run wsline serve --help");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let settings = wsline_hub::config::settings();
+    for s in &settings {
+        let flag = format!("--{} <{}>", s.flag(), s.value_name);
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&flag))
+            .unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        let default = format!("[default: {}]", s.default);
+        assert!(line.ends_with(&default), "{line:?} lacks {default}");
+    }
+    let mut flags: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    flags.sort();
+    let mut expected: Vec<String> = settings.iter().map(|s| s.flag()).collect();
+    // (`-h, --help` starts with `-h`.)
+    expected.push("config".to_owned());
+    expected.sort();
+    assert_eq!(flags, expected);
+    // The defaults shown are the ones relied on.
+    for expected in [
+        "--listen <ADDR>",
+        "[default: 127.0.0.1:8080]",
+        "--max-connecting-per-ip <N>",
+        "[default: 64]",
+        "--handshake-timeout <SECS>",
+        "[default: 10]",
+        "--history-size <N>",
+        "[default: 100]",
+    ] {
+        assert!(help.contains(expected), "{expected} not in:\n{help}");
+    }
+}
+
 #[tokio::test]
 async fn serve_sigterm_right_after_the_listening_line_still_exits_0() {
     // A supervisor may signal as soon as the line is out. Until the

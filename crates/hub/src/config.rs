@@ -1,107 +1,421 @@
-//! The hub's configuration: defaults, the TOML file, per-channel options
-//! by pattern.
+//! The hub's configuration: the one table of settings, the TOML file,
+//! per-channel options by pattern.
 //!
-//! Owns what each setting means and its default; the command line layer
-//! (`wsline serve`) merges flags over the file over these defaults.
+//! Owns every setting of the hub, each declared once in the `settings!`
+//! table below: its TOML key and flag, its type, its default, where it
+//! lands ([`HubConfig`], or the [`wsline::ServerConfig`] it embeds), its
+//! `--help` line and its docs/hub.md row. From the table come
+//! [`HubConfig`], [`FileConfig`], [`Flags`] and the merge (flags over the
+//! file over the defaults, [`HubConfig::merge`]). Per-channel options
+//! (`[channels."pattern"]`, [`ChannelOptions`]) are file-only and declared
+//! by hand below. How values are written is [`crate::settings`]'s.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::any_engine::EngineKind;
+pub use crate::settings::{Setting, Shown, Value};
 
-/// Every setting of the hub, with the defaults of `wsline serve`.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct HubConfig {
-    /// Where to listen (default 127.0.0.1:8080).
-    pub listen: SocketAddr,
-    /// Guards `/api/*` with `Authorization: Bearer KEY`; without one those
-    /// endpoints answer only loopback clients.
-    pub api_key: Option<String>,
-    /// HS256 secret: clients then need `/ws?token=JWT`.
-    pub jwt_secret: Option<String>,
-    /// Allowed Origins for `/ws` (empty: any).
-    pub allow_origin: Vec<String>,
-    /// Messages kept per channel for recovery (default 100).
-    pub history_size: usize,
-    /// How long messages stay in history (default 300 s).
-    pub history_ttl: Duration,
-    /// Largest client message (default 65536); larger → 1009.
-    pub max_message_size: usize,
-    /// Publishes per second per connection (bucket of 2× this).
-    pub publish_rate: u32,
-    /// Subscriptions per connection (default 128).
-    pub max_subscriptions: usize,
-    /// Open WebSocket connections (default 100000); more get 503.
-    pub max_connections: usize,
-    /// Per-connection outgoing queue in bytes (default 1 MiB); a client
-    /// past it is a slow consumer and is closed with 4008.
-    pub max_queue: usize,
-    /// Keepalive ping interval (`None`: off).
-    pub ping_interval: Option<Duration>,
-    /// Keepalive pong timeout.
-    pub ping_timeout: Option<Duration>,
-    /// Closing handshake timeout, also the shutdown grace period.
-    pub close_timeout: Duration,
-    /// TCP connections in their opening handshake or an HTTP request
-    /// (default 4096); more are refused at once with 503. One address may
-    /// hold half of them.
-    pub max_handshakes: usize,
-    /// Stalled handshakes (in progress for over a second) one IP address
-    /// or IPv6 /64 may hold (default 64; 0: no per-address rule, see
-    /// `wsline::Limits::max_connecting_per_ip`).
-    pub max_connecting_per_ip: usize,
-    /// A client that takes none of its pending output for this long is
-    /// dropped (default 30 s; `None`: never).
-    pub write_timeout: Option<Duration>,
-    /// A client that sends no message for this long is closed with 1001
-    /// (default `None`: never).
-    pub idle_timeout: Option<Duration>,
-    /// Per-channel options by pattern (`*` matches any run of characters);
-    /// the longest matching pattern wins. By default one entry,
-    /// [`DEMO_CHANNELS`] with `join_leave`, for the demo chat at `/`.
-    pub channels: BTreeMap<String, ChannelOptions>,
-    /// Where offsets, history, presence and delivery live: `memory` (one
-    /// process, the default) or `redis` (several nodes, docs/scaling.md).
-    pub engine: EngineKind,
-    /// The Redis server of the `redis` engine (default
-    /// `redis://127.0.0.1:6379`).
-    pub redis_url: String,
-    /// Redis engine: how long a member stays listed without its node
-    /// refreshing it (default 30 s), so a killed node's members vanish
-    /// within this; nodes refresh every third of it.
-    pub presence_timeout: Duration,
+/// The table of settings: each row declares one setting of the hub once.
+///
+/// A row is `key: Type { default, value, help, docs }` for a field of
+/// [`HubConfig`] of its own, or `key: Type => path { … }` for a field of
+/// the embedded [`wsline::ServerConfig`] (`=> a, b` writes both). The key
+/// is the TOML key and, with `-` for `_`, the flag; `Type` says how values
+/// are written ([`Value`]); `default` is the value without flag or key
+/// (`shown` overrides how it is shown); `value` names the flag's value in
+/// `--help`; `help` is the `--help` line; `docs` is docs/hub.md's meaning
+/// column. From the rows come [`HubConfig`] (its own fields and
+/// `Default`), [`FileConfig`], [`Flags`], [`settings`] and
+/// [`HubConfig::merge`].
+macro_rules! settings {
+    // A setting written into the embedded ServerConfig.
+    (@munch own [$($own:tt)*] server [$($server:tt)*] all [$($all:tt)*]
+        $name:ident : $ty:ty => $($p:ident).+ $(, $($q:ident).+)* {
+            default: $default:expr,
+            $(shown: $shown:literal,)?
+            value: $value:literal,
+            help: $help:literal,
+            docs: $docs:literal $(,)?
+        }
+        $($rest:tt)*
+    ) => {
+        settings!(@munch
+            own [$($own)*]
+            server [$($server)* ([server.$($p).+ $(, server.$($q).+)*], $default)]
+            all [$($all)* ($name, $ty, [server.$($p).+ $(, server.$($q).+)*], $value, $help, $docs, [$($shown)?])]
+            $($rest)*
+        );
+    };
+    // A setting with a field of its own in HubConfig.
+    (@munch own [$($own:tt)*] server [$($server:tt)*] all [$($all:tt)*]
+        $name:ident : $ty:ty {
+            default: $default:expr,
+            $(shown: $shown:literal,)?
+            value: $value:literal,
+            help: $help:literal,
+            docs: $docs:literal $(,)?
+        }
+        $($rest:tt)*
+    ) => {
+        settings!(@munch
+            own [$($own)* ($name, $ty, $help, $default)]
+            server [$($server)*]
+            all [$($all)* ($name, $ty, [$name], $value, $help, $docs, [$($shown)?])]
+            $($rest)*
+        );
+    };
+    (@munch own [$($own:tt)*] server [$($server:tt)*] all [$($all:tt)*]) => {
+        settings!(@emit own [$($own)*] server [$($server)*] all [$($all)*]);
+    };
+    (@shown [$shown:literal] $value:expr) => { Shown::Word($shown) };
+    (@shown [] $value:expr) => { $value };
+    (@emit
+        own [$(($oname:ident, $oty:ty, $ohelp:literal, $odefault:expr))*]
+        server [$(([$($sfirst:ident).+ $(, $($smore:ident).+)*], $sdefault:expr))*]
+        all [$((
+            $name:ident, $ty:ty, [$($first:ident).+ $(, $($more:ident).+)*],
+            $value:literal, $help:literal, $docs:literal, [$($shown:literal)?]
+        ))*]
+    ) => {
+        /// Every setting of the hub, with the defaults of `wsline serve`
+        /// (the table in this module's source, [`settings`]).
+        #[derive(Clone, Debug)]
+        #[non_exhaustive]
+        pub struct HubConfig {
+            $(
+                #[doc = $ohelp]
+                pub $oname: $oty,
+            )*
+            /// Per-channel options by pattern (`*` matches any run of
+            /// characters); the longest matching pattern wins. By default
+            /// one entry, [`DEMO_CHANNELS`] with `join_leave`, for the demo
+            /// chat at `/`.
+            pub channels: BTreeMap<String, ChannelOptions>,
+            /// The WebSocket server's part: protocol limits and timers, the
+            /// handshake's bounds, the Origin allow-list and the caps of the
+            /// accept loop's [`wsline::Gate`]. The settings written into it
+            /// are in the table; the rest keep the library's defaults.
+            /// `max_message_size` is both `protocol.max_message_size` and
+            /// `protocol.max_frame_size`: set both when changing it here.
+            pub server: wsline::ServerConfig,
+        }
+
+        impl Default for HubConfig {
+            fn default() -> Self {
+                let mut c = Self {
+                    $($oname: $odefault,)*
+                    channels: default_channels(),
+                    server: wsline::ServerConfig::default(),
+                };
+                $({
+                    let v = $sdefault;
+                    $(c.$($smore).+ = v.clone();)*
+                    c.$($sfirst).+ = v;
+                })*
+                c
+            }
+        }
+
+        /// The TOML file: a key per setting (the flag's name with `_`),
+        /// plus `[channels."pattern"]` tables.
+        #[derive(Clone, Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(
+                #[doc = concat!("`", stringify!($name), "`: ", $help)]
+                pub $name: Option<<$ty as Value>::Raw>,
+            )*
+            /// Per-pattern channel options.
+            #[serde(default)]
+            pub channels: BTreeMap<String, ChannelOptions>,
+        }
+
+        /// The settings given as flags of `wsline serve` (with the `clap`
+        /// feature, `#[command(flatten)]` them into a command).
+        #[derive(Clone, Debug, Default)]
+        pub struct Flags {
+            $(
+                #[doc = concat!("`--", stringify!($name), "`: ", $help)]
+                pub $name: Option<<$ty as Value>::Raw>,
+            )*
+        }
+
+        /// The table of settings, in order, with their defaults.
+        pub fn settings() -> Vec<Setting> {
+            let d = HubConfig::default();
+            vec![$(
+                Setting {
+                    key: stringify!($name),
+                    value_name: $value,
+                    help: $help,
+                    docs: $docs,
+                    repeatable: <$ty as Value>::REPEATABLE,
+                    default: settings!(@shown [$($shown)?] <$ty as Value>::show(&d.$($first).+)),
+                },
+            )*]
+        }
+
+        impl HubConfig {
+            /// Flags over the file over the defaults, then the checks
+            /// across settings. The file's `[channels."…"]` tables, if
+            /// any, replace the default ones.
+            pub fn merge(flags: &Flags, file: FileConfig) -> Result<Self, String> {
+                let mut c = Self::default();
+                let mut set: Vec<&'static str> = Vec::new();
+                $(
+                    if let Some(raw) = flags.$name.clone().or(file.$name) {
+                        let v = <$ty as Value>::from_raw(raw)
+                            .map_err(|e| format!("{}: {e}", stringify!($name)))?;
+                        $(c.$($more).+ = v.clone();)*
+                        c.$($first).+ = v;
+                        set.push(stringify!($name));
+                    }
+                )*
+                if !file.channels.is_empty() {
+                    c.channels = file.channels;
+                }
+                c.check(&set)?;
+                Ok(c)
+            }
+        }
+
+        #[cfg(feature = "clap")]
+        impl clap::FromArgMatches for Flags {
+            fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                let mut flags = Self::default();
+                flags.update_from_arg_matches(m)?;
+                Ok(flags)
+            }
+
+            fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+                $(
+                    if let Some(raw) = crate::settings::from_matches::<$ty>(m, stringify!($name))? {
+                        self.$name = Some(raw);
+                    }
+                )*
+                Ok(())
+            }
+        }
+
+        #[cfg(feature = "clap")]
+        impl clap::Args for Flags {
+            fn augment_args(cmd: clap::Command) -> clap::Command {
+                let table = settings();
+                let mut rows = table.iter();
+                let mut cmd = cmd;
+                $(
+                    let row = rows.next().expect("a row per setting");
+                    cmd = cmd.arg(crate::settings::arg::<$ty>(row));
+                )*
+                cmd
+            }
+
+            fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+                Self::augment_args(cmd)
+            }
+        }
+    };
+    ($($rows:tt)*) => {
+        settings!(@munch own [] server [] all [] $($rows)*);
+    };
 }
 
-impl Default for HubConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            api_key: None,
-            jwt_secret: None,
-            allow_origin: Vec::new(),
-            history_size: 100,
-            history_ttl: Duration::from_secs(300),
-            max_message_size: 65536,
-            publish_rate: 50,
-            max_subscriptions: 128,
-            max_connections: 100_000,
-            max_queue: 1 << 20,
-            ping_interval: Some(Duration::from_secs(20)),
-            ping_timeout: Some(Duration::from_secs(20)),
-            close_timeout: Duration::from_secs(10),
-            max_handshakes: wsline::Limits::default().max_handshakes,
-            max_connecting_per_ip: wsline::Limits::default().max_connecting_per_ip,
-            write_timeout: Some(Duration::from_secs(30)),
-            idle_timeout: None,
-            channels: default_channels(),
-            engine: EngineKind::Memory,
-            redis_url: "redis://127.0.0.1:6379".to_owned(),
-            presence_timeout: Duration::from_secs(30),
+settings! {
+    listen: SocketAddr {
+        default: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        value: "ADDR",
+        help: "Address to listen on (IP:PORT; port 0 picks one)",
+        docs: "IP:PORT to listen on; port 0 picks a free one. `0.0.0.0:PORT` or `[::]:PORT` to accept other machines",
+    }
+    api_key: Option<String> {
+        default: None,
+        value: "KEY",
+        help: "Key for /api/* (Authorization: Bearer KEY); without one, loopback only",
+        docs: "`/api/*` then require `Authorization: Bearer KEY`; without a key they answer loopback clients only",
+    }
+    jwt_secret: Option<String> {
+        default: None,
+        value: "SECRET",
+        help: "HS256 secret: clients connect to /ws?token=JWT",
+        docs: "HS256 secret: every `/ws` client then needs `?token=JWT`",
+    }
+    allow_origin: Vec<String> => allowed_origins {
+        default: Vec::new(),
+        shown: "any",
+        value: "ORIGIN",
+        help: "Allowed Origin (repeatable); others get 403",
+        docs: "browser Origins allowed on `/ws`, e.g. `https://app.example.com`; others get 403. A request without `Origin` (not a browser) is allowed. Flags replace the file's list",
+    }
+    history_size: usize {
+        default: 100,
+        value: "N",
+        help: "Messages kept per channel for recovery",
+        docs: "messages kept per channel for recovery (0 keeps none)",
+    }
+    history_ttl: Duration {
+        default: Duration::from_secs(300),
+        value: "SECS",
+        help: "Seconds messages stay in history",
+        docs: "how long a message stays in history",
+    }
+    max_message_size: usize => protocol.max_message_size, protocol.max_frame_size {
+        default: 65536,
+        value: "BYTES",
+        help: "Largest client message in bytes; larger → 1009",
+        docs: "largest client message (and HTTP body); a larger WebSocket message closes the connection with 1009, a larger body gets 413",
+    }
+    publish_rate: u32 {
+        default: 50,
+        value: "N",
+        help: "Publishes per second per connection, burst 2×N",
+        docs: "publishes per second per connection, bursts of 2×N; see [the rate limit](protocol.md#rate-limit)",
+    }
+    max_subscriptions: usize {
+        default: 128,
+        value: "N",
+        help: "Subscriptions per connection",
+        docs: "channels per connection; more → `limit_exceeded`",
+    }
+    max_connections: usize => limits.max_connections {
+        default: wsline::Limits::default().max_connections,
+        value: "N",
+        help: "Open connections",
+        docs: "open WebSocket connections; more are refused with 503",
+    }
+    max_queue: usize {
+        default: 1 << 20,
+        value: "BYTES",
+        help: "Per-connection outgoing queue; past it → 4008",
+        docs: "per-connection outgoing queue; a client whose queue passes it is a slow consumer, closed with 4008",
+    }
+    ping_interval: Option<Duration> => protocol.ping_interval {
+        default: Some(Duration::from_secs(20)),
+        value: "SECS",
+        help: "Seconds between keepalive pings, 0 disables",
+        docs: "WebSocket Ping to each idle client this often; 0 disables",
+    }
+    ping_timeout: Option<Duration> => protocol.ping_timeout {
+        default: Some(Duration::from_secs(20)),
+        value: "SECS",
+        help: "Seconds to wait for a pong, 0 disables",
+        docs: "a client that does not answer a Ping in time is closed (1011); 0 disables",
+    }
+    close_timeout: Duration => protocol.close_timeout {
+        default: Duration::from_secs(10),
+        value: "SECS",
+        help: "Seconds to wait for closing handshakes and at shutdown",
+        docs: "how long to wait for a client's answer to a Close, and at shutdown for all of them",
+    }
+    handshake_timeout: Duration => handshake_timeout {
+        default: wsline::ServerConfig::default().handshake_timeout,
+        value: "SECS",
+        help: "Seconds a new connection has to send its request head (WebSocket handshake or HTTP request); then it is dropped",
+        docs: "a TCP connection whose request head (WebSocket handshake or HTTP request) has not arrived in this time is dropped, freeing its handshake slot; more than 0",
+    }
+    max_handshakes: usize => limits.max_handshakes {
+        default: wsline::Limits::default().max_handshakes,
+        value: "N",
+        help: "Connections in their opening handshake or an HTTP request; more get 503 at once",
+        docs: "TCP connections not yet upgraded (handshakes in progress, HTTP requests); more are refused at once with 503; one address may hold half of them ([security.md](security.md))",
+    }
+    max_connecting_per_ip: usize => limits.max_connecting_per_ip {
+        default: wsline::Limits::default().max_connecting_per_ip,
+        value: "N",
+        help: "Stalled handshakes (in progress for over a second) one IP (IPv6: one /64) may hold; 0: no per-address rule (neither this nor the half-of-the-handshakes share)",
+        docs: "stalled handshakes (in progress for over a second) one IP address (IPv6: one /64) may hold before it gets no more; prompt clients never count, so a burst of them from one address is served whole. 0 turns every per-address rule off (this one and the half share). Behind a reverse proxy set 0",
+    }
+    write_timeout: Option<Duration> => write_timeout {
+        default: Some(Duration::from_secs(30)),
+        value: "SECS",
+        help: "Seconds a client may take none of its pending output before it is dropped, 0: never",
+        docs: "a client that takes none of its pending output for this long is dropped; 0 disables",
+    }
+    idle_timeout: Option<Duration> => idle_timeout {
+        default: None,
+        value: "SECS",
+        help: "Seconds without a client message before closing it with 1001, 0: never",
+        docs: "a client that sends no message for this long is closed with 1001; 0 disables",
+    }
+    log_format: LogFormat {
+        default: LogFormat::Plain,
+        value: "FORMAT",
+        help: "Log format on stderr: plain or json",
+        docs: "stderr logs as `plain` text or `json`; the `WSLINE_LOG` environment variable sets the filter (e.g. `WSLINE_LOG=debug`)",
+    }
+    engine: EngineKind {
+        default: EngineKind::Memory,
+        value: "ENGINE",
+        help: "Engine: memory (one process) or redis (several nodes)",
+        docs: "`memory`, or `redis` to run several nodes joined through Redis ([scaling.md](scaling.md))",
+    }
+    redis_url: String {
+        default: "redis://127.0.0.1:6379".to_owned(),
+        value: "URL",
+        help: "Redis server of the redis engine",
+        docs: "the Redis server of the `redis` engine",
+    }
+    presence_timeout: Duration {
+        default: Duration::from_secs(30),
+        value: "SECS",
+        help: "Redis engine: seconds before a dead node's members vanish",
+        docs: "`redis` engine: a killed node's members vanish within this (nodes refresh every third of it); more than 0",
+    }
+}
+
+impl HubConfig {
+    /// The checks across settings, after the merge; `set` names the
+    /// settings a flag or the file gave.
+    fn check(&self, set: &[&str]) -> Result<(), String> {
+        if set.contains(&"redis_url") && self.engine != EngineKind::Redis {
+            return Err("redis_url is set but the engine is memory: add --engine redis".into());
         }
+        if self.engine == EngineKind::Redis {
+            crate::redis_engine::check_url(&self.redis_url).map_err(|e| e.to_string())?;
+        }
+        if self.presence_timeout.is_zero() {
+            return Err("presence_timeout must be more than 0 seconds".into());
+        }
+        if self.server.handshake_timeout.is_zero() {
+            return Err("handshake_timeout must be more than 0 seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// How `wsline serve` writes its logs on stderr (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Plain text lines (the default).
+    #[default]
+    Plain,
+    /// One JSON object a line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "plain" => Ok(Self::Plain),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log_format must be plain or json, not {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plain => "plain",
+            Self::Json => "json",
+        })
     }
 }
 
@@ -218,60 +532,6 @@ pub fn valid_channel(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.' | b'@'))
 }
 
-/// The TOML file: the same keys as the flags (with `_`), plus
-/// `[channels."pattern"]` tables.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// `listen`
-    pub listen: Option<String>,
-    /// `api_key`
-    pub api_key: Option<String>,
-    /// `jwt_secret`
-    pub jwt_secret: Option<String>,
-    /// `allow_origin`
-    pub allow_origin: Option<Vec<String>>,
-    /// `history_size`
-    pub history_size: Option<usize>,
-    /// `history_ttl` (seconds)
-    pub history_ttl: Option<f64>,
-    /// `max_message_size`
-    pub max_message_size: Option<usize>,
-    /// `publish_rate`
-    pub publish_rate: Option<u32>,
-    /// `max_subscriptions`
-    pub max_subscriptions: Option<usize>,
-    /// `max_connections`
-    pub max_connections: Option<usize>,
-    /// `max_queue`
-    pub max_queue: Option<usize>,
-    /// `ping_interval` (seconds, 0 disables)
-    pub ping_interval: Option<f64>,
-    /// `ping_timeout` (seconds)
-    pub ping_timeout: Option<f64>,
-    /// `close_timeout` (seconds)
-    pub close_timeout: Option<f64>,
-    /// `max_handshakes`
-    pub max_handshakes: Option<usize>,
-    /// `max_connecting_per_ip` (0: no per-address rule)
-    pub max_connecting_per_ip: Option<usize>,
-    /// `write_timeout` (seconds, 0: never)
-    pub write_timeout: Option<f64>,
-    /// `idle_timeout` (seconds, 0: never)
-    pub idle_timeout: Option<f64>,
-    /// `log_format`: "plain" or "json"
-    pub log_format: Option<String>,
-    /// `engine`: "memory" or "redis"
-    pub engine: Option<String>,
-    /// `redis_url`
-    pub redis_url: Option<String>,
-    /// `presence_timeout` (seconds)
-    pub presence_timeout: Option<f64>,
-    /// Per-pattern channel options.
-    #[serde(default)]
-    pub channels: BTreeMap<String, ChannelOptions>,
-}
-
 impl FileConfig {
     /// Parses the TOML text of a config file.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -367,8 +627,118 @@ mod tests {
         .unwrap();
         assert_eq!(file.engine.as_deref(), Some("redis"));
         assert_eq!(file.redis_url.as_deref(), Some("redis://h:1"));
-        assert_eq!(file.presence_timeout, Some(2.5));
+        assert_eq!(
+            file.presence_timeout,
+            Some(crate::settings::Seconds(Duration::from_millis(2500)))
+        );
         assert_eq!(HubConfig::default().engine, EngineKind::Memory);
+    }
+
+    /// The value of `setting`'s default as a TOML value.
+    fn toml_value(setting: &Setting) -> String {
+        let text = setting.default.to_string();
+        let one = if text.parse::<f64>().is_ok() {
+            text
+        } else {
+            format!("{text:?}")
+        };
+        if setting.repeatable {
+            format!("[{one}]")
+        } else {
+            one
+        }
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_a_toml_key_and_a_docs_row() {
+        let table = settings();
+        let docs = std::fs::read_to_string(docs_path()).expect("docs/hub.md");
+        let mut keys = std::collections::HashSet::new();
+        for s in &table {
+            assert!(keys.insert(s.key), "{} twice", s.key);
+            assert_eq!(s.flag(), s.key.replace('_', "-"));
+            assert!(!s.help.is_empty() && !s.docs.is_empty(), "{}", s.key);
+            // The key is one the file takes, with a value of its type.
+            let line = format!("{} = {}", s.key, toml_value(s));
+            let file = FileConfig::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            if s.key != "redis_url" {
+                // (redis_url alone is refused: it needs engine = "redis".)
+                HubConfig::merge(&Flags::default(), file).unwrap_or_else(|e| panic!("{line}: {e}"));
+            }
+            let row = format!("| `--{} {}`", s.flag(), s.value_name);
+            assert!(docs.contains(&row), "docs/hub.md has no row {row}");
+        }
+        assert!(keys.contains("handshake_timeout"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_over_the_defaults() {
+        let file = FileConfig::parse(
+            "history_size = 7\nmax_handshakes = 9\nhandshake_timeout = 2.5\nmax_message_size = 2000\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            max_handshakes: Some(11),
+            ping_interval: Some(crate::settings::Seconds(Duration::ZERO)),
+            ..Flags::default()
+        };
+        let c = HubConfig::merge(&flags, file).unwrap();
+        assert_eq!(c.history_size, 7, "the file over the default");
+        assert_eq!(c.server.limits.max_handshakes, 11, "the flag over the file");
+        assert_eq!(c.server.handshake_timeout, Duration::from_millis(2500));
+        assert_eq!(c.server.protocol.ping_interval, None, "0 disables");
+        assert_eq!(c.server.protocol.max_message_size, 2000);
+        assert_eq!(c.server.protocol.max_frame_size, 2000);
+        let d = HubConfig::default();
+        assert_eq!(c.max_queue, d.max_queue);
+        assert_eq!(
+            c.server.limits.max_connecting_per_ip,
+            wsline::Limits::default().max_connecting_per_ip
+        );
+        assert_eq!(
+            d.server.handshake_timeout,
+            wsline::ServerConfig::default().handshake_timeout
+        );
+        assert_eq!(d.server.protocol.max_frame_size, 65536);
+        assert!(HubConfig::merge(
+            &Flags::default(),
+            FileConfig::parse("handshake_timeout = 0").unwrap()
+        )
+        .is_err());
+        assert!(FileConfig::parse("handshake_timeout = -1").is_err());
+    }
+
+    fn docs_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/hub.md")
+    }
+
+    /// docs/hub.md's configuration table is [`settings`] rendered;
+    /// `WSLINE_BLESS=1` rewrites it.
+    #[test]
+    fn docs_table_is_generated_from_the_settings() {
+        use crate::settings::{docs_table, DOCS_TABLE_END, DOCS_TABLE_START};
+        let path = docs_path();
+        let docs = std::fs::read_to_string(&path).expect("docs/hub.md");
+        let (before, rest) = docs
+            .split_once(&format!("{DOCS_TABLE_START}\n"))
+            .expect("docs/hub.md has the settings table's start marker");
+        let (table, after) = rest
+            .split_once(DOCS_TABLE_END)
+            .expect("docs/hub.md has the settings table's end marker");
+        let generated = docs_table(&settings());
+        if table == generated {
+            return;
+        }
+        if std::env::var_os("WSLINE_BLESS").is_some() {
+            let text = format!("{before}{DOCS_TABLE_START}\n{generated}{DOCS_TABLE_END}{after}");
+            std::fs::write(&path, text).expect("write docs/hub.md");
+            return;
+        }
+        panic!(
+            "docs/hub.md's settings table differs from the table in crates/hub/src/config.rs; \
+             regenerate it with `WSLINE_BLESS=1 cargo test -p wsline-hub --lib docs_table`\n\
+             --- generated:\n{generated}"
+        );
     }
 
     #[test]

@@ -231,7 +231,7 @@ async fn read_body(
     else {
         return Err(error(411, "a Content-Length header is required"));
     };
-    if len > hub.config.max_message_size {
+    if len > hub.config.server.protocol.max_message_size {
         return Err(error(413, "body larger than the max message size"));
     }
     let read = async {

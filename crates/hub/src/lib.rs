@@ -4,7 +4,8 @@
 //! epochs), JWT auth, rate limits, slow-consumer protection, an HTTP API
 //! and Prometheus metrics, all on one port.
 //!
-//! Layout: [`config`] (settings, per-channel patterns), [`protocol`] (the
+//! Layout: [`config`] (the table of settings, per-channel patterns),
+//! [`settings`] (how settings are written and shown), [`protocol`] (the
 //! JSON client protocol), [`engine`] (offsets, history, presence, delivery;
 //! in-memory by default), [`recovery`] (the recovery rule and paced
 //! replay both engines share), [`outbox`] (per-connection bounded queues),
@@ -24,6 +25,7 @@ pub mod protocol;
 pub mod recovery;
 pub mod redis_engine;
 mod session;
+pub mod settings;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,7 +46,6 @@ pub(crate) struct Hub {
     pub(crate) config: Arc<HubConfig>,
     pub(crate) engine: AnyEngine,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) server: wsline::ServerConfig,
     pub(crate) shutdown: watch::Receiver<bool>,
     next_client: AtomicU64,
     client_prefix: String,
@@ -70,25 +71,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
-    let mut server = wsline::ServerConfig::default();
-    server.protocol.max_message_size = config.max_message_size;
-    server.protocol.max_frame_size = config.max_message_size;
-    server.protocol.ping_interval = config.ping_interval;
-    server.protocol.ping_timeout = config.ping_timeout;
-    server.protocol.close_timeout = config.close_timeout;
-    server.allowed_origins = config.allow_origin.clone();
-    server.write_timeout = config.write_timeout;
-    server.idle_timeout = config.idle_timeout;
-    server.limits.max_connections = config.max_connections;
-    server.limits.max_handshakes = config.max_handshakes;
-    server.limits.max_connecting_per_ip = config.max_connecting_per_ip;
-    let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(server.limits));
+    let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(config.server.limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let hub = Arc::new(Hub {
         engine: AnyEngine::new(config.clone(), metrics.clone()).map_err(std::io::Error::other)?,
         config: config.clone(),
         metrics,
-        server,
         shutdown: stop_rx,
         next_client: AtomicU64::new(1),
         client_prefix: format!("{:06x}-", rand::random::<u32>() & 0xff_ffff),
@@ -115,7 +103,7 @@ pub async fn serve(
     }
     drop(acceptor);
     let _ = stop_tx.send(true);
-    let grace = config.close_timeout + Duration::from_secs(1);
+    let grace = config.server.protocol.close_timeout + Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())
 }
@@ -124,7 +112,7 @@ pub async fn serve(
 /// `handshake` holds the gate's handshake slot until the request is read
 /// and admitted as a WebSocket (an HTTP request holds it to the end).
 async fn handle(hub: Arc<Hub>, mut tcp: TcpStream, peer: SocketAddr, handshake: wsline::Handshake) {
-    let (request, leftover) = match wsline::read_head(&mut tcp, &hub.server).await {
+    let (request, leftover) = match wsline::read_head(&mut tcp, &hub.config.server).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, "bad request: {e}");

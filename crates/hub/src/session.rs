@@ -82,7 +82,7 @@ pub(crate) async fn run(
     request: Request,
     leftover: Vec<u8>,
 ) {
-    if hub.metrics.connections.load(Relaxed) as usize >= hub.config.max_connections {
+    if hub.metrics.connections.load(Relaxed) as usize >= hub.config.server.limits.max_connections {
         wsline::refuse(
             &mut tcp,
             &Response::reject(503, "too many connections; retry later"),
@@ -112,7 +112,7 @@ pub(crate) async fn run(
             }
         }
     };
-    let ws = match wsline::accept_request(tcp, request, &leftover, &hub.server, |_| {
+    let ws = match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
         Ok(Acceptance::default())
     })
     .await
@@ -254,7 +254,7 @@ impl Session {
             End::Over(code) => code,
             End::Close(code, reason) => {
                 let _ = tokio::time::timeout(
-                    self.hub.config.close_timeout + Duration::from_secs(1),
+                    self.hub.config.server.protocol.close_timeout + Duration::from_secs(1),
                     ws.close(code, reason),
                 )
                 .await;

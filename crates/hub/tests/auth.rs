@@ -151,7 +151,7 @@ async fn jwt_channels_claim_makes_other_channels_forbidden() {
 #[tokio::test]
 async fn origin_not_in_allow_origin_is_refused_with_403() {
     let mut c = config();
-    c.allow_origin = vec!["https://good.example".into(), "https://also.example".into()];
+    c.server.allowed_origins = vec!["https://good.example".into(), "https://also.example".into()];
     let hub = start(c).await;
     let with_origin = |origin: &str| {
         let mut config = client_config();

@@ -35,10 +35,10 @@ async fn answer_without_request(addr: SocketAddr) -> String {
 #[tokio::test]
 async fn handshake_cap_refuses_with_503_at_once_and_the_hub_serves_again_when_a_slot_frees() {
     let mut c = config();
-    c.max_handshakes = 2;
+    c.server.limits.max_handshakes = 2;
     // One address may hold half the pool unless the per-address rules are
     // off; here every connection comes from 127.0.0.1.
-    c.max_connecting_per_ip = 0;
+    c.server.limits.max_connecting_per_ip = 0;
     let hub = start(c).await;
     let mut open = hub.client().await; // open: no longer a handshake
     let first = stalled(hub.addr).await;
@@ -74,7 +74,7 @@ async fn handshake_cap_refuses_with_503_at_once_and_the_hub_serves_again_when_a_
 #[tokio::test]
 async fn per_ip_connecting_cap_refuses_a_second_stalled_handshake_from_one_address() {
     let mut c = config();
-    c.max_connecting_per_ip = 1;
+    c.server.limits.max_connecting_per_ip = 1;
     let hub = start(c).await;
     let _stalled = stalled(hub.addr).await;
     // A handshake counts as stalled after a second in progress (the wait
@@ -107,9 +107,10 @@ async fn per_ip_connecting_cap_refuses_a_second_stalled_handshake_from_one_addre
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_dropped_after_the_write_timeout() {
     let mut c = config();
-    c.write_timeout = Some(Duration::from_millis(300));
+    c.server.write_timeout = Some(Duration::from_millis(300));
     c.max_queue = 256 << 20; // the slow-consumer limit is not what acts
-    c.max_message_size = 1 << 20;
+    c.server.protocol.max_message_size = 1 << 20;
+    c.server.protocol.max_frame_size = 1 << 20;
     let hub = start(c).await;
     let tasks_before = hub.metrics().await.value("wsline_tasks");
 
@@ -156,9 +157,10 @@ async fn a_subscriber_that_stops_reading_is_dropped_after_the_write_timeout() {
 #[tokio::test]
 async fn a_blocked_subscriber_with_a_frame_larger_than_the_room_left_does_not_spin_the_hub() {
     let mut c = config();
-    c.write_timeout = None;
+    c.server.write_timeout = None;
     c.max_queue = 256 << 20;
-    c.max_message_size = 1 << 20;
+    c.server.protocol.max_message_size = 1 << 20;
+    c.server.protocol.max_frame_size = 1 << 20;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();

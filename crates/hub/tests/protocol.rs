@@ -243,7 +243,7 @@ async fn leave_goes_to_other_subscribers_when_a_member_disconnects() {
 async fn leave_goes_out_when_the_hub_closes_a_member_without_waiting_for_its_close_handshake() {
     let mut c = with_join_leave(config(), "room");
     c.publish_rate = 1;
-    c.close_timeout = Duration::from_secs(4);
+    c.server.protocol.close_timeout = Duration::from_secs(4);
     let hub = start(c).await;
     let mut watcher = hub.client().await;
     let mut abuser = hub.client().await;
@@ -739,7 +739,8 @@ async fn ten_rate_limited_errors_keep_the_connection_open() {
 #[tokio::test]
 async fn close_1009_for_a_message_over_max_message_size() {
     let mut c = config();
-    c.max_message_size = 1024;
+    c.server.protocol.max_message_size = 1024;
+    c.server.protocol.max_frame_size = 1024;
     let hub = start(c).await;
     let mut client = hub.client().await;
     // Exactly the limit is fine.
@@ -767,7 +768,7 @@ async fn close_1009_for_a_message_over_max_message_size() {
 #[tokio::test]
 async fn close_1001_for_every_client_when_serve_shuts_down() {
     let hub_config = config();
-    let close_timeout = hub_config.close_timeout;
+    let close_timeout = hub_config.server.protocol.close_timeout;
     let mut hub = start(hub_config).await;
     let mut a = hub.client().await;
     let mut b = hub.client().await;
@@ -789,7 +790,7 @@ async fn close_1001_for_every_client_when_serve_shuts_down() {
 #[tokio::test]
 async fn serve_returns_after_the_close_timeout_when_a_client_never_answers() {
     let mut c = config();
-    c.close_timeout = Duration::from_millis(300);
+    c.server.protocol.close_timeout = Duration::from_millis(300);
     let mut hub = start(c).await;
     // A client that completes the handshake and then never reads.
     let mut silent = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
@@ -823,7 +824,7 @@ async fn serve_returns_after_the_close_timeout_when_a_client_never_answers() {
 #[tokio::test]
 async fn max_connections_refuses_more_with_503() {
     let mut c = config();
-    c.max_connections = 1;
+    c.server.limits.max_connections = 1;
     let hub = start(c).await;
     let mut first = hub.client().await;
     let refused = common::within(

@@ -107,7 +107,7 @@ async fn slow_consumer_is_closed_with_4008_its_queue_bounded_while_others_get_ev
     let mut c = config();
     c.max_queue = MAX_QUEUE;
     c.publish_rate = 1_000_000;
-    c.close_timeout = Duration::from_secs(5);
+    c.server.protocol.close_timeout = Duration::from_secs(5);
     let hub = start(c).await;
 
     // The slow one subscribes, then reads nothing until the end.

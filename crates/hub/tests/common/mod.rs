@@ -34,7 +34,7 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 /// so closing handshakes and shutdown do not hold a test.
 pub fn config() -> HubConfig {
     let mut c = HubConfig::default();
-    c.close_timeout = Duration::from_secs(2);
+    c.server.protocol.close_timeout = Duration::from_secs(2);
     c
 }
 
