@@ -6,12 +6,16 @@
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings
 #   build            cargo build --release --bin wsline  (-> target/release/wsline)
-#   test             cargo test --release --workspace, then the `wsline echo` tests
-#                    again with --runtime tokio
-#   autobahn-server  Autobahn|TestSuite fuzzingclient against `wsline echo` (all cases,
-#                    1.* to 13.*, strict)
+#   test             cargo test --release --workspace (the `wsline echo` tests run against
+#                    both runtimes, reactor and tokio, as separate tests)
+#   autobahn-server  Autobahn|TestSuite fuzzingclient against `wsline echo` (the reactor;
+#                    all cases, 1.* to 13.*, strict)
+#   autobahn-server-tokio
+#                    the same against the library's tokio path: crates/wsline/examples/
+#                    echo_server.rs (`wsline::accept`, ServerConfig::default(), recv/send),
+#                    built here with cargo (-> target/release/examples/echo_server)
 #   autobahn-client  Autobahn|TestSuite fuzzingserver against `wsline autobahn-client`
-#                    (runs in parallel with autobahn-server)
+#                    (the selected Autobahn suites run in parallel)
 #   interop-python   tests/interop/py_*.py with the `websockets` library
 #   interop-node     tests/interop/*.test.mjs (node --test) with the `ws` package
 #   interop-browser  tests/interop/browser_vs_echo.test.mjs: Debian's Chromium, driven by
@@ -28,7 +32,7 @@
 # Options:
 #   --quick             skip clippy, the Autobahn suites and fuzz
 #   --only NAME[,NAME]  run only these suites (repeatable). Groups: lint = fmt,clippy;
-#                       autobahn = both Autobahn suites; interop = the three interop suites.
+#                       autobahn = the three Autobahn suites; interop = the three interop suites.
 #                       Suites that need the binary pull in `build` unless WSLINE_BIN is set.
 #   --list              print the suite names and exit
 #   -h, --help          this text
@@ -85,7 +89,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e redis fuzz)
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-server-tokio autobahn-client interop-python interop-node interop-browser browser-e2e redis fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -114,7 +118,7 @@ else
     case "$s" in
       "") ;;
       lint) SELECTED[fmt]=1; SELECTED[clippy]=1 ;;
-      autobahn) SELECTED[autobahn-server]=1; SELECTED[autobahn-client]=1 ;;
+      autobahn) SELECTED[autobahn-server]=1; SELECTED[autobahn-server-tokio]=1; SELECTED[autobahn-client]=1 ;;
       interop) SELECTED[interop-python]=1; SELECTED[interop-node]=1; SELECTED[interop-browser]=1 ;;
       *)
         case " ${ALL_SUITES[*]} " in
@@ -282,15 +286,10 @@ suite_fmt() { run_step "$T_FMT" cargo fmt --all -- --check; }
 suite_clippy() { run_step "$T_CLIPPY" cargo clippy --workspace --all-targets -- -D warnings; }
 
 # Release profile: shares the dependency builds with `build`, and the
-# socket tests move real volumes quickly.
-# `wsline echo` runs on the reactor by default; its tests run a second time
-# against the task-per-connection path (`--runtime tokio`, through
-# WSLINE_ECHO_RUNTIME, read by crates/cli/tests/child) so both stay correct.
-suite_test() {
-  run_step "$T_TEST" cargo test --release --workspace || return 1
-  WSLINE_ECHO_RUNTIME=tokio run_step "$T_TEST" \
-    cargo test --release -p wsline-cli --test echo_server --test limits --test deflate
-}
+# socket tests move real volumes quickly. The `wsline echo` tests run
+# against both runtimes (`--runtime reactor` and `--runtime tokio`) by
+# parameter, as separate tests (crates/cli/tests/child: `Runtime`).
+suite_test() { run_step "$T_TEST" cargo test --release --workspace; }
 
 suite_build() {
   run_step "$T_BUILD" cargo build --release --bin wsline || return 1
@@ -320,6 +319,7 @@ ${R}${B}
 ##  $AB_DIR
 ##  does not exist (set WSLINE_SHARED to the folder that holds autobahn/).
 ##  NOT run: the Autobahn|TestSuite SERVER conformance suite (wsline echo)
+##  NOT run: the same SERVER suite against the library's tokio accept path
 ##  NOT run: the Autobahn|TestSuite CLIENT conformance suite (wsline autobahn-client)
 ##  They are marked $( [ "$IS_CI" = 1 ] && echo "FAILED (CI=true)" || echo "SKIPPED, not passed" ).
 ########################################################################${N}
@@ -351,14 +351,18 @@ autobahn_install() {
   AB_INSTALLED=1
 }
 
-# Starts `wsline echo --listen 127.0.0.1:0`; sets ECHO_PID and ECHO_URL.
-# Its stdout after the first line and its stderr go to $1.
+# start_echo_server LOG NAME CMD...: starts the echo server CMD (which must
+# listen on a free port and print `listening on ws://IP:PORT` first); sets
+# ECHO_PID, ECHO_URL and ECHO_NAME (NAME, for messages). Its stdout after
+# the first line and its stderr go to LOG.
 start_echo_server() {
   local logf=$1 fifo fd line="" rc=0
+  ECHO_NAME=$2
+  shift 2
   : >"$logf"
   fifo="$(mktemp -u "$CACHE/autobahn/.echo-stdout.XXXXXX")"
   mkfifo "$fifo" || return 1
-  timeout -k 10 $((T_AUTOBAHN + 300)) "$WSLINE_BIN" echo --listen 127.0.0.1:0 >"$fifo" 2>>"$logf" </dev/null &
+  timeout -k 10 $((T_AUTOBAHN + 300)) "$@" >"$fifo" 2>>"$logf" </dev/null &
   ECHO_PID=$!
   BG_PIDS+=("$ECHO_PID")
   # The child opens the FIFO for writing as soon as it starts, so this open does not hang.
@@ -370,9 +374,9 @@ start_echo_server() {
   exec {fd}<&-
   if [ "$rc" -ne 0 ]; then
     if [ "$rc" -gt 128 ]; then
-      echo "wsline echo printed no line within ${READY_TIMEOUT}s" >&2
+      echo "$ECHO_NAME printed no line within ${READY_TIMEOUT}s" >&2
     else
-      echo "wsline echo closed stdout without printing the listening line" >&2
+      echo "$ECHO_NAME closed stdout without printing the listening line" >&2
     fi
     stop_echo_server "$logf" >/dev/null 2>&1
     tail -n 20 "$logf" >&2
@@ -381,10 +385,10 @@ start_echo_server() {
   line="${line%$'\r'}"
   if [[ "$line" =~ ^listening\ on\ (ws://[^[:space:]]+:[0-9]+)$ ]]; then
     ECHO_URL="${BASH_REMATCH[1]}"
-    log "wsline echo (pid $ECHO_PID) $line"
+    log "$ECHO_NAME (pid $ECHO_PID) $line"
     return 0
   fi
-  echo "unexpected first stdout line from wsline echo: '$line' (want 'listening on ws://IP:PORT')" >&2
+  echo "unexpected first stdout line from $ECHO_NAME: '$line' (want 'listening on ws://IP:PORT')" >&2
   stop_echo_server "$logf" >/dev/null 2>&1
   return 1
 }
@@ -395,7 +399,7 @@ stop_echo_server() {
   [ -n "${ECHO_PID:-}" ] || return 0
   kill -TERM "$ECHO_PID" 2>/dev/null
   if ! timeout "$STOP_TIMEOUT" tail --pid="$ECHO_PID" -s 0.1 -f /dev/null; then
-    echo "wsline echo did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing it" >&2
+    echo "$ECHO_NAME did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing it" >&2
     kill -KILL "$ECHO_PID" 2>/dev/null
     wait "$ECHO_PID" 2>/dev/null
     ECHO_PID=""
@@ -404,31 +408,59 @@ stop_echo_server() {
   wait "$ECHO_PID" || rc=$?
   ECHO_PID=""
   if [ "$rc" -ne 0 ]; then
-    echo "wsline echo exited with status $rc after SIGTERM (expected 0); log: $logf" >&2
+    echo "$ECHO_NAME exited with status $rc after SIGTERM (expected 0); log: $logf" >&2
     tail -n 20 "$logf" >&2
   fi
   return "$rc"
 }
 
+# autobahn_server_run NAME REPORT_DIR LOG CMD...: the fuzzingclient (every
+# case unless AUTOBAHN_SERVER_ARGS says otherwise, strict) against the echo
+# server CMD; fails on any failed or NON-STRICT case and on a server that
+# does not exit with 0 after SIGTERM.
+autobahn_server_run() {
+  local name=$1 report=$2 logf=$3 rc=0 src=0 extra=()
+  shift 3
+  read -r -a extra <<<"${AUTOBAHN_SERVER_ARGS-}"
+  start_echo_server "$logf" "$name" "$@" || return 1
+  run_step "$T_AUTOBAHN" bash "$AB_DIR/test-server.sh" "$ECHO_URL" --strict \
+    --report "$report" --timeout $((T_AUTOBAHN - 60)) "${extra[@]}" </dev/null || rc=$?
+  stop_echo_server "$logf" || src=$?
+  log "report: $report/index.html   server log: $logf"
+  if [ "$rc" -ne 0 ]; then
+    SUITE_NOTE="test-server.sh status $rc"
+    echo "--- last lines of the $name log ($logf):" >&2
+    tail -n 15 "$logf" >&2
+  fi
+  [ "$src" -ne 0 ] && SUITE_NOTE="${SUITE_NOTE:+$SUITE_NOTE; }$name exit status $src after SIGTERM"
+  [ "$rc" -eq 0 ] && [ "$src" -eq 0 ]
+}
+
+# `wsline echo`: the reactor (its default runtime).
 suite_autobahn_server() {
   autobahn_available || return
   need_bin || return
   autobahn_install || return 1
   mkdir -p "$CACHE/autobahn"
-  local logf="$CACHE/autobahn/server-wsline.log" rc=0 src=0 extra=()
-  read -r -a extra <<<"${AUTOBAHN_SERVER_ARGS-}"
-  start_echo_server "$logf" || return 1
-  run_step "$T_AUTOBAHN" bash "$AB_DIR/test-server.sh" "$ECHO_URL" --strict \
-    --report "$CACHE/autobahn/server" --timeout $((T_AUTOBAHN - 60)) "${extra[@]}" </dev/null || rc=$?
-  stop_echo_server "$logf" || src=$?
-  log "report: $CACHE/autobahn/server/index.html   server log: $logf"
-  if [ "$rc" -ne 0 ]; then
-    SUITE_NOTE="test-server.sh status $rc"
-    echo "--- last lines of the wsline echo log ($logf):" >&2
-    tail -n 15 "$logf" >&2
-  fi
-  [ "$src" -ne 0 ] && SUITE_NOTE="${SUITE_NOTE:+$SUITE_NOTE; }wsline echo exit status $src after SIGTERM"
-  [ "$rc" -eq 0 ] && [ "$src" -eq 0 ]
+  autobahn_server_run "wsline echo" "$CACHE/autobahn/server" "$CACHE/autobahn/server-wsline.log" \
+    "$WSLINE_BIN" echo --listen 127.0.0.1:0
+}
+
+# The library's tokio path as an application uses it: the crate's
+# echo_server example (`wsline::accept` with the default ServerConfig, a
+# task per connection, recv/send), not `wsline echo`.
+TOKIO_ECHO_BIN="$TARGET_DIR/release/examples/echo_server"
+suite_autobahn_server_tokio() {
+  autobahn_available || return
+  autobahn_install || return 1
+  run_step "$T_BUILD" cargo build --release -p wsline --example echo_server </dev/null || {
+    SUITE_NOTE="cargo build of the echo_server example failed"
+    return 1
+  }
+  [ -x "$TOKIO_ECHO_BIN" ] || { echo "built, but $TOKIO_ECHO_BIN is missing" >&2; return 1; }
+  mkdir -p "$CACHE/autobahn"
+  autobahn_server_run "examples/echo_server" "$CACHE/autobahn/server-tokio" \
+    "$CACHE/autobahn/server-tokio.log" "$TOKIO_ECHO_BIN" 127.0.0.1:0
 }
 
 suite_autobahn_client() {
@@ -541,37 +573,67 @@ log "wsline binary for the Autobahn/interop suites: $WSLINE_BIN$( [ "$BIN_FROM_E
 [ "$BUILD_PULLED_IN" = 1 ] && log "build added: a selected suite needs the wsline binary"
 T_ALL=$(now_us)
 
-# The two Autobahn suites spend most of their time in wstest (one Python
-# process each), so they run side by side: about 15 minutes instead of 30
-# with the permessage-deflate cases.
-run_autobahn_pair() {
-  local t0 rc=0 bg log="$CACHE/autobahn/client-suite.log"
+# The Autobahn suites spend most of their time in wstest (one Python process
+# each), so the selected ones run side by side: the first in the foreground,
+# the others in background subshells whose output is shown when they end.
+# Each server suite has its own server on a free port and its own report
+# folder; the client suite's fuzzingserver takes a free port of its own.
+AUTOBAHN_SUITES=(autobahn-server autobahn-server-tokio autobahn-client)
+run_autobahn_group() {
+  local s first="" rest=() pids=() i rc t0 log res
+  for s in "${AUTOBAHN_SUITES[@]}"; do
+    [ -n "${SELECTED[$s]:-}" ] || continue
+    if [ -z "$first" ]; then first=$s; else rest+=("$s"); fi
+  done
   mkdir -p "$CACHE/autobahn"
-  if ! autobahn_available; then
-    run_suite autobahn-server suite_autobahn_server
-    run_suite autobahn-client suite_autobahn_client
+  if [ ${#rest[@]} -eq 0 ] || ! autobahn_available; then
+    for s in "$first" "${rest[@]}"; do run_suite "$s" "suite_${s//-/_}"; done
     return
   fi
   autobahn_install >/dev/null || true
-  log "autobahn-client runs in the background while autobahn-server runs (output: $log)"
-  t0=$(now_us)
-  ( suite_autobahn_client ) >"$log" 2>&1 </dev/null &
-  bg=$!
-  BG_PIDS+=("$bg")
-  run_suite autobahn-server suite_autobahn_server
-  wait "$bg" || rc=$?
-  ORDER+=(autobahn-client)
-  echo
-  echo "${B}==================== suite: autobahn-client (ran in parallel) ====================${N}"
-  cat "$log"
-  SECS[autobahn-client]=$(fmt_secs $(($(now_us) - t0)))
-  case "$rc" in
-    0) STATUS[autobahn-client]=passed ;;
-    77) STATUS[autobahn-client]=skipped ;;
-    *) STATUS[autobahn-client]=failed ;;
-  esac
-  NOTE[autobahn-client]="parallel with autobahn-server"
-  echo "${B}---- suite autobahn-client: ${STATUS[autobahn-client]} in ${SECS[autobahn-client]}s${N}"
+  for s in "${rest[@]}"; do
+    log="$CACHE/autobahn/$s-suite.log"
+    log "$s runs in the background while $first runs (output: $log)"
+    (
+      BG_PIDS=()
+      STEP_PID=""
+      trap cleanup EXIT
+      trap 'exit 130' INT TERM
+      SUITE_NOTE=""
+      t0=$(now_us)
+      rc=0
+      "suite_${s//-/_}" || rc=$?
+      printf '%s\t%s\t%s\n' "$rc" "$(fmt_secs $(($(now_us) - t0)))" "$SUITE_NOTE" >"$log.result"
+      exit "$rc"
+    ) >"$log" 2>&1 </dev/null &
+    pids+=("$!")
+    BG_PIDS+=("$!")
+  done
+  run_suite "$first" "suite_${first//-/_}"
+  for i in "${!rest[@]}"; do
+    s=${rest[$i]}
+    log="$CACHE/autobahn/$s-suite.log"
+    rc=0
+    wait "${pids[$i]}" || rc=$?
+    ORDER+=("$s")
+    echo
+    echo "${B}==================== suite: $s (ran in parallel) ====================${N}"
+    cat "$log"
+    res=""
+    [ -f "$log.result" ] && IFS=$'\t' read -r _ SECS[$s] res <"$log.result"
+    rm -f "$log.result"
+    [ -n "${SECS[$s]:-}" ] || SECS[$s]=0.0
+    case "$rc" in
+      0) STATUS[$s]=passed ;;
+      77) STATUS[$s]=skipped ;;
+      *) STATUS[$s]=failed ;;
+    esac
+    NOTE[$s]="parallel with $first${res:+; $res}"
+    local color=$G
+    [ "${STATUS[$s]}" = failed ] && color=$R
+    [ "${STATUS[$s]}" = skipped ] && color=$Y
+    echo "${color}${B}---- suite $s: ${STATUS[$s]} (${NOTE[$s]}) in ${SECS[$s]}s${N}"
+  done
 }
 
 for s in "${ALL_SUITES[@]}"; do
@@ -579,11 +641,12 @@ for s in "${ALL_SUITES[@]}"; do
   if [ "$QUICK" = 1 ]; then
     case "$s" in clippy|autobahn-*|fuzz) mark_skipped "$s" "--quick"; continue ;; esac
   fi
-  if [ "$s" = autobahn-server ] && [ -n "${SELECTED[autobahn-client]:-}" ]; then
-    run_autobahn_pair
-    continue
-  fi
-  [ "$s" = autobahn-client ] && [ -n "${STATUS[autobahn-client]:-}" ] && continue
+  case "$s" in
+    autobahn-*)
+      # the whole group runs at its first selected member
+      [ -n "${STATUS[$s]:-}" ] || run_autobahn_group
+      continue ;;
+  esac
   run_suite "$s" "suite_${s//-/_}"
 done
 
@@ -600,12 +663,12 @@ done
 echo
 [ "$AB_WARNED" = 1 ] && autobahn_missing_warning
 echo "${B}==================== summary ($(fmt_secs $(($(now_us) - T_ALL)))s) ====================${N}"
-printf '%-17s %-8s %8s  %s\n' suite status seconds note
+printf '%-22s %-8s %8s  %s\n' suite status seconds note
 for s in "${ORDER[@]}"; do
   color=$G
   [ "${STATUS[$s]}" = failed ] && color=$R
   [ "${STATUS[$s]}" = skipped ] && color=$Y
-  printf '%-17s %s%-8s%s %8s  %s\n' "$s" "$color" "${STATUS[$s]}" "$N" "${SECS[$s]}" "${NOTE[$s]:-}"
+  printf '%-22s %s%-8s%s %8s  %s\n' "$s" "$color" "${STATUS[$s]}" "$N" "${SECS[$s]}" "${NOTE[$s]:-}"
 done
 line="suites: $PASSED passed, $FAILED failed"
 [ "$SKIPPED" -gt 0 ] && line="$line, $SKIPPED skipped"

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use child::{spawn_echo, spawn_serve, Server};
+use child::{on_both_runtimes, spawn_echo, spawn_serve, Runtime, Server};
 use support::Raw;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
@@ -27,21 +27,22 @@ const STALLED: usize = 2500;
 
 #[derive(Clone, Copy)]
 enum Kind {
-    Echo,
+    /// `wsline echo` on one of its runtimes.
+    Echo(Runtime),
     Hub,
 }
 
 impl Kind {
     async fn spawn(self, args: &[&str]) -> Server {
         match self {
-            Kind::Echo => spawn_echo(args).await,
+            Kind::Echo(runtime) => spawn_echo(runtime, args).await,
             Kind::Hub => spawn_serve(args).await,
         }
     }
 
     fn url(self, addr: SocketAddr) -> String {
         match self {
-            Kind::Echo => format!("ws://{addr}/"),
+            Kind::Echo(_) => format!("ws://{addr}/"),
             Kind::Hub => format!("ws://{addr}/ws"),
         }
     }
@@ -57,7 +58,7 @@ impl Kind {
             other => Err(format!("{other:?}")),
         };
         match self {
-            Kind::Echo => {
+            Kind::Echo(_) => {
                 let text = format!("hello {n}");
                 ws.send(Message::text(text.clone()))
                     .await
@@ -131,9 +132,8 @@ async fn a_burst_from_one_address_is_served_whole(kind: Kind) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_serves_1000_connections_opened_at_once_from_one_address() {
-    a_burst_from_one_address_is_served_whole(Kind::Echo).await;
+async fn echo_serves_1000_connections_opened_at_once_from_one_address(runtime: Runtime) {
+    a_burst_from_one_address_is_served_whole(Kind::Echo(runtime)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +205,7 @@ async fn stalled_handshakes_from_one_address_keep_no_one_else_out(
     let asked = Instant::now();
     let tcp = socket.connect(server.addr).await.expect("connect");
     let path = match kind {
-        Kind::Echo => "/",
+        Kind::Echo(_) => "/",
         Kind::Hub => "/ws",
     };
     let host = server.addr.to_string();
@@ -243,10 +243,11 @@ async fn stalled_handshakes_from_one_address_keep_no_one_else_out(
     assert!(refused < STALLED, "some stalled handshakes were admitted");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_stalled_handshakes_from_one_address_keep_no_one_else_out_and_are_dropped() {
+async fn echo_stalled_handshakes_from_one_address_keep_no_one_else_out_and_are_dropped(
+    runtime: Runtime,
+) {
     stalled_handshakes_from_one_address_keep_no_one_else_out(
-        Kind::Echo,
+        Kind::Echo(runtime),
         &["--handshake-timeout", "3"],
         Duration::from_secs(3),
     )
@@ -262,4 +263,11 @@ async fn serve_stalled_handshakes_from_one_address_keep_no_one_else_out_and_are_
         Duration::from_secs(10),
     )
     .await;
+}
+
+on_both_runtimes! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    echo_serves_1000_connections_opened_at_once_from_one_address,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    echo_stalled_handshakes_from_one_address_keep_no_one_else_out_and_are_dropped,
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use child::{run_connect, spawn_connect, spawn_echo, Finished};
+use child::{on_both_runtimes, run_connect, spawn_connect, spawn_echo, Finished, Runtime};
 use support::{head, listen, within, Raw};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -78,9 +78,8 @@ fn assert_succeeded(out: &Finished) {
 
 // ------------------------------------------------------------ plain ws://
 
-#[tokio::test]
-async fn connect_echoes_stdin_lines_and_exits_0_with_closed_1000() {
-    let server = spawn_echo(&[]).await;
+async fn connect_echoes_stdin_lines_and_exits_0_with_closed_1000(runtime: Runtime) {
+    let server = spawn_echo(runtime, &[]).await;
     let out = run_connect(&[&server.url()], "hello\nwörld\n\nlast line\n").await;
     assert_succeeded(&out);
     assert_eq!(out.stdout, "hello\nwörld\n\nlast line\n");
@@ -318,4 +317,8 @@ async fn connect_wss_insecure_works_without_the_ca_file() {
     let out = run_connect(&["--insecure", &url], "secret\n").await;
     assert_succeeded(&out);
     assert_eq!(out.stdout, "secret\n");
+}
+
+on_both_runtimes! {
+    #[tokio::test] connect_echoes_stdin_lines_and_exits_0_with_closed_1000,
 }

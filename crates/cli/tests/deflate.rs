@@ -7,7 +7,7 @@ mod support;
 
 mod child;
 
-use child::spawn_echo;
+use child::{on_both_runtimes, spawn_echo, Runtime};
 use support::{client_frame, frame, within, Raw, BINARY, CLOSE, CONTINUATION, MASK, PING, TEXT};
 use wsline::{ClientConfig, Message};
 use zlib_rs::{Deflate, DeflateFlush};
@@ -52,9 +52,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-#[tokio::test]
-async fn echo_negotiates_permessage_deflate_as_browsers_offer_it() {
-    let echo = spawn_echo(&[]).await;
+async fn echo_negotiates_permessage_deflate_as_browsers_offer_it(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &[]).await;
     let (_raw, response) = Raw::handshake(
         echo.addr,
         &["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"],
@@ -66,9 +65,8 @@ async fn echo_negotiates_permessage_deflate_as_browsers_offer_it() {
     );
 }
 
-#[tokio::test]
-async fn echo_skips_invalid_offers_and_takes_the_next() {
-    let echo = spawn_echo(&[]).await;
+async fn echo_skips_invalid_offers_and_takes_the_next(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &[]).await;
     let (_raw, response) = Raw::handshake(
         echo.addr,
         &["Sec-WebSocket-Extensions: permessage-deflate; bogus=1, permessage-deflate; server_no_context_takeover"],
@@ -78,26 +76,23 @@ async fn echo_skips_invalid_offers_and_takes_the_next() {
     assert!(answer.contains("server_no_context_takeover"), "{answer}");
 }
 
-#[tokio::test]
-async fn echo_without_compression_answers_no_extension() {
-    let echo = spawn_echo(&["--no-compression"]).await;
+async fn echo_without_compression_answers_no_extension(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &["--no-compression"]).await;
     let (_raw, response) =
         Raw::handshake(echo.addr, &["Sec-WebSocket-Extensions: permessage-deflate"]).await;
     assert_eq!(response.header("Sec-WebSocket-Extensions"), None);
 }
 
-#[tokio::test]
-async fn rsv1_without_negotiation_is_a_protocol_error() {
-    let echo = spawn_echo(&["--no-compression"]).await;
+async fn rsv1_without_negotiation_is_a_protocol_error(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &["--no-compression"]).await;
     let (mut raw, _) =
         Raw::handshake(echo.addr, &["Sec-WebSocket-Extensions: permessage-deflate"]).await;
     raw.send(&rsv1(client_frame(true, TEXT, b"x"))).await;
     assert_eq!(raw.read_close().await.0, 1002);
 }
 
-#[tokio::test]
-async fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error() {
-    let echo = spawn_echo(&[]).await;
+async fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &[]).await;
     for bad in [
         {
             let mut f = rsv1(client_frame(false, TEXT, &[]));
@@ -113,9 +108,8 @@ async fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error() {
     }
 }
 
-#[tokio::test]
-async fn compressed_messages_round_trip_through_our_client() {
-    let echo = spawn_echo(&[]).await;
+async fn compressed_messages_round_trip_through_our_client(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &[]).await;
     let (mut ws, response) = within(
         "connect",
         wsline::connect_with(&echo.url(), &ClientConfig::default()),
@@ -138,9 +132,8 @@ async fn compressed_messages_round_trip_through_our_client() {
     }
 }
 
-#[tokio::test]
-async fn compressed_frames_are_inflated_and_answered() {
-    let echo = spawn_echo(&[]).await;
+async fn compressed_frames_are_inflated_and_answered(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &[]).await;
     let (mut raw, _) =
         Raw::handshake(echo.addr, &["Sec-WebSocket-Extensions: permessage-deflate"]).await;
     let mut d = Deflate::new(6, false, 15);
@@ -158,9 +151,8 @@ async fn compressed_frames_are_inflated_and_answered() {
     assert_eq!(echoed.payload, b"Hello, Hello, Hello");
 }
 
-#[tokio::test]
-async fn compression_bomb_gets_1009_without_inflating_it_in_full() {
-    let echo = spawn_echo(&[]).await;
+async fn compression_bomb_gets_1009_without_inflating_it_in_full(runtime: Runtime) {
+    let echo = spawn_echo(runtime, &[]).await;
     let pid = echo.child.id().expect("pid");
     let baseline = peak_rss_kib(pid);
     // 1 GiB of zeros, about 1 MB on the wire.
@@ -184,4 +176,15 @@ async fn compression_bomb_gets_1009_without_inflating_it_in_full() {
     other.send(&client_frame(true, TEXT, b"still here")).await;
     assert_eq!(other.read_frame().await.payload, b"still here");
     let _ = CLOSE;
+}
+
+on_both_runtimes! {
+    #[tokio::test] echo_negotiates_permessage_deflate_as_browsers_offer_it,
+    #[tokio::test] echo_skips_invalid_offers_and_takes_the_next,
+    #[tokio::test] echo_without_compression_answers_no_extension,
+    #[tokio::test] rsv1_without_negotiation_is_a_protocol_error,
+    #[tokio::test] rsv1_on_a_continuation_or_control_frame_is_a_protocol_error,
+    #[tokio::test] compressed_messages_round_trip_through_our_client,
+    #[tokio::test] compressed_frames_are_inflated_and_answered,
+    #[tokio::test] compression_bomb_gets_1009_without_inflating_it_in_full,
 }

@@ -8,7 +8,7 @@ mod child;
 
 use std::time::{Duration, Instant};
 
-use child::{spawn_echo, spawn_echo_exactly};
+use child::{on_both_runtimes, spawn_echo, spawn_echo_exactly, Runtime};
 use support::{
     client_frame, close_payload, frame_header, upgrade_request, within, Frame, Raw, BINARY, CLOSE,
     CONTINUATION, MASK, PING, PONG, TEXT,
@@ -49,9 +49,12 @@ async fn read_message(raw: &mut Raw) -> (u8, Vec<u8>) {
 
 // ------------------------------------------------------------- keepalive
 
-#[tokio::test]
-async fn echo_keepalive_timeout_sends_ping_then_close_1011_then_closes_tcp() {
-    let server = spawn_echo(&["--ping-interval", "0.2", "--ping-timeout", "0.3"]).await;
+async fn echo_keepalive_timeout_sends_ping_then_close_1011_then_closes_tcp(runtime: Runtime) {
+    let server = spawn_echo(
+        runtime,
+        &["--ping-interval", "0.2", "--ping-timeout", "0.3"],
+    )
+    .await;
     let (mut raw, _) = Raw::handshake(server.addr, &[]).await;
     let ping = raw.read_frame().await;
     let ping_at = Instant::now();
@@ -68,9 +71,8 @@ async fn echo_keepalive_timeout_sends_ping_then_close_1011_then_closes_tcp() {
 
 // ----------------------------------------------------- handshake timeout
 
-#[tokio::test]
-async fn echo_handshake_timeout_drops_a_stalled_client_while_serving_others() {
-    let server = spawn_echo(&["--handshake-timeout", "0.3"]).await;
+async fn echo_handshake_timeout_drops_a_stalled_client_while_serving_others(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--handshake-timeout", "0.3"]).await;
     let started = Instant::now();
     let mut stalled = Raw::connect(server.addr).await;
     stalled
@@ -111,9 +113,8 @@ async fn echo_handshake_timeout_drops_a_stalled_client_while_serving_others() {
 /// `--defer-accept`: clients are echoed as ever; a connection that sends
 /// nothing surfaces after about a second and meets the handshake timeout.
 #[cfg(target_os = "linux")]
-#[tokio::test]
-async fn echo_with_deferred_accepts_serves_clients_and_still_drops_silent_ones() {
-    let server = spawn_echo(&["--defer-accept", "--handshake-timeout", "0.3"]).await;
+async fn echo_with_deferred_accepts_serves_clients_and_still_drops_silent_ones(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--defer-accept", "--handshake-timeout", "0.3"]).await;
     let started = Instant::now();
     let mut silent = Raw::connect(server.addr).await;
     let silent_end = tokio::spawn(async move {
@@ -162,9 +163,8 @@ async fn echoed_then_reading(url: &str, i: usize) -> tokio::task::JoinHandle<wsl
     })
 }
 
-#[tokio::test]
-async fn sigterm_closes_every_client_with_1001_and_exits_0_quickly() {
-    let mut server = spawn_echo(&["--close-timeout", "5"]).await;
+async fn sigterm_closes_every_client_with_1001_and_exits_0_quickly(runtime: Runtime) {
+    let mut server = spawn_echo(runtime, &["--close-timeout", "5"]).await;
     let mut readers = Vec::new();
     for i in 0..2 {
         readers.push(echoed_then_reading(&server.url(), i).await);
@@ -226,6 +226,27 @@ async fn several_event_loops_echo_on_one_port_and_all_stop_on_sigterm() {
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
 }
 
+/// The tests above name `--runtime` each time; without it `wsline echo`
+/// runs on the reactor: `--threads 2` (reactor only, refused with
+/// `--runtime tokio` below) is taken, clients are echoed, and SIGTERM
+/// closes them with 1001.
+#[tokio::test]
+async fn the_default_runtime_is_the_reactor() {
+    let mut server = spawn_echo_exactly(&["--threads", "2"]).await;
+    let mut readers = Vec::new();
+    for i in 0..8 {
+        readers.push(echoed_then_reading(&server.url(), i).await);
+    }
+    server.terminate();
+    for reader in readers {
+        let termination = within("the server's Close", reader).await.expect("reader");
+        let close = termination.received.expect("a Close from the server");
+        assert_eq!(close.code, CloseCode::GOING_AWAY);
+    }
+    let (status, stderr) = server.wait().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
 #[tokio::test]
 async fn threads_need_the_reactor_runtime() {
     let out = within(
@@ -255,9 +276,10 @@ async fn threads_need_the_reactor_runtime() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_with_a_client_that_never_answers_exits_0_after_the_close_timeout() {
-    let mut server = spawn_echo(&["--close-timeout", "0.3"]).await;
+async fn sigterm_with_a_client_that_never_answers_exits_0_after_the_close_timeout(
+    runtime: Runtime,
+) {
+    let mut server = spawn_echo(runtime, &["--close-timeout", "0.3"]).await;
     let (mut raw, _) = Raw::handshake(server.addr, &[]).await;
     raw.send(&client_frame(true, TEXT, b"hello")).await;
     let (opcode, payload) = read_message(&mut raw).await;
@@ -288,9 +310,8 @@ async fn sigterm_with_a_client_that_never_answers_exits_0_after_the_close_timeou
 
 // ---------------------------------------------------------------- origin
 
-#[tokio::test]
-async fn echo_refuses_a_disallowed_origin_with_403_and_a_text_body() {
-    let server = spawn_echo(&["--allow-origin", "https://good.example"]).await;
+async fn echo_refuses_a_disallowed_origin_with_403_and_a_text_body(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--allow-origin", "https://good.example"]).await;
     let mut raw = Raw::connect(server.addr).await;
     let request = upgrade_request("127.0.0.1", &["Origin: https://evil.example"]);
     raw.send(request.as_bytes()).await;
@@ -303,23 +324,20 @@ async fn echo_refuses_a_disallowed_origin_with_403_and_a_text_body() {
     raw.expect_eof().await;
 }
 
-#[tokio::test]
-async fn echo_accepts_an_allowed_origin_with_101() {
-    let server = spawn_echo(&["--allow-origin", "https://good.example"]).await;
+async fn echo_accepts_an_allowed_origin_with_101(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--allow-origin", "https://good.example"]).await;
     Raw::handshake(server.addr, &["Origin: https://good.example"]).await;
 }
 
-#[tokio::test]
-async fn echo_accepts_a_request_without_origin_with_101() {
-    let server = spawn_echo(&["--allow-origin", "https://good.example"]).await;
+async fn echo_accepts_a_request_without_origin_with_101(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--allow-origin", "https://good.example"]).await;
     Raw::handshake(server.addr, &[]).await;
 }
 
 // ----------------------------------------------------------- subprotocol
 
-#[tokio::test]
-async fn echo_chooses_its_preferred_subprotocol_among_those_offered() {
-    let server = spawn_echo(&["--protocol", "chat", "--protocol", "superchat"]).await;
+async fn echo_chooses_its_preferred_subprotocol_among_those_offered(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--protocol", "chat", "--protocol", "superchat"]).await;
     let (_, response) =
         Raw::handshake(server.addr, &["Sec-WebSocket-Protocol: superchat, chat"]).await;
     let chosen: Vec<&str> = response
@@ -331,18 +349,16 @@ async fn echo_chooses_its_preferred_subprotocol_among_those_offered() {
     assert_eq!(chosen, ["chat"]);
 }
 
-#[tokio::test]
-async fn echo_accepts_without_subprotocol_when_none_is_in_common() {
-    let server = spawn_echo(&["--protocol", "chat", "--protocol", "superchat"]).await;
+async fn echo_accepts_without_subprotocol_when_none_is_in_common(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--protocol", "chat", "--protocol", "superchat"]).await;
     let (_, response) = Raw::handshake(server.addr, &["Sec-WebSocket-Protocol: other"]).await;
     assert_eq!(response.header("Sec-WebSocket-Protocol"), None);
 }
 
 // ------------------------------------------------------------------ 1009
 
-#[tokio::test]
-async fn echo_closes_with_1009_on_the_header_of_an_oversized_frame() {
-    let server = spawn_echo(&["--max-message-size", "1000"]).await;
+async fn echo_closes_with_1009_on_the_header_of_an_oversized_frame(runtime: Runtime) {
+    let server = spawn_echo(runtime, &["--max-message-size", "1000"]).await;
     let (mut raw, _) = Raw::handshake(server.addr, &[]).await;
     // Only the header of a masked binary frame announcing 1 GiB.
     raw.send(&frame_header(true, BINARY, 1 << 30, Some(MASK)))
@@ -356,9 +372,8 @@ async fn echo_closes_with_1009_on_the_header_of_an_oversized_frame() {
 
 const SIZES: [usize; 6] = [0, 125, 126, 65535, 65536, 1 << 20];
 
-#[tokio::test]
-async fn echo_returns_text_messages_of_every_length_class() {
-    let server = spawn_echo(&[]).await;
+async fn echo_returns_text_messages_of_every_length_class(runtime: Runtime) {
+    let server = spawn_echo(runtime, &[]).await;
     let mut ws = connect(&server.url()).await;
     for size in SIZES {
         // Multi-byte characters included, cut to exactly `size` bytes.
@@ -383,9 +398,8 @@ async fn echo_returns_text_messages_of_every_length_class() {
         .expect("close");
 }
 
-#[tokio::test]
-async fn echo_returns_binary_messages_of_every_length_class() {
-    let server = spawn_echo(&[]).await;
+async fn echo_returns_binary_messages_of_every_length_class(runtime: Runtime) {
+    let server = spawn_echo(runtime, &[]).await;
     let mut ws = connect(&server.url()).await;
     for size in SIZES {
         // Every byte value, so not UTF-8.
@@ -401,9 +415,8 @@ async fn echo_returns_binary_messages_of_every_length_class() {
         .expect("close");
 }
 
-#[tokio::test]
-async fn echo_reassembles_fragmented_messages_from_a_raw_client() {
-    let server = spawn_echo(&[]).await;
+async fn echo_reassembles_fragmented_messages_from_a_raw_client(runtime: Runtime) {
+    let server = spawn_echo(runtime, &[]).await;
     let (mut raw, _) = Raw::handshake(server.addr, &[]).await;
 
     // Text in three fragments cut inside multi-byte characters, with a
@@ -433,9 +446,8 @@ async fn echo_reassembles_fragmented_messages_from_a_raw_client() {
     assert!(payload == data, "binary message corrupted");
 }
 
-#[tokio::test]
-async fn echo_answers_ping_with_pong_carrying_the_same_payload() {
-    let server = spawn_echo(&[]).await;
+async fn echo_answers_ping_with_pong_carrying_the_same_payload(runtime: Runtime) {
+    let server = spawn_echo(runtime, &[]).await;
     let (mut raw, _) = Raw::handshake(server.addr, &[]).await;
     for payload in [Vec::new(), b"are you there?".to_vec(), vec![0xAB; 125]] {
         raw.send(&client_frame(true, PING, &payload)).await;
@@ -445,9 +457,8 @@ async fn echo_answers_ping_with_pong_carrying_the_same_payload() {
     }
 }
 
-#[tokio::test]
-async fn echo_answers_pipelined_messages_before_its_close_reply() {
-    let server = spawn_echo(&[]).await;
+async fn echo_answers_pipelined_messages_before_its_close_reply(runtime: Runtime) {
+    let server = spawn_echo(runtime, &[]).await;
     let (mut raw, _) = Raw::handshake(server.addr, &[]).await;
     let mut burst = Vec::new();
     for text in ["one", "two", "three"] {
@@ -466,4 +477,23 @@ async fn echo_answers_pipelined_messages_before_its_close_reply() {
     let (code, _) = raw.read_close().await;
     assert_eq!(code, 1000);
     raw.expect_eof().await;
+}
+
+on_both_runtimes! {
+    #[tokio::test] echo_keepalive_timeout_sends_ping_then_close_1011_then_closes_tcp,
+    #[tokio::test] echo_handshake_timeout_drops_a_stalled_client_while_serving_others,
+    #[cfg(target_os = "linux")] #[tokio::test] echo_with_deferred_accepts_serves_clients_and_still_drops_silent_ones,
+    #[tokio::test] sigterm_closes_every_client_with_1001_and_exits_0_quickly,
+    #[tokio::test] sigterm_with_a_client_that_never_answers_exits_0_after_the_close_timeout,
+    #[tokio::test] echo_refuses_a_disallowed_origin_with_403_and_a_text_body,
+    #[tokio::test] echo_accepts_an_allowed_origin_with_101,
+    #[tokio::test] echo_accepts_a_request_without_origin_with_101,
+    #[tokio::test] echo_chooses_its_preferred_subprotocol_among_those_offered,
+    #[tokio::test] echo_accepts_without_subprotocol_when_none_is_in_common,
+    #[tokio::test] echo_closes_with_1009_on_the_header_of_an_oversized_frame,
+    #[tokio::test] echo_returns_text_messages_of_every_length_class,
+    #[tokio::test] echo_returns_binary_messages_of_every_length_class,
+    #[tokio::test] echo_reassembles_fragmented_messages_from_a_raw_client,
+    #[tokio::test] echo_answers_ping_with_pong_carrying_the_same_payload,
+    #[tokio::test] echo_answers_pipelined_messages_before_its_close_reply,
 }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use child::{spawn_echo, spawn_serve, BIN};
+use child::{on_both_runtimes, spawn_echo, spawn_serve, Runtime, BIN};
 use support::{client_frame, upgrade_request, within, Raw, BINARY};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -68,9 +68,10 @@ fn localhost() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
 
-#[tokio::test]
-async fn echo_max_connections_answers_503_past_the_cap_and_keeps_serving_the_open_one() {
-    let server = spawn_echo(&["--max-connections", "1"]).await;
+async fn echo_max_connections_answers_503_past_the_cap_and_keeps_serving_the_open_one(
+    runtime: Runtime,
+) {
+    let server = spawn_echo(runtime, &["--max-connections", "1"]).await;
     let mut first = connect(server.addr).await;
     let refused = within(
         "the second handshake",
@@ -82,9 +83,14 @@ async fn echo_max_connections_answers_503_past_the_cap_and_keeps_serving_the_ope
     echoes(&mut first, "still served").await;
 }
 
-#[tokio::test]
-async fn echo_max_handshakes_refuses_at_once_while_a_stalled_client_holds_the_slot() {
-    let server = spawn_echo(&["--max-handshakes", "1", "--handshake-timeout", "0.5"]).await;
+async fn echo_max_handshakes_refuses_at_once_while_a_stalled_client_holds_the_slot(
+    runtime: Runtime,
+) {
+    let server = spawn_echo(
+        runtime,
+        &["--max-handshakes", "1", "--handshake-timeout", "0.5"],
+    )
+    .await;
     let mut stalled = stalled_from(server.addr, localhost()).await;
     let body = expect_503_at_once(server.addr).await;
     assert!(body.contains("too many handshakes"), "{body}");
@@ -94,10 +100,14 @@ async fn echo_max_handshakes_refuses_at_once_while_a_stalled_client_holds_the_sl
     echoes(&mut good, "served").await;
 }
 
-#[tokio::test]
-async fn echo_max_connecting_per_ip_refuses_a_second_from_an_address_with_a_stalled_handshake_only()
-{
-    let server = spawn_echo(&["--max-connecting-per-ip", "1", "--handshake-timeout", "3"]).await;
+async fn echo_max_connecting_per_ip_refuses_a_second_from_an_address_with_a_stalled_handshake_only(
+    runtime: Runtime,
+) {
+    let server = spawn_echo(
+        runtime,
+        &["--max-connecting-per-ip", "1", "--handshake-timeout", "3"],
+    )
+    .await;
     let mut stalled = stalled_from(server.addr, localhost()).await;
     // A handshake counts as stalled after a second in progress (the wait
     // is the condition under test).
@@ -136,9 +146,10 @@ fn rss_kb(pid: u32) -> u64 {
 /// Clients that send 64 KiB messages and never read their echoes: each is
 /// dropped once its output has waited `--write-timeout`, the server keeps
 /// serving others, and its memory does not grow with what they sent.
-#[tokio::test]
-async fn echo_write_timeout_drops_clients_that_never_read_and_the_process_does_not_grow() {
-    let server = spawn_echo(&["--write-timeout", "0.3"]).await;
+async fn echo_write_timeout_drops_clients_that_never_read_and_the_process_does_not_grow(
+    runtime: Runtime,
+) {
+    let server = spawn_echo(runtime, &["--write-timeout", "0.3"]).await;
     let pid = server.child.id().expect("running");
     let mut good = connect(server.addr).await;
     echoes(&mut good, "warm").await;
@@ -288,4 +299,11 @@ async fn serve_handshake_timeout_drops_a_stalled_half_request_from_the_flag_or_t
         "--handshake-timeout 1 over handshake_timeout = 30: dropped after {from_flag:?}"
     );
     let _ = std::fs::remove_file(&path);
+}
+
+on_both_runtimes! {
+    #[tokio::test] echo_max_connections_answers_503_past_the_cap_and_keeps_serving_the_open_one,
+    #[tokio::test] echo_max_handshakes_refuses_at_once_while_a_stalled_client_holds_the_slot,
+    #[tokio::test] echo_max_connecting_per_ip_refuses_a_second_from_an_address_with_a_stalled_handshake_only,
+    #[tokio::test] echo_write_timeout_drops_clients_that_never_read_and_the_process_does_not_grow,
 }

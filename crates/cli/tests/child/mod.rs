@@ -31,22 +31,75 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
-/// Starts `wsline echo --listen 127.0.0.1:0 ARGS` and waits for its
-/// `listening on` line. With `WSLINE_ECHO_RUNTIME` set (scripts/test.sh
-/// sets `tokio`), `--runtime VALUE` is added, so the same tests cover both
-/// ways `wsline echo` runs its connections.
-pub async fn spawn_echo(args: &[&str]) -> Server {
-    match std::env::var("WSLINE_ECHO_RUNTIME") {
-        Ok(runtime) => spawn_echo_exactly(&[&["--runtime", &runtime], args].concat()).await,
-        Err(_) => spawn_echo_exactly(args).await,
+/// How `wsline echo` runs its connections (`--runtime`). The tests of
+/// `wsline echo` run against each: see [`on_both_runtimes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `--runtime reactor` (the default): `wsline::reactor`.
+    Reactor,
+    /// `--runtime tokio`: a task per connection on `wsline::accept_with`
+    /// and `wsline::WebSocket`.
+    Tokio,
+}
+
+impl Runtime {
+    /// The value of `--runtime`.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Runtime::Reactor => "reactor",
+            Runtime::Tokio => "tokio",
+        }
     }
 }
 
-/// Starts `wsline echo --listen 127.0.0.1:0 ARGS`, ignoring
-/// `WSLINE_ECHO_RUNTIME` (for tests of one runtime's options).
+/// Starts `wsline echo --listen 127.0.0.1:0 --runtime RUNTIME ARGS` and
+/// waits for its `listening on` line.
+pub async fn spawn_echo(runtime: Runtime, args: &[&str]) -> Server {
+    spawn_echo_exactly(&[&["--runtime", runtime.arg()], args].concat()).await
+}
+
+/// Starts `wsline echo --listen 127.0.0.1:0 ARGS`, with no `--runtime`
+/// (for tests of one runtime's options, and of the default).
 pub async fn spawn_echo_exactly(args: &[&str]) -> Server {
     spawn_listening("echo", "listening on ws://", args).await
 }
+
+/// For each `async fn NAME(runtime: Runtime)` listed (with the test
+/// attribute it runs under, and any `cfg`), two tests:
+/// `runtime_reactor::NAME` and `runtime_tokio::NAME`, calling it with
+/// [`Runtime::Reactor`] and [`Runtime::Tokio`]. A failure names the
+/// runtime, and both run in parallel like any two tests. Tests of an
+/// option that only one runtime has use [`spawn_echo_exactly`] and stay
+/// out of this list.
+///
+/// ```ignore
+/// on_both_runtimes! {
+///     #[tokio::test] echo_returns_text,
+///     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] echo_serves_a_burst,
+/// }
+/// ```
+macro_rules! on_both_runtimes {
+    ($($(#[$attr:meta])+ $name:ident),* $(,)?) => {
+        mod runtime_reactor {
+            $(
+                $(#[$attr])+
+                async fn $name() {
+                    super::$name($crate::child::Runtime::Reactor).await
+                }
+            )*
+        }
+        mod runtime_tokio {
+            $(
+                $(#[$attr])+
+                async fn $name() {
+                    super::$name($crate::child::Runtime::Tokio).await
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_runtimes;
 
 /// Starts `wsline serve --listen 127.0.0.1:0 ARGS` (its stderr is not
 /// read: keep its logs quiet).
