@@ -71,10 +71,19 @@ fn main() {
     } else {
         logs.init();
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // `wsline serve` runs its connections on `threads` event loops: the
+    // workers of tokio's multi-threaded runtime (tasks move between them,
+    // and a publication wakes its subscribers on whichever loop runs
+    // them). Everything else, and `serve --threads 1`, has one loop.
+    let threads = serve_config.as_ref().map_or(1, |c| c.loops());
+    let mut builder = if threads > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

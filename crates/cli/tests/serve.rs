@@ -241,6 +241,73 @@ async fn serve_sigterm_closes_every_client_with_1001_and_exits_0() {
     assert!(tokio::net::TcpStream::connect(serve.addr).await.is_err());
 }
 
+/// The event-loop threads of the process `pid` (tokio's workers, named
+/// `tokio-rt-worker`).
+fn event_loop_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-rt-worker"))
+        .count()
+}
+
+/// Waits until the process `pid` has started `n` event-loop threads (the
+/// runtime starts them as it goes); the count then.
+async fn wait_for_loops(pid: u32, n: usize) -> usize {
+    let started = Instant::now();
+    loop {
+        let count = event_loop_threads(pid);
+        if count >= n || started.elapsed() > Duration::from_secs(5) {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_threads_runs_that_many_loops_and_their_clients_share_channels_and_shutdown() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--threads", "3"]).await;
+    let pid = serve.child.id().expect("running");
+    assert_eq!(wait_for_loops(pid, 3).await, 3);
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let mut c = serve.client().await;
+        c.subscribe("all").await;
+        clients.push(c);
+    }
+    let mut publisher = serve.client().await;
+    for i in 0..10 {
+        publisher.publish("all", json!(i)).await;
+    }
+    for c in &mut clients {
+        for i in 0..10u64 {
+            let m = c.recv().await;
+            assert_eq!((m["offset"].as_u64(), &m["data"]), (Some(i + 1), &json!(i)));
+        }
+    }
+    clients.push(publisher);
+    serve.signal("-TERM");
+    for c in &mut clients {
+        let (code, reason) = c.closed().await;
+        assert_eq!(code, 1001, "{reason}");
+    }
+    let (status, _, stderr) = serve.finish().await;
+    assert_eq!(status.code(), Some(0), "{status:?}: {stderr}");
+
+    // One loop: no worker threads, the runtime runs on the main thread.
+    let serve = spawn_serve(&["--listen", "127.0.0.1:0", "--threads", "1"]).await;
+    assert_eq!(event_loop_threads(serve.child.id().expect("running")), 0);
+    // The default: one loop per available core.
+    let serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want = if cores > 1 { cores } else { 0 };
+    assert_eq!(
+        wait_for_loops(serve.child.id().expect("running"), want).await,
+        want
+    );
+}
+
 #[tokio::test]
 async fn serve_sigint_shuts_down_like_sigterm() {
     let mut serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;

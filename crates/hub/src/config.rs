@@ -288,6 +288,12 @@ settings! {
         help: "Open connections",
         docs: "open WebSocket connections; more are refused with 503",
     }
+    threads: usize {
+        default: 0,
+        value: "N",
+        help: "Event loops serving connections, one thread each; 0: one per available core",
+        docs: "event loops serving connections, one thread each (the tokio runtime's workers; 1: a single-threaded runtime). 0, the default, runs one per available core. Publications, presence, recovery, limits and shutdown behave the same on any number",
+    }
     max_queue: usize {
         default: 1 << 20,
         value: "BYTES",
@@ -369,6 +375,15 @@ settings! {
 }
 
 impl HubConfig {
+    /// How many event loops serve connections: `threads`, or one per
+    /// available core when it is 0.
+    pub fn loops(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The checks across settings, after the merge; `set` names the
     /// settings a flag or the file gave.
     fn check(&self, set: &[&str]) -> Result<(), String> {
