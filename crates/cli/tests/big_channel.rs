@@ -10,20 +10,19 @@
 //! `wsline::connect_with` in this process (at most [`IN_FLIGHT`] opening at
 //! once). Every wait is bounded.
 
+mod child;
 #[path = "../../hub/tests/common/mod.rs"]
 mod common;
+#[path = "../../wsline/tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{http, within, Client};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_wsline");
+use tokio::process::Child;
 /// Clients subscribing to the one big channel.
 const CLIENTS: usize = 10_000;
 /// Connections opening (or being checked) at once: below the default
@@ -44,32 +43,7 @@ struct Serve {
 impl Serve {
     /// `wsline serve --listen 127.0.0.1:0 ARGS`, once it listens.
     async fn spawn(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("WSLINE_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn wsline serve");
-        let mut err = child.stderr.take().expect("piped stderr");
-        tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink).await;
-        });
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let line = within("the `listening on` line", lines.next_line())
-            .await
-            .expect("read stdout")
-            .expect("wsline serve exited before listening");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let child::Server { child, addr } = child::spawn_serve(args).await;
         Serve { child, addr }
     }
 

@@ -10,9 +10,12 @@
 //! plain `cargo test`: `./scripts/test.sh --only redis` installs Redis when
 //! missing and runs them.
 
+mod child;
 #[path = "../../hub/tests/common/mod.rs"]
 mod common;
 mod long_gap;
+#[path = "../../wsline/tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{http, within, Client};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
@@ -153,31 +156,8 @@ impl Node {
     /// `wsline serve --listen 127.0.0.1:0 --close-timeout 1 ARGS`, once it
     /// listens.
     async fn spawn(args: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--close-timeout", "1"])
-            .args(args)
-            .env_remove("WSLINE_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn wsline serve");
-        let mut err = child.stderr.take().expect("piped stderr");
-        tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink).await;
-        });
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let line = within("the `listening on` line", lines.next_line())
-            .await
-            .expect("read stdout")
-            .expect("wsline serve exited before listening");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
+        let args = [&["--close-timeout", "1"], args].concat();
+        let child::Server { child, addr } = child::spawn_serve(&args).await;
         Node { child, addr }
     }
 

@@ -78,6 +78,7 @@ pub async fn spawn_echo_exactly(args: &[&str]) -> Server {
 ///     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] echo_serves_a_burst,
 /// }
 /// ```
+#[allow(unused_macros)] // not every test file has tests for both runtimes
 macro_rules! on_both_runtimes {
     ($($(#[$attr:meta])+ $name:ident),* $(,)?) => {
         mod runtime_reactor {
@@ -101,10 +102,16 @@ macro_rules! on_both_runtimes {
 #[allow(unused_imports)]
 pub(crate) use on_both_runtimes;
 
-/// Starts `wsline serve --listen 127.0.0.1:0 ARGS` (its stderr is not
-/// read: keep its logs quiet).
+/// Starts `wsline serve --listen 127.0.0.1:0 ARGS`; its logs (stderr) are
+/// read and dropped, so the hub never blocks on a full pipe.
 pub async fn spawn_serve(args: &[&str]) -> Server {
-    spawn_listening("serve", "listening on http://", args).await
+    let mut server = spawn_listening("serve", "listening on http://", args).await;
+    let mut err = server.child.stderr.take().expect("piped stderr");
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = err.read_to_end(&mut sink).await;
+    });
+    server
 }
 
 async fn spawn_listening(subcommand: &str, prefix: &str, args: &[&str]) -> Server {
