@@ -214,25 +214,5 @@ async fn without_a_config_file_only_the_demo_chat_channels_send_join_and_leave()
     let serve = Serve::spawn(&[]).await;
     let mut a = serve.client().await;
     let mut b = serve.client().await;
-    for channel in ["chat.lobby", "lobby"] {
-        a.subscribe(channel).await;
-    }
-    for channel in ["chat.lobby", "lobby"] {
-        b.subscribe(channel).await;
-    }
-    let member_b = json!({"client": b.id, "user": null});
-    assert_eq!(
-        a.recv().await,
-        json!({"op": "join", "channel": "chat.lobby", "member": member_b})
-    );
-    a.expect_nothing_pending().await;
-    for channel in ["lobby", "chat.lobby"] {
-        b.request(json!({"op": "unsubscribe", "channel": channel}))
-            .await;
-    }
-    assert_eq!(
-        a.recv().await,
-        json!({"op": "leave", "channel": "chat.lobby", "member": member_b})
-    );
-    a.expect_nothing_pending().await;
+    common::join_leave_only_on(&mut a, &mut b, "chat.lobby", "lobby").await;
 }

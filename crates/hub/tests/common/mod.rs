@@ -384,3 +384,30 @@ impl Metrics {
             .unwrap_or_else(|| panic!("no {series} in /metrics:\n{}", self.0))
     }
 }
+
+/// `a` then `b` subscribe to `evented` and `plain`, then `b` unsubscribes
+/// from both: `a` gets `b`'s join and leave on `evented` only.
+pub async fn join_leave_only_on(a: &mut Client, b: &mut Client, evented: &str, plain: &str) {
+    for channel in [evented, plain] {
+        a.subscribe(channel).await;
+    }
+    for channel in [evented, plain] {
+        b.subscribe(channel).await;
+    }
+    let member_b = json!({"client": b.id, "user": null});
+    // Exactly one join: `evented`'s (`plain`'s would follow it).
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "join", "channel": evented, "member": member_b})
+    );
+    a.expect_nothing_pending().await;
+    for channel in [plain, evented] {
+        b.request(json!({"op": "unsubscribe", "channel": channel}))
+            .await;
+    }
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "leave", "channel": evented, "member": member_b})
+    );
+    a.expect_nothing_pending().await;
+}
