@@ -29,7 +29,9 @@
 #   ROUNDS      rounds [3]
 #   SIZE        bytes of published data [100]
 #   IN_FLIGHT   publishes in flight [16]      RATE  publishes/s cap [none]
-#   SERVERS     subset of: wsline tokio-tungstenite fastwebsockets [all]
+#   SERVERS     subset of: wsline (--threads 1) wsline-t2 (--threads 2, same
+#               core: the cost of crossing loops) tokio-tungstenite
+#               fastwebsockets [all but wsline-t2]
 #   SERVER_CORE [0]   CLIENT_CORE [1]
 #   WSLINE_BIN  a wsline binary to use instead of building one
 #   OUT         results folder [bench/results/fanout-DATE-TIME]
@@ -81,14 +83,17 @@ write_hub_config "$OUT/hub.toml"
 
 server_cmd() {
     case "$1" in
-        wsline) echo "$WSLINE_BIN serve --listen 127.0.0.1:0 --config $OUT/hub.toml --ping-interval 0" ;;
+        wsline) echo "$WSLINE_BIN serve --listen 127.0.0.1:0 --config $OUT/hub.toml --ping-interval 0 --threads 1" ;;
+        # Two event loops on the hub's one core: what distributing the
+        # connections over loops costs (cross-thread wake-ups), not speed.
+        wsline-t2) echo "$WSLINE_BIN serve --listen 127.0.0.1:0 --config $OUT/hub.toml --ping-interval 0 --threads 2" ;;
         tokio-tungstenite | fastwebsockets) echo "$PEER_BIN/hub-$1 127.0.0.1:0" ;;
         *) die "unknown server $1" ;;
     esac
 }
 server_url() { # SERVER ADDR
     case "$1" in
-        wsline) echo "ws://$2/ws" ;;
+        wsline | wsline-t2) echo "ws://$2/ws" ;;
         *) echo "ws://$2/" ;;
     esac
 }
@@ -214,7 +219,7 @@ END {
         for (i = 1; i <= ns; i++) {
             c = median("cpu" SUBSEP n SUBSEP S[i])
             if (S[i] == "wsline") me = c
-            else if (c != "" && (best == "" || c < best)) { best = c; bestname = S[i] }
+            else if (S[i] !~ /^wsline/ && c != "" && (best == "" || c < best)) { best = c; bestname = S[i] }
         }
         for (i = 1; i <= ns; i++) {
             k = n SUBSEP S[i]
@@ -222,6 +227,10 @@ END {
             ratio = ""
             if (S[i] == "wsline" && me != "" && best != "")
                 ratio = sprintf("%.2f× (%s); target ≤ 0.25×: %s", me / best, bestname, (me / best <= 0.25) ? "met" : "MISSED")
+            if (S[i] == "wsline-t2" && me != "") {
+                c = median("cpu" SUBSEP k)
+                ratio = sprintf("%.2f× wsline --threads 1; target ≤ 1.2×: %s", c / me, (c / me <= 1.2) ? "met" : "MISSED")
+            }
             e = errs[k] ? sprintf(", %d errors", errs[k]) : ""
             printf "| %s | %s | %s | %.3f µs | %s / %s | %d (of %d)%s | %.2f µs (%.0f%%) | %s |\n", n, S[i],
                 rate(median("rate" SUBSEP k)), median("cpu" SUBSEP k), us(median("p50" SUBSEP k)), us(median("p99" SUBSEP k)),

@@ -175,6 +175,45 @@ async fn serve_runs_without_config_prints_listening_and_serves_ws_and_http() {
     );
 }
 
+/// `"data":null` is data: published and delivered as `null`, over `/ws`
+/// and `POST /api/publish`; no `data` key at all is a bad request.
+#[tokio::test]
+async fn serve_publishes_and_delivers_data_null_over_ws_and_http() {
+    let serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;
+    let mut a = serve.client().await;
+    a.subscribe("n").await;
+    let raw_null = r#"{"op":"publish","channel":"n","data":null,"id":1}"#;
+    a.send_text(raw_null).await;
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "published", "channel": "n", "offset": 1, "id": 1})
+    );
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "message", "channel": "n", "offset": 1, "data": null, "from": a.id})
+    );
+    let reply = http(
+        serve.addr,
+        "POST",
+        "/api/publish",
+        &[],
+        Some(r#"{"channel":"n","data":null}"#),
+    )
+    .await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"offset": 2})));
+    assert_eq!(
+        a.recv().await,
+        json!({"op": "message", "channel": "n", "offset": 2, "data": null, "from": null})
+    );
+    a.send_text(r#"{"op":"publish","channel":"n","id":3}"#)
+        .await;
+    let reply = a.recv().await;
+    assert_eq!(
+        (&reply["op"], &reply["code"]),
+        (&json!("error"), &json!("bad_request"))
+    );
+}
+
 #[tokio::test]
 async fn serve_listens_on_127_0_0_1_8080_by_default() {
     let mut child = Command::new(BIN)
