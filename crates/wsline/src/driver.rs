@@ -115,43 +115,43 @@ impl RequestHead {
     }
 }
 
-/// The server's answer to a complete request, decided without I/O.
-// Built once per handshake and taken apart at once: boxing the connection
-// would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Answer {
-    /// Send `response` (101), then speak WebSocket through `conn`.
-    Accept {
-        response: Response,
-        conn: Connection,
-        protocol: Option<String>,
-    },
-    /// Send `response` and close: the request failed a check or `decide`
-    /// refused it.
-    Refuse {
-        response: Response,
-        error: HandshakeError,
-    },
+/// An accepted request: send `response` (101), then speak WebSocket
+/// through `conn`.
+pub(crate) struct Accepted {
+    pub(crate) response: Response,
+    pub(crate) conn: Connection,
+    pub(crate) protocol: Option<String>,
 }
 
-/// The RFC checks, the Origin policy, `decide`, subprotocol choice and
-/// extension negotiation for `request`.
+/// A refused request: send `response` and close (the request failed a
+/// check, or `decide` refused it with this answer).
+pub(crate) struct Refused {
+    pub(crate) response: Response,
+    pub(crate) error: HandshakeError,
+}
+
+/// The server's answer to a complete request, decided without I/O: the
+/// RFC checks, the Origin policy, `decide`, subprotocol choice and
+/// extension negotiation.
+// Decided once per handshake and taken apart at once by the pump: boxing
+// either side would only add an allocation.
+#[allow(clippy::result_large_err)]
 pub(crate) fn answer_request<F>(
     request: &Request,
     config: &ServerConfig,
     decide: F,
     now: Instant,
-) -> Answer
+) -> Result<Accepted, Refused>
 where
     F: FnOnce(&Request) -> Result<Acceptance, Response>,
 {
     let checked =
         validate_request(request).and_then(|()| check_origin(request, &config.allowed_origins));
     if let Err(error) = checked {
-        return Answer::Refuse {
+        return Err(Refused {
             response: Response::from_error(&error),
             error,
-        };
+        });
     }
     let acceptance = match decide(request) {
         Ok(a) => a,
@@ -162,7 +162,7 @@ where
                 headers: response.headers.clone(),
                 body: response.body.clone(),
             };
-            return Answer::Refuse { response, error };
+            return Err(Refused { response, error });
         }
     };
     let protocol = match acceptance.protocol {
@@ -184,11 +184,11 @@ where
     if let Some((params, _, cfg)) = &deflate {
         conn.enable_deflate(params, cfg);
     }
-    Answer::Accept {
+    Ok(Accepted {
         response,
         conn,
         protocol,
-    }
+    })
 }
 
 /// The transport timeouts of an open connection (the core's own, keepalive

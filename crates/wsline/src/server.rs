@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wsline_proto::handshake::{Headers, Request, Response, MAX_HEAD_SIZE_DEFAULT};
 use wsline_proto::{Config, DeflateConfig};
 
-use crate::driver::{answer_request, Answer, HeadProgress, RequestHead};
+use crate::driver::{answer_request, Accepted, HeadProgress, Refused, RequestHead};
 use crate::{Error, Limits, WebSocket};
 
 /// Server settings: protocol limits and timers, the handshake's limits,
@@ -164,13 +164,13 @@ where
 {
     let timeout = config.handshake_timeout;
     let now = tokio::time::Instant::now().into_std();
-    let (response, conn, protocol) = match answer_request(&request, config, decide, now) {
-        Answer::Accept {
-            response,
-            conn,
-            protocol,
-        } => (response, conn, protocol),
-        Answer::Refuse { response, error } => {
+    let Accepted {
+        response,
+        conn,
+        protocol,
+    } = match answer_request(&request, config, decide, now) {
+        Ok(accepted) => accepted,
+        Err(Refused { response, error }) => {
             refuse(&mut io, &response).await;
             return Err(Error::Handshake(error));
         }

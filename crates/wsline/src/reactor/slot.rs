@@ -18,7 +18,9 @@ use wsline_proto::handshake::{Request, Response};
 use wsline_proto::{CloseCode, Event, Message};
 
 use super::{ConnId, Handler};
-use crate::driver::{answer_request, Answer, Driver, HeadProgress, RequestHead, Timeouts};
+use crate::driver::{
+    answer_request, Accepted, Driver, HeadProgress, Refused, RequestHead, Timeouts,
+};
 use crate::{Connected, Error, Gate, Handshake, ServerConfig};
 
 /// Output above this many bytes stops reading from that connection until
@@ -305,19 +307,19 @@ impl Slot {
             }
         };
         let handler = &mut lp.handler;
-        let (response, mut conn, protocol) =
-            match answer_request(request, &lp.config, |r| handler.on_request(r), now) {
-                Answer::Accept {
-                    response,
-                    conn,
-                    protocol,
-                } => (response, conn, protocol),
-                Answer::Refuse { response, error } => {
-                    tracing::debug!("handshake refused: {error}");
-                    self.refuse(&response);
-                    return HandshakeStep::Done;
-                }
-            };
+        let answer = answer_request(request, &lp.config, |r| handler.on_request(r), now);
+        let Accepted {
+            response,
+            mut conn,
+            protocol,
+        } = match answer {
+            Ok(accepted) => accepted,
+            Err(Refused { response, error }) => {
+                tracing::debug!("handshake refused: {error}");
+                self.refuse(&response);
+                return HandshakeStep::Done;
+            }
+        };
         // A fresh socket takes the 101 whole; whatever it does not goes
         // ahead of the first frame through the connection's output.
         let bytes = response.to_bytes();
