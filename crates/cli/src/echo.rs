@@ -57,7 +57,7 @@ pub(crate) struct EchoArgs {
     /// Connections in their opening handshake; more are refused at once.
     #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_handshakes)]
     max_handshakes: usize,
-    /// Stalled handshakes (in progress for over a second) one IP (IPv6: one /64) may hold;
+    /// Stalled handshakes (in progress for over 3 s) one IP (IPv6: one /64) may hold;
     /// 0: no per-address rule (neither this nor the half-of-the-handshakes share).
     #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_connecting_per_ip)]
     max_connecting_per_ip: usize,

@@ -105,13 +105,13 @@ async fn echo_max_connecting_per_ip_refuses_a_second_from_an_address_with_a_stal
 ) {
     let server = spawn_echo(
         runtime,
-        &["--max-connecting-per-ip", "1", "--handshake-timeout", "3"],
+        &["--max-connecting-per-ip", "1", "--handshake-timeout", "5"],
     )
     .await;
     let mut stalled = stalled_from(server.addr, localhost()).await;
-    // A handshake counts as stalled after a second in progress (the wait
+    // A handshake counts as stalled after 3 s in progress (the wait
     // is the condition under test).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let body = expect_503_at_once(server.addr).await;
     assert!(body.contains("RFC 6455"), "{body}");
     // Another address gets in while 127.0.0.1 is at its cap.

@@ -333,8 +333,8 @@ settings! {
     max_connecting_per_ip: usize => limits.max_connecting_per_ip {
         default: wsline::Limits::default().max_connecting_per_ip,
         value: "N",
-        help: "Stalled handshakes (in progress for over a second) one IP (IPv6: one /64) may hold; 0: no per-address rule (neither this nor the half-of-the-handshakes share)",
-        docs: "stalled handshakes (in progress for over a second) one IP address (IPv6: one /64) may hold before it gets no more; prompt clients never count, so a burst of them from one address is served whole. 0 turns every per-address rule off (this one and the half share). Behind a reverse proxy set 0",
+        help: "Stalled handshakes (in progress for over 3 s) one IP (IPv6: one /64) may hold; 0: no per-address rule (neither this nor the half-of-the-handshakes share)",
+        docs: "stalled handshakes (in progress for over 3 s) one IP address (IPv6: one /64) may hold before it gets no more; prompt clients never count, so a burst of them from one address is served whole. 0 turns every per-address rule off (this one and the half share). Behind a reverse proxy set 0",
     }
     write_timeout: Option<Duration> => write_timeout {
         default: Some(Duration::from_secs(30)),

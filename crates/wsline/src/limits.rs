@@ -66,7 +66,10 @@ pub struct Limits {
     /// address: set 0 there and let the proxy limit its clients.
     pub max_connecting_per_ip: usize,
     /// When a handshake in progress counts as stalled for
-    /// `max_connecting_per_ip` (default 1 s).
+    /// `max_connecting_per_ip` (default 3 s: a client's request normally
+    /// follows its connect within a round trip, but a busy client process,
+    /// hundreds of handshakes at once from one interpreter, may take a
+    /// second or two to send them all).
     pub stalled_after: Duration,
 }
 
@@ -76,7 +79,7 @@ impl Default for Limits {
             max_connections: 100_000,
             max_handshakes: 4096,
             max_connecting_per_ip: 64,
-            stalled_after: Duration::from_secs(1),
+            stalled_after: Duration::from_secs(3),
         }
     }
 }
