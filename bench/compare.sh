@@ -36,6 +36,9 @@
 #                  peer"; each gets a column "REF ÷ best peer":
 #                  wsline-defer   `wsline echo --defer-accept` (TCP_DEFER_ACCEPT)
 #                  wsline-tokio   `wsline echo --runtime tokio`
+#                  wsline-base    `$WSLINE_BASE_BIN echo`: another build of
+#                                 wsline (e.g. main before a change), for a
+#                                 no-regression check in the same run
 #                  floor          bench/peers/src/bin/echo-floor.rs: a
 #                                 yardstick, not a peer: the least work any
 #                                 server can do to echo these frames (no
@@ -176,6 +179,7 @@ server_cmd() {
         wsline) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
         wsline-deflate) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0" ;;
         wsline-tokio) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --runtime tokio" ;;
+        wsline-base) echo "${WSLINE_BASE_BIN:?wsline-base needs WSLINE_BASE_BIN} echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
         wsline-defer) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --defer-accept" ;;
         tokio-tungstenite | fastwebsockets | tokio-websockets | floor) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
         floor-defer) echo "$PEER_BIN/echo-floor 127.0.0.1:0 --defer-accept" ;;
