@@ -109,6 +109,12 @@ pub(crate) struct BenchArgs {
     /// buffers) is counted in its memory per connection.
     #[arg(long)]
     warm: bool,
+    /// Idle, against `wsline serve`: subscribe each connection to this
+    /// channel before holding it (repeatable; `{i}` in the name is the
+    /// connection's number, so `--subscribe 'own.{i}' --subscribe all`
+    /// gives every connection a channel of its own and one shared one).
+    #[arg(long, value_name = "CHANNEL")]
+    subscribe: Vec<String>,
     /// Connections opened at a time while setting up (echo, idle).
     #[arg(long, value_name = "N", default_value_t = 64)]
     connect_concurrency: usize,
@@ -140,6 +146,9 @@ impl BenchArgs {
     fn check(&self) -> Result<(), String> {
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
+        }
+        if !self.subscribe.is_empty() && self.mode != Mode::Idle {
+            return Err("--subscribe goes with --mode idle".into());
         }
         if self.in_flight == 0 {
             return Err("--in-flight must be at least 1".into());
@@ -930,7 +939,19 @@ async fn handshake_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfi
 async fn idle_mode(args: &BenchArgs, url: Arc<str>, config: Arc<ClientConfig>) -> Report {
     let mut report = Report::new(args);
     let cpu0 = process_cpu();
-    let conns = open_measured(args, &url, &config, &mut report).await;
+    let mut conns = open_measured(args, &url, &config, &mut report).await;
+    if !args.subscribe.is_empty() {
+        let mut errors = Errors::default();
+        let names = |i: usize| {
+            let n = i.to_string();
+            args.subscribe
+                .iter()
+                .map(|c| c.replace("{i}", &n))
+                .collect()
+        };
+        conns = fanout::subscribe_all(conns, names, &mut errors).await;
+        report.add_errors(errors);
+    }
     if conns.is_empty() {
         return report;
     }

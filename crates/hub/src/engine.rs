@@ -275,6 +275,11 @@ impl MemoryEngine {
                 ));
                 st.broadcast(&join, &subscriber.member.client);
             }
+            if st.subscribers.capacity() == 0 {
+                // Most channels have one subscriber: room for exactly one
+                // (a Vec's first push would make room for four).
+                st.subscribers.reserve_exact(1);
+            }
             st.subscribers.push(subscriber);
         }
         result

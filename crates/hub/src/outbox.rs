@@ -15,13 +15,68 @@ use bytes::Bytes;
 /// One queued frame and, for publications, when it was published.
 pub type Entry = (Bytes, Option<Instant>);
 
+/// A FIFO of frames that holds its first one inline: a connection that
+/// keeps up has at most one frame waiting at a time, so it never touches
+/// the heap for its queue, and an idle one holds no queue memory.
+/// Invariant: `first` is empty only when `rest` is.
+#[derive(Default)]
+struct Frames {
+    first: Option<Entry>,
+    rest: VecDeque<Entry>,
+}
+
+/// A backlog past this many frames is released once it drains, not kept.
+const KEEP_CAPACITY: usize = 16;
+
+impl Frames {
+    fn push_back(&mut self, entry: Entry) {
+        if self.first.is_none() {
+            self.first = Some(entry);
+        } else {
+            self.rest.push_back(entry);
+        }
+    }
+
+    fn front(&self) -> Option<&Entry> {
+        self.first.as_ref()
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let entry = self.first.take();
+        self.first = self.rest.pop_front();
+        if self.first.is_none() && self.rest.capacity() > KEEP_CAPACITY {
+            self.rest = VecDeque::new();
+        }
+        entry
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest = VecDeque::new();
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    frames: VecDeque<Entry>,
+    frames: Frames,
     bytes: usize,
     overflowed: bool,
     closed: bool,
+    shut_down: bool,
     waker: Option<Waker>,
+}
+
+/// Why a connection must stop reading its outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// A push went past the limit: close with 4008.
+    Overflowed,
+    /// The server is shutting down: close with 1001.
+    ShutDown,
 }
 
 /// The outgoing queue of one connection.
@@ -68,9 +123,20 @@ impl Outbox {
     }
 
     /// Takes queued frames while `take` says yes (it sees each frame's
-    /// length first). Returns whether the queue overflowed.
-    pub fn drain(&self, mut room: impl FnMut(usize) -> bool, mut out: impl FnMut(Entry)) -> bool {
+    /// length first). Returns why the connection must stop instead, if
+    /// it must (nothing is taken then).
+    pub fn drain(
+        &self,
+        mut room: impl FnMut(usize) -> bool,
+        mut out: impl FnMut(Entry),
+    ) -> Option<Halt> {
         let mut inner = self.lock();
+        if inner.overflowed {
+            return Some(Halt::Overflowed);
+        }
+        if inner.shut_down {
+            return Some(Halt::ShutDown);
+        }
         while let Some((frame, _)) = inner.frames.front() {
             if !room(frame.len()) {
                 break;
@@ -80,7 +146,20 @@ impl Outbox {
                 out(entry);
             }
         }
-        inner.overflowed
+        None
+    }
+
+    /// Tells the connection the server is shutting down: its next
+    /// [`drain`](Self::drain) answers [`Halt::ShutDown`].
+    pub fn shut_down(&self) {
+        let waker = {
+            let mut inner = self.lock();
+            inner.shut_down = true;
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Whether frames are waiting.
@@ -116,13 +195,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn frames_stay_in_order_through_the_inline_slot() {
+        let o = Outbox::new(1 << 20);
+        let mut next = 0u32;
+        let mut expect = 0u32;
+        // Bursts of growing size, each drained in part, then all.
+        for burst in [1usize, 2, 3, 40, 1, 0, 5] {
+            for _ in 0..burst {
+                o.push(Bytes::from(next.to_string()), None);
+                next += 1;
+            }
+            let mut take = burst / 2 + 1;
+            o.drain(
+                |_| {
+                    let ok = take > 0;
+                    take = take.saturating_sub(1);
+                    ok
+                },
+                |(f, _)| {
+                    assert_eq!(f, Bytes::from(expect.to_string()));
+                    expect += 1;
+                },
+            );
+        }
+        o.drain(
+            |_| true,
+            |(f, _)| {
+                assert_eq!(f, Bytes::from(expect.to_string()));
+                expect += 1;
+            },
+        );
+        assert_eq!(expect, next);
+        assert!(o.is_empty());
+        assert_eq!(o.len_bytes(), 0);
+    }
+
+    #[test]
     fn overflow_drops_and_flags() {
         let o = Outbox::new(10);
         assert!(o.push(Bytes::from_static(b"12345"), None));
         assert!(o.push(Bytes::from_static(b"12345"), None));
         assert!(!o.push(Bytes::from_static(b"1"), None));
         assert_eq!(o.len_bytes(), 0, "memory released");
-        assert!(o.drain(|_| true, |_| {}));
+        assert_eq!(o.drain(|_| true, |_| {}), Some(Halt::Overflowed));
+    }
+
+    #[test]
+    fn shut_down_wakes_and_halts() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        use std::sync::Arc;
+        use std::task::Wake;
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let o = Outbox::new(100);
+        o.push(Bytes::from_static(b"abcd"), None);
+        o.register(&Waker::from(flag.clone()));
+        o.shut_down();
+        assert!(flag.0.load(SeqCst), "the connection is woken");
+        let mut taken = 0;
+        assert_eq!(o.drain(|_| true, |_| taken += 1), Some(Halt::ShutDown));
+        assert_eq!(taken, 0);
     }
 
     #[test]

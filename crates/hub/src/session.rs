@@ -9,9 +9,11 @@
 //! at a time, only when the outbox has drained below
 //! [`recovery::low_water`]: a recovery goes at the pace the client reads.
 
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,13 +22,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
 
 use crate::auth::{self, Claims};
 use crate::config::pattern_matches;
 use crate::engine::{text_frame, Engine, Subscriber};
 use crate::metrics::LatencyTally;
-use crate::outbox::{Entry, Outbox};
+use crate::outbox::{Halt, Outbox};
 use crate::protocol::{self, Member, Request as Op};
 use crate::recovery;
 use crate::Hub;
@@ -75,20 +78,56 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub(crate) async fn run(
+/// Upgrades a `/ws` request: the session and its WebSocket, or `None`
+/// once refused. `open` is the gate's permit, held by the session.
+pub(crate) async fn open(
     hub: Arc<Hub>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    request: Request,
+    leftover: Vec<u8>,
+    open: wsline::Connected,
+) -> Option<(Session, WebSocket<TcpStream>)> {
+    let (ws, claims) = upgrade(&hub, tcp, peer, request, leftover).await?;
+    let (number, client) = hub.new_client();
+    let member = Member {
+        client,
+        user: claims.as_ref().and_then(|c| c.user.clone()),
+    };
+    let outbox = Arc::new(Outbox::new(hub.config.max_queue));
+    Some((
+        Session {
+            rate: Bucket::new(hub.config.publish_rate),
+            limited: None,
+            hub,
+            number,
+            member,
+            outbox,
+            claims: claims.map(Box::new),
+            subscriptions: HashSet::new(),
+            replays: VecDeque::new(),
+            _open: open,
+        },
+        ws,
+    ))
+}
+
+/// The connection cap, the token, then the upgrade: the open WebSocket
+/// and the token's claims, or `None` once refused.
+async fn upgrade(
+    hub: &Hub,
     mut tcp: TcpStream,
     peer: SocketAddr,
     request: Request,
     leftover: Vec<u8>,
-) {
+) -> Option<(WebSocket<TcpStream>, Option<Claims>)> {
     if hub.metrics.connections.load(Relaxed) as usize >= hub.config.server.limits.max_connections {
         wsline::refuse(
             &mut tcp,
             &Response::reject(503, "too many connections; retry later"),
         )
         .await;
-        return;
+        return None;
     }
     let claims = match &hub.config.jwt_secret {
         None => None,
@@ -107,65 +146,55 @@ pub(crate) async fn run(
                         format!("token refused: {e}")
                     };
                     wsline::refuse(&mut tcp, &Response::reject(401, &text)).await;
-                    return;
+                    return None;
                 }
             }
         }
     };
-    let ws = match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
+    match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
         Ok(Acceptance::default())
     })
     .await
     {
-        Ok(ws) => ws,
+        Ok(ws) => Some((ws, claims)),
         Err(e) => {
             tracing::debug!(%peer, "upgrade refused: {e}");
-            return;
+            None
         }
-    };
-    hub.metrics.connections.fetch_add(1, Relaxed);
-    let member = Member {
-        client: hub.new_client_id(),
-        user: claims.as_ref().and_then(|c| c.user.clone()),
-    };
-    let outbox = Arc::new(Outbox::new(hub.config.max_queue));
-    let mut session = Session {
-        rate: Bucket::new(hub.config.publish_rate),
-        hub: hub.clone(),
-        member,
-        outbox,
-        claims,
-        subscriptions: HashSet::new(),
-        replays: VecDeque::new(),
-        limited: VecDeque::new(),
-        batch: Vec::new(),
-        frames: Vec::new(),
-    };
-    let code = session.serve(ws).await;
-    session.cleanup().await;
-    hub.metrics.connections.fetch_sub(1, Relaxed);
-    hub.metrics.closed(code);
+    }
 }
 
-struct Session {
+/// One open connection's state: what lives as long as it does (with its
+/// WebSocket, the whole of its task; keep it small).
+pub(crate) struct Session {
     hub: Arc<Hub>,
+    /// The hub's number for this session (see [`Hub::enter`]).
+    number: u64,
     member: Member,
     outbox: Arc<Outbox>,
-    claims: Option<Claims>,
+    /// Boxed: most connections have none, and this lives as long as the
+    /// connection.
+    claims: Option<Box<Claims>>,
     subscriptions: HashSet<String>,
     /// Channels whose replay is in progress, pulled in turn (at most one
     /// entry per subscription).
     replays: VecDeque<String>,
     rate: Bucket,
-    limited: VecDeque<Instant>,
-    batch: Vec<Entry>,
-    /// The frames of `batch`, handed to the WebSocket in one go.
-    frames: Vec<Bytes>,
+    /// When the last rate-limited publishes came (boxed: most connections
+    /// are never limited).
+    #[allow(clippy::box_collection)] // 8 bytes in every session, not 32
+    limited: Option<Box<VecDeque<Instant>>>,
+    /// The gate's count of open connections, released on drop.
+    _open: wsline::Connected,
 }
 
 enum Step {
     Received(Option<Result<Message, wsline::Error>>),
     SlowConsumer,
+    /// The hub is shutting down.
+    ShutDown,
+    /// The token expired.
+    Expired,
     /// The outbox has room for the next page of a replay.
     Refill,
 }
@@ -192,14 +221,33 @@ impl Session {
         }
     }
 
+    /// Serves the connection to its end. The future this makes is most
+    /// of what an open connection costs: it holds the session and its
+    /// WebSocket and little else (every step that awaits the engine is
+    /// boxed, so it exists only while it runs).
+    ///
+    /// Not an `async fn`: that would move its arguments into locals of
+    /// the future, and keep room for both.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub(crate) fn serve(mut self, mut ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send {
+        async move {
+            self.hub.metrics.connections.fetch_add(1, Relaxed);
+            self.hub.enter(self.number, &self.outbox);
+            let code = self.run(&mut ws).await;
+            self.hub.leave(self.number);
+            self.hub.metrics.connections.fetch_sub(1, Relaxed);
+            self.hub.metrics.closed(code);
+        }
+    }
+
     /// Runs until the connection ends; returns the close code to count.
-    async fn serve(&mut self, mut ws: WebSocket<TcpStream>) -> u16 {
+    async fn run(&mut self, ws: &mut WebSocket<TcpStream>) -> u16 {
         self.push(&protocol::welcome(
             &self.member.client,
             self.member.user.as_deref(),
         ));
         // An `exp` too far ahead to represent (say 1e30) never comes.
-        let expiry = self
+        let mut expiry = self
             .claims
             .as_ref()
             .and_then(|c| c.expires)
@@ -207,23 +255,23 @@ impl Session {
                 let at = UNIX_EPOCH.checked_add(Duration::from_secs(exp))?;
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
                 tokio::time::Instant::now().checked_add(left)
-            });
-        let mut shutdown = self.hub.shutdown.clone();
+            })
+            // Boxed: a timer is big, and most connections have none.
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
         let end = loop {
             let refill =
                 (!self.replays.is_empty()).then(|| recovery::low_water(self.hub.config.max_queue));
-            let step = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    break End::Close(CloseCode::GOING_AWAY, "server shutting down");
+            let step = poll_fn(|cx| {
+                if expired(&mut expiry, cx).is_ready() {
+                    return Poll::Ready(Step::Expired);
                 }
-                _ = sleep_until_opt(expiry) => {
-                    break End::Close(close_code(TOKEN_EXPIRED), "token expired");
-                }
-                step = poll_fn(|cx| poll_step(&mut ws, &self.outbox, &mut self.batch, &mut self.frames, &self.hub, refill, cx)) => step,
-            };
+                poll_step(ws, &self.outbox, &self.hub, refill, cx)
+            })
+            .await;
             match step {
-                Step::Refill => self.refill().await,
+                Step::ShutDown => break End::Close(CloseCode::GOING_AWAY, "server shutting down"),
+                Step::Expired => break End::Close(close_code(TOKEN_EXPIRED), "token expired"),
+                Step::Refill => Box::pin(self.refill()).await,
                 Step::SlowConsumer => {
                     self.hub
                         .metrics
@@ -232,7 +280,7 @@ impl Session {
                     break End::Close(close_code(SLOW_CONSUMER), "slow consumer");
                 }
                 Step::Received(Some(Ok(message))) => {
-                    if let Some(end) = self.on_message(message).await {
+                    if let Some(end) = Box::pin(self.on_message(message)).await {
                         break end;
                     }
                 }
@@ -249,15 +297,12 @@ impl Session {
         // Leave every channel now: other members get their `leave` without
         // waiting for this client's closing handshake (a slow consumer's
         // can take the whole close timeout).
-        self.cleanup().await;
+        Box::pin(self.cleanup()).await;
         match end {
             End::Over(code) => code,
             End::Close(code, reason) => {
-                let _ = tokio::time::timeout(
-                    self.hub.config.server.protocol.close_timeout + Duration::from_secs(1),
-                    ws.close(code, reason),
-                )
-                .await;
+                let wait = self.hub.config.server.protocol.close_timeout + Duration::from_secs(1);
+                let _ = Box::pin(tokio::time::timeout(wait, ws.close(code, reason))).await;
                 code.as_u16()
             }
         }
@@ -402,21 +447,21 @@ impl Session {
             return None;
         }
         let now = Instant::now();
-        if !self.rate.take(now) {
-            while self
-                .limited
+        if !self.rate.take(now, self.hub.config.publish_rate) {
+            let limited = self.limited.get_or_insert_default();
+            while limited
                 .front()
                 .is_some_and(|t| now.duration_since(*t) > ABUSE_WINDOW)
             {
-                self.limited.pop_front();
+                limited.pop_front();
             }
-            if self.limited.len() >= ABUSE_LIMIT {
+            if limited.len() >= ABUSE_LIMIT {
                 return Some(End::Close(
                     CloseCode::POLICY_VIOLATION,
                     "publish rate limit abused",
                 ));
             }
-            self.limited.push_back(now);
+            limited.push_back(now);
             self.error(id, "rate_limited", "too many publishes: slow down");
             return None;
         }
@@ -453,11 +498,19 @@ fn close_code(code: u16) -> CloseCode {
     CloseCode::new(code).unwrap_or(CloseCode::INTERNAL_ERROR)
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// Ready once the token's expiry (if any) has come.
+fn expired(expiry: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+    match expiry {
+        Some(sleep) => sleep.as_mut().poll(cx),
+        None => Poll::Pending,
     }
+}
+
+thread_local! {
+    /// The frames of one write, handed to the WebSocket in one go: one
+    /// buffer per thread rather than one per connection (an idle
+    /// connection keeps none).
+    static FRAMES: RefCell<Vec<Bytes>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Moves queued frames into the WebSocket (up to [`WRITE_LIMIT`] waiting),
@@ -467,48 +520,51 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 fn poll_step(
     ws: &mut WebSocket<TcpStream>,
     outbox: &Outbox,
-    batch: &mut Vec<Entry>,
-    frames: &mut Vec<Bytes>,
     hub: &Hub,
     refill: Option<usize>,
     cx: &mut Context<'_>,
 ) -> Poll<Step> {
     loop {
         let mut budget = WRITE_LIMIT.saturating_sub(ws.buffered_output());
-        let overflowed = outbox.drain(
-            |len| {
-                let fits = len <= budget || budget == WRITE_LIMIT;
-                budget = budget.saturating_sub(len);
-                fits
-            },
-            |entry| batch.push(entry),
-        );
-        if overflowed {
-            return Poll::Ready(Step::SlowConsumer);
-        }
-        let moved = !batch.is_empty();
-        if !batch.is_empty() {
+        let mut moved = false;
+        let halt = FRAMES.with_borrow_mut(|frames| {
             let now = Instant::now();
-            let metrics = &hub.metrics;
             let mut bytes = 0;
             let mut latencies = LatencyTally::default();
-            for (frame, published) in batch.drain(..) {
-                bytes += frame.len() as u64;
-                if let Some(at) = published {
-                    latencies.add(now.duration_since(at));
-                }
-                frames.push(frame);
+            let halt = outbox.drain(
+                |len| {
+                    let fits = len <= budget || budget == WRITE_LIMIT;
+                    budget = budget.saturating_sub(len);
+                    fits
+                },
+                |(frame, published)| {
+                    bytes += frame.len() as u64;
+                    if let Some(at) = published {
+                        latencies.add(now.duration_since(at));
+                    }
+                    frames.push(frame);
+                },
+            );
+            if !frames.is_empty() {
+                moved = true;
+                let metrics = &hub.metrics;
+                metrics
+                    .messages_sent
+                    .fetch_add(frames.len() as u64, Relaxed);
+                metrics.bytes_sent.fetch_add(bytes, Relaxed);
+                metrics.record_latencies(&latencies);
+                // Straight from the shared frames, one vectored write when
+                // the socket takes it; the rest is queued (copied) and
+                // written by poll_recv below.
+                let _ = ws.write_encoded(cx, frames);
             }
-            metrics
-                .messages_sent
-                .fetch_add(frames.len() as u64, Relaxed);
-            metrics.bytes_sent.fetch_add(bytes, Relaxed);
-            metrics.record_latencies(&latencies);
-            // Straight from the shared frames, one vectored write when
-            // the socket takes it; the rest is queued (copied) and written
-            // by poll_recv below.
-            let _ = ws.write_encoded(cx, frames);
             frames.clear();
+            halt
+        });
+        match halt {
+            Some(Halt::Overflowed) => return Poll::Ready(Step::SlowConsumer),
+            Some(Halt::ShutDown) => return Poll::Ready(Step::ShutDown),
+            None => {}
         }
         if refill.is_some_and(|low| outbox.len_bytes() <= low) {
             return Poll::Ready(Step::Refill);
@@ -529,29 +585,26 @@ fn poll_step(
     }
 }
 
-/// The publish token bucket: `rate` per second, a burst of twice that,
+/// The publish token bucket: `rate` per second (the hub's
+/// `publish_rate`, passed in rather than kept), a burst of twice that,
 /// full at the start.
 struct Bucket {
-    rate: f64,
-    capacity: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
     fn new(rate: u32) -> Self {
-        let rate = f64::from(rate);
         Self {
-            rate,
-            capacity: 2.0 * rate,
-            tokens: 2.0 * rate,
+            tokens: 2.0 * f64::from(rate),
             at: Instant::now(),
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    fn take(&mut self, now: Instant, rate: u32) -> bool {
+        let rate = f64::from(rate);
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.tokens = (self.tokens + elapsed * rate).min(2.0 * rate);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

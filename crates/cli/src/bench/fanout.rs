@@ -186,39 +186,25 @@ fn subscribe_request(channel: &str) -> Message {
     Message::text(serde_json::json!({"op": "subscribe", "channel": channel}).to_string())
 }
 
-/// Subscribes every connection; keeps those whose `subscribed` came.
-async fn subscribe_all(conns: Vec<Ws>, channel: &str, errors: &mut Errors) -> Vec<Ws> {
+/// Subscribes connection `i` to each of `channels(i)` in turn; keeps the
+/// connections whose every `subscribed` came.
+pub(super) async fn subscribe_all(
+    conns: Vec<Ws>,
+    channels: impl Fn(usize) -> Vec<String>,
+    errors: &mut Errors,
+) -> Vec<Ws> {
     let pb = progress_bar(
         conns.len() as u64,
         "subscribing [{elapsed_precise}] [{bar:30}] {pos}/{len}",
     );
     let mut set = JoinSet::new();
-    for mut ws in conns {
-        let request = subscribe_request(channel);
+    for (i, mut ws) in conns.into_iter().enumerate() {
+        let names = channels(i);
         set.spawn(async move {
-            ws.send(request)
-                .await
-                .map_err(|e| format!("subscribe: {e}"))?;
-            let wait = async {
-                loop {
-                    match ws.recv().await {
-                        Some(Ok(Message::Text(t))) if t.contains("\"op\":\"subscribed\"") => {
-                            return Ok(())
-                        }
-                        Some(Ok(Message::Text(t))) if t.contains("\"op\":\"error\"") => {
-                            return Err(format!("subscribe refused: {}", t.as_str()))
-                        }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => return Err(format!("subscribe: {e}")),
-                        None => return Err("subscribe: the server closed the connection".into()),
-                    }
-                }
-            };
-            match tokio::time::timeout(SUBSCRIBE_WAIT, wait).await {
-                Ok(Ok(())) => Ok(ws),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err("subscribe: no reply".into()),
+            for channel in names {
+                subscribe_one(&mut ws, &channel).await?;
             }
+            Ok::<_, String>(ws)
         });
     }
     let mut subscribed = Vec::new();
@@ -234,6 +220,30 @@ async fn subscribe_all(conns: Vec<Ws>, channel: &str, errors: &mut Errors) -> Ve
     }
     pb.finish_and_clear();
     subscribed
+}
+
+/// Sends one subscribe and waits (bounded) for its `subscribed`.
+async fn subscribe_one(ws: &mut Ws, channel: &str) -> Result<(), String> {
+    ws.send(subscribe_request(channel))
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let wait = async {
+        loop {
+            match ws.recv().await {
+                Some(Ok(Message::Text(t))) if t.contains("\"op\":\"subscribed\"") => return Ok(()),
+                Some(Ok(Message::Text(t))) if t.contains("\"op\":\"error\"") => {
+                    return Err(format!("subscribe refused: {}", t.as_str()))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("subscribe: {e}")),
+                None => return Err("subscribe: the server closed the connection".into()),
+            }
+        }
+    };
+    match tokio::time::timeout(SUBSCRIBE_WAIT, wait).await {
+        Ok(r) => r,
+        Err(_) => Err("subscribe: no reply".into()),
+    }
 }
 
 /// One subscriber: reads until told to stop, checking every message.
@@ -456,7 +466,7 @@ pub(super) async fn fanout_mode(
     };
     let t0 = Instant::now();
     let mut errors = Errors::default();
-    let subs = subscribe_all(conns, &args.channel, &mut errors).await;
+    let subs = subscribe_all(conns, |_| vec![args.channel.clone()], &mut errors).await;
     report.add_errors(errors);
     fan.subscribe_s = t0.elapsed().as_secs_f64();
     fan.subscribers = subs.len();
