@@ -20,7 +20,8 @@
 #                    over the rounds (any loss also shows in the errors);
 #   bench CPU      = the load generator's own CPU per delivery and how busy
 #                    its core was.
-# wsline's ratio is to the peer with the lower CPU per delivery.
+# wsline's ratios are to the Rust peer with the lower CPU per delivery
+# and to uWebSockets' pub/sub (uws), the anchor.
 #
 # Usage: bench/fanout.sh         (about 6 minutes with the defaults)
 # Environment (defaults in brackets):
@@ -31,7 +32,11 @@
 #   IN_FLIGHT   publishes in flight [16]      RATE  publishes/s cap [none]
 #   SERVERS     subset of: wsline (--threads 1) wsline-t2 (--threads 2, same
 #               core: the cost of crossing loops) tokio-tungstenite
-#               fastwebsockets [all but wsline-t2]
+#               fastwebsockets uws [all but wsline-t2; uws when built]
+#   WSLINE_BASE_BIN  another wsline build (say main before a change), run
+#               as server wsline-base (--threads 1) [none]
+#   UWS_DIR     where ../shared/uws/build.sh put uws-hub, uWebSockets'
+#               built-in pub/sub speaking the hub protocol [/tmp/uws-build]
 #   SERVER_CORE [0]   CLIENT_CORE [1]
 #   WSLINE_BIN  a wsline binary to use instead of building one
 #   OUT         results folder [bench/results/fanout-DATE-TIME]
@@ -50,7 +55,11 @@ ROUNDS="${ROUNDS:-3}"
 SIZE="${SIZE:-100}"
 IN_FLIGHT="${IN_FLIGHT:-16}"
 RATE="${RATE:-}"
-SERVERS="${SERVERS:-wsline tokio-tungstenite fastwebsockets}"
+UWS_DIR="${UWS_DIR:-/tmp/uws-build}"
+DEFAULT_SERVERS="wsline tokio-tungstenite fastwebsockets"
+[[ -x "$UWS_DIR/uws-hub" ]] && DEFAULT_SERVERS="$DEFAULT_SERVERS uws"
+[[ -n "${WSLINE_BASE_BIN:-}" ]] && DEFAULT_SERVERS="$DEFAULT_SERVERS wsline-base"
+SERVERS="${SERVERS:-$DEFAULT_SERVERS}"
 SERVER_CORE="${SERVER_CORE:-0}"
 CLIENT_CORE="${CLIENT_CORE:-1}"
 OUT="${OUT:-$ROOT/bench/results/fanout-$(date +%Y%m%d-%H%M%S)}"
@@ -87,17 +96,22 @@ server_cmd() {
         # Two event loops on the hub's one core: what distributing the
         # connections over loops costs (cross-thread wake-ups), not speed.
         wsline-t2) echo "$WSLINE_BIN serve --listen 127.0.0.1:0 --config $OUT/hub.toml --ping-interval 0 --threads 2" ;;
+        wsline-base) echo "$WSLINE_BASE_BIN serve --listen 127.0.0.1:0 --config $OUT/hub.toml --ping-interval 0 --threads 1" ;;
         tokio-tungstenite | fastwebsockets) echo "$PEER_BIN/hub-$1 127.0.0.1:0" ;;
+        # uws-hub takes a port and logs "listening on PORT".
+        uws) echo "$UWS_DIR/uws-hub $UWS_PORT" ;;
         *) die "unknown server $1" ;;
     esac
 }
 server_url() { # SERVER ADDR
     case "$1" in
-        wsline | wsline-t2) echo "ws://$2/ws" ;;
+        wsline | wsline-t2 | wsline-base) echo "ws://$2/ws" ;;
         *) echo "ws://$2/" ;;
     esac
 }
 
+# uws-hub cannot pick its own port: a fixed one, free at the start.
+UWS_PORT="${UWS_PORT:-19431}"
 SERVER_PID=""
 stop_server() {
     stop_pid "$SERVER_PID"
@@ -115,7 +129,15 @@ measure_once() {
     "${PIN_S[@]}" $(server_cmd "$s") >"$tag.server.log" 2>&1 &
     SERVER_PID=$!
     local addr
-    addr="$(wait_listening "$tag.server.log")"
+    if [[ "$s" == uws ]]; then
+        addr=""
+        for _ in $(seq 100); do
+            grep -q "^listening on $UWS_PORT" "$tag.server.log" 2>/dev/null && addr="127.0.0.1:$UWS_PORT" && break
+            sleep 0.1
+        done
+    else
+        addr="$(wait_listening "$tag.server.log")"
+    fi
     if [[ -z "$addr" ]]; then
         log "$s did not start; see $tag.server.log"
         stop_server
@@ -212,13 +234,14 @@ NR > 1 {
 }
 END {
     ns = split(servers, S, " "); nn = split(subs, N, " ")
-    print "| Subscribers | Hub | deliveries/s | hub CPU per delivery | latency p50 / p99 | lost (of expected) | bench CPU per delivery (core busy) | wsline ÷ best peer (CPU) |"
+    print "| Subscribers | Hub | deliveries/s | hub CPU per delivery | latency p50 / p99 | lost (of expected) | bench CPU per delivery (core busy) | wsline ÷ best Rust peer, ÷ uWS (CPU) |"
     print "|---|---|---|---|---|---|---|---|"
     for (ni = 1; ni <= nn; ni++) {
-        n = N[ni]; best = ""; me = ""
+        n = N[ni]; best = ""; me = ""; uws = ""
         for (i = 1; i <= ns; i++) {
             c = median("cpu" SUBSEP n SUBSEP S[i])
             if (S[i] == "wsline") me = c
+            else if (S[i] == "uws") uws = c
             else if (S[i] !~ /^wsline/ && c != "" && (best == "" || c < best)) { best = c; bestname = S[i] }
         }
         for (i = 1; i <= ns; i++) {
@@ -227,6 +250,12 @@ END {
             ratio = ""
             if (S[i] == "wsline" && me != "" && best != "")
                 ratio = sprintf("%.2f× (%s); target ≤ 0.25×: %s", me / best, bestname, (me / best <= 0.25) ? "met" : "MISSED")
+            if (S[i] == "wsline" && me != "" && uws != "")
+                ratio = sprintf("%s%s%.2f× uws; target ≤ 1.0×: %s", ratio, (ratio == "" ? "" : "; "), me / uws, (me / uws <= 1.0) ? "met" : "MISSED")
+            if (S[i] == "wsline-base" && me != "") {
+                c = median("cpu" SUBSEP k)
+                ratio = sprintf("wsline ÷ this: %.2f×", me / c)
+            }
             if (S[i] == "wsline-t2" && me != "") {
                 c = median("cpu" SUBSEP k)
                 ratio = sprintf("%.2f× wsline --threads 1; target ≤ 1.2×: %s", c / me, (c / me <= 1.2) ? "met" : "MISSED")

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::any_engine::EngineKind;
+use crate::engine::EngineKind;
 pub use crate::settings::{Setting, Shown, Value};
 
 /// The table of settings: each row declares one setting of the hub once.
@@ -391,7 +391,7 @@ impl HubConfig {
             return Err("redis_url is set but the engine is memory: add --engine redis".into());
         }
         if self.engine == EngineKind::Redis {
-            crate::redis_engine::check_url(&self.redis_url).map_err(|e| e.to_string())?;
+            crate::engine::redis::check_url(&self.redis_url).map_err(|e| e.to_string())?;
         }
         if self.presence_timeout.is_zero() {
             return Err("presence_timeout must be more than 0 seconds".into());

@@ -4,17 +4,17 @@
 //! epochs), JWT auth, rate limits, slow-consumer protection, an HTTP API
 //! and Prometheus metrics, all on one port.
 //!
-//! Layout: [`config`] (the table of settings, per-channel patterns),
-//! [`settings`] (how settings are written and shown), [`protocol`] (the
-//! JSON client protocol), [`engine`] (offsets, history, presence, delivery;
-//! in-memory by default), [`recovery`] (the recovery rule and paced
-//! replay both engines share), [`outbox`] (per-connection bounded queues),
-//! `session` (one WebSocket client), `http` (the API, metrics, health,
-//! demo page), [`auth`] (JWT), [`metrics`]; [`redis_engine`] (several
-//! nodes through Redis) and [`any_engine`] (the one `serve` runs).
+//! Layout, in the order data flows: `session` (one WebSocket client:
+//! its requests in, its outbox out), [`engine`] (offsets, history,
+//! presence, delivery: the in-memory engine by default, Redis for several
+//! nodes, and the recovery rule both share), [`outbox`] (per-connection
+//! bounded queues the engine fills and the session drains); around them
+//! [`protocol`] (the JSON client protocol), [`config`] (the table of
+//! settings, per-channel patterns), [`settings`] (how settings are
+//! written and shown), `http` (the API, metrics, health, demo page),
+//! [`auth`] (JWT), [`metrics`].
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod any_engine;
 pub mod auth;
 pub mod config;
 pub mod engine;
@@ -22,8 +22,6 @@ mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
-pub mod recovery;
-pub mod redis_engine;
 mod session;
 pub mod settings;
 
@@ -38,7 +36,7 @@ use futures_util::future::{FutureExt, OptionFuture};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use any_engine::AnyEngine;
+use engine::AnyEngine;
 pub use config::HubConfig;
 use metrics::Metrics;
 use outbox::Outbox;

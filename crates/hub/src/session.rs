@@ -31,7 +31,7 @@ use crate::engine::{text_frame, Engine, Subscriber};
 use crate::metrics::LatencyTally;
 use crate::outbox::{Halt, Outbox};
 use crate::protocol::{self, Member, Request as Op};
-use crate::recovery;
+use crate::engine::recovery;
 use crate::Hub;
 
 /// Output waiting in the WebSocket beyond this stays in the outbox, where

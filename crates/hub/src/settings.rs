@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 
-use crate::any_engine::EngineKind;
+use crate::engine::EngineKind;
 use crate::config::LogFormat;
 
 /// A setting's type: how a flag and a TOML value are written and checked,

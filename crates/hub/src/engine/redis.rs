@@ -15,7 +15,7 @@
 //! latest offset and the first history entry after `since` in one script.
 //! Live items that arrive meanwhile are buffered for that subscriber, then
 //! handled after the reply. With a replay to do (the rule and pacing of
-//! [`crate::recovery`]), the session pulls history a page at a time (one
+//! [`super::recovery`]), the session pulls history a page at a time (one
 //! script call, `XRANGE … COUNT`); live messages for a replaying
 //! subscriber are not queued but raise the offset its replay must reach
 //! (they are in history). It goes live once its replay has queued
@@ -38,10 +38,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{ChannelPolicy, HubConfig};
-use crate::engine::{text_frame, Engine, EngineError, Subscribed, Subscriber};
+use super::{text_frame, Engine, EngineError, Subscribed, Subscriber};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Member};
-use crate::recovery::{self, resync_frame, Replay};
+use super::recovery::{self, resync_frame, Replay};
 
 /// How often the health check pings Redis while it is up.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -361,7 +361,7 @@ struct LocalSub {
     /// While its subscribe reads history: live items kept for after.
     pending: Option<Vec<Live>>,
     /// Its replay of history, while in progress: live messages are then
-    /// not queued to it (see [`crate::recovery`]).
+    /// not queued to it (see [`super::recovery`]).
     replay: Option<Replay>,
     /// About how large its replayed frames are, to size the next page.
     frame_hint: usize,

@@ -15,10 +15,10 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::config::HubConfig;
-use crate::engine::{Engine, EngineError, MemoryEngine, Subscribed, Subscriber};
+use super::{Engine, EngineError, MemoryEngine, Subscribed, Subscriber};
 use crate::metrics::Metrics;
 use crate::protocol::Member;
-use crate::redis_engine::{RedisEngine, RedisSetupError};
+use super::redis::{RedisEngine, RedisSetupError};
 
 /// Which engine `wsline serve` runs (`--engine`, key `engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,11 +1,5 @@
-//! The engine: offsets, history, presence and delivery of publications.
-//!
-//! Owns the small interface the rest of the hub uses ([`Engine`]) and the
-//! in-memory implementation ([`MemoryEngine`], the default). A Redis engine
-//! for several nodes implements the same trait. Publications are encoded
-//! and framed once, then the same bytes go to every subscriber's
-//! [`Outbox`]. A subscribe with `since` replays history at the pace the
-//! session pulls it ([`Engine::replay`], the rule in [`crate::recovery`]).
+//! The in-memory engine: channels in a map, history in each channel's
+//! ring, delivery straight into the subscribers' outboxes.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -15,96 +9,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use wsline_proto::frame::{encode_server_frame, OpCode};
 
+use super::recovery::{self, Replay};
+use super::{text_frame, Engine, EngineError, Subscribed, Subscriber};
 use crate::config::{ChannelPolicy, HubConfig};
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
 use crate::protocol::{self, Member};
-use crate::recovery::{self, Replay};
-
-/// A text frame, encoded once for every connection that sends it.
-pub fn text_frame(json: &str) -> Bytes {
-    Bytes::from(encode_server_frame(OpCode::Text, json.as_bytes()))
-}
-
-/// One connection's subscription to a channel.
-#[derive(Clone)]
-pub struct Subscriber {
-    /// Who, for presence.
-    pub member: Member,
-    /// Where its frames go.
-    pub outbox: Arc<Outbox>,
-}
-
-/// What a subscribe found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Subscribed {
-    /// The channel's latest offset (0 when empty).
-    pub offset: u64,
-    /// The channel's history epoch.
-    pub epoch: String,
-    /// Whether every message after `since` is (being) replayed.
-    pub recovered: bool,
-    /// A replay is in progress: the session pulls it with
-    /// [`Engine::replay`] until that returns false.
-    pub replaying: bool,
-}
-
-/// Why the engine cannot serve a request now (`unavailable`).
-#[derive(Debug, thiserror::Error)]
-#[error("engine unavailable: {0}")]
-pub struct EngineError(pub String);
-
-/// What the hub needs from an engine.
-pub trait Engine: Send + Sync + 'static {
-    /// Publishes `data` on `channel`: the next offset, kept in history,
-    /// delivered to every subscriber. `before_delivery` runs with the
-    /// offset before any subscriber gets the message (so a publisher's
-    /// reply precedes its own copy). Returns the offset.
-    fn publish(
-        &self,
-        channel: &str,
-        data: &RawValue,
-        from: Option<&str>,
-        before_delivery: impl FnOnce(u64) + Send,
-    ) -> impl Future<Output = Result<u64, EngineError>> + Send;
-
-    /// Subscribes: queues the `subscribed` reply built by `reply`. The
-    /// messages after `since` still in history (when `epoch`, if given,
-    /// matches) are not queued here: the subscriber is left replaying
-    /// (`replaying` in the answer) and the session pulls them with
-    /// [`Engine::replay`]; live ones follow, none lost or doubled.
-    fn subscribe(
-        &self,
-        channel: &str,
-        subscriber: Subscriber,
-        since: Option<u64>,
-        epoch: Option<&str>,
-        reply: impl FnOnce(&Subscribed) -> Bytes + Send,
-    ) -> impl Future<Output = Result<Subscribed, EngineError>> + Send;
-
-    /// Queues the next entries of `client`'s replay on `channel`, within
-    /// about `room` bytes (at least one entry). Returns false once the
-    /// replay is over (the subscriber is then live) or gone.
-    fn replay(&self, channel: &str, client: &str, room: usize)
-        -> impl Future<Output = bool> + Send;
-
-    /// Removes a subscription; false if there was none.
-    fn unsubscribe(&self, channel: &str, client: &str) -> impl Future<Output = bool> + Send;
-
-    /// The channel's present members.
-    fn presence(
-        &self,
-        channel: &str,
-    ) -> impl Future<Output = Result<Vec<Member>, EngineError>> + Send;
-
-    /// Channels with subscribers, and how many.
-    fn channels(&self) -> impl Future<Output = Vec<(String, usize)>> + Send;
-
-    /// Whether the engine can serve requests.
-    fn is_up(&self) -> bool;
-}
 
 struct ChannelState {
     offset: u64,

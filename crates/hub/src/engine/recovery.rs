@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use crate::engine::text_frame;
+use super::text_frame;
 use crate::outbox::Outbox;
 use crate::protocol;
 
