@@ -125,12 +125,35 @@ impl Outbox {
     /// Takes queued frames while `take` says yes (it sees each frame's
     /// length first). Returns why the connection must stop instead, if
     /// it must (nothing is taken then).
-    pub fn drain(
+    pub fn drain(&self, room: impl FnMut(usize) -> bool, out: impl FnMut(Entry)) -> Option<Halt> {
+        Self::take(&mut self.lock(), room, out)
+    }
+
+    /// [`drain`](Self::drain) and [`register`](Self::register) under one
+    /// lock, for the connection's writer: takes what fits, registers
+    /// `waker` for the next push, and says whether frames are left.
+    pub fn drain_and_register(
         &self,
+        waker: &Waker,
+        room: impl FnMut(usize) -> bool,
+        out: impl FnMut(Entry),
+    ) -> Result<bool, Halt> {
+        let mut inner = self.lock();
+        if let Some(halt) = Self::take(&mut inner, room, out) {
+            return Err(halt);
+        }
+        match &inner.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => inner.waker = Some(waker.clone()),
+        }
+        Ok(!inner.frames.is_empty())
+    }
+
+    fn take(
+        inner: &mut Inner,
         mut room: impl FnMut(usize) -> bool,
         mut out: impl FnMut(Entry),
     ) -> Option<Halt> {
-        let mut inner = self.lock();
         if inner.overflowed {
             return Some(Halt::Overflowed);
         }

@@ -27,11 +27,11 @@ use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
 
 use crate::auth::{self, Claims};
 use crate::config::pattern_matches;
+use crate::engine::recovery;
 use crate::engine::{text_frame, Engine, Subscriber};
 use crate::metrics::LatencyTally;
 use crate::outbox::{Halt, Outbox};
 use crate::protocol::{self, Member, Request as Op};
-use crate::engine::recovery;
 use crate::Hub;
 
 /// Output waiting in the WebSocket beyond this stays in the outbox, where
@@ -527,11 +527,15 @@ fn poll_step(
     loop {
         let mut budget = WRITE_LIMIT.saturating_sub(ws.buffered_output());
         let mut moved = false;
-        let halt = FRAMES.with_borrow_mut(|frames| {
-            let now = Instant::now();
+        // One lock: take what fits, register for the next push (a push
+        // past the limit or shutdown must wake this connection even while
+        // its socket is full), learn whether more is waiting.
+        let drained = FRAMES.with_borrow_mut(|frames| {
+            let mut now = None;
             let mut bytes = 0;
             let mut latencies = LatencyTally::default();
-            let halt = outbox.drain(
+            let drained = outbox.drain_and_register(
+                cx.waker(),
                 |len| {
                     let fits = len <= budget || budget == WRITE_LIMIT;
                     budget = budget.saturating_sub(len);
@@ -540,6 +544,7 @@ fn poll_step(
                 |(frame, published)| {
                     bytes += frame.len() as u64;
                     if let Some(at) = published {
+                        let now = *now.get_or_insert_with(Instant::now);
                         latencies.add(now.duration_since(at));
                     }
                     frames.push(frame);
@@ -559,17 +564,16 @@ fn poll_step(
                 let _ = ws.write_encoded(cx, frames);
             }
             frames.clear();
-            halt
+            drained
         });
-        match halt {
-            Some(Halt::Overflowed) => return Poll::Ready(Step::SlowConsumer),
-            Some(Halt::ShutDown) => return Poll::Ready(Step::ShutDown),
-            None => {}
-        }
+        let more = match drained {
+            Err(Halt::Overflowed) => return Poll::Ready(Step::SlowConsumer),
+            Err(Halt::ShutDown) => return Poll::Ready(Step::ShutDown),
+            Ok(more) => more,
+        };
         if refill.is_some_and(|low| outbox.len_bytes() <= low) {
             return Poll::Ready(Step::Refill);
         }
-        outbox.register(cx.waker());
         let queued = ws.buffered_output();
         if let Poll::Ready(r) = ws.poll_recv(cx) {
             return Poll::Ready(Step::Received(r));
@@ -577,8 +581,9 @@ fn poll_step(
         // Writing made room and more is waiting: move it now. Only after
         // progress (frames moved or bytes written): a frame larger than
         // the room left must wait for the socket, not spin the runtime.
+        // (A push since the drain wakes this task: it registered.)
         let left = ws.buffered_output();
-        if (moved || left < queued) && left < WRITE_LIMIT && !outbox.is_empty() {
+        if (moved || left < queued) && left < WRITE_LIMIT && more {
             continue;
         }
         return Poll::Pending;
