@@ -77,6 +77,15 @@ busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/s
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 now_s() { date +%s.%N; }
+# rss_kib PID: VmRSS in KiB, with builtins only (it is polled while an
+# idle workload runs).
+rss_kib() {
+    local k v _
+    while read -r k v _; do
+        [[ "$k" == VmRSS: ]] && { echo "$v"; return; }
+    done <"/proc/$1/status"
+    echo 0
+}
 background_load() {
     local b0 t0 b1 t1
     b0="$(busy_ticks)"; t0="$(now_s)"

@@ -195,14 +195,7 @@ server_bench_args() {
 }
 
 # ---------------------------------------------------------------- probes
-rss_kib() { # builtins only: it is polled while the idle workload runs
-    local k v _
-    while read -r k v _; do
-        [[ "$k" == VmRSS: ]] && { echo "$v"; return; }
-    done <"/proc/$1/status"
-    echo 0
-}
-# cpu_ticks, busy_ticks, now_s, background_load, wait_quiet (waits up to
+# rss_kib, cpu_ticks, busy_ticks, now_s, background_load, wait_quiet (waits up to
 # QUIET_WAIT seconds until other processes use less than FOREIGN_MAX cores)
 # and json_num come from bench/common.sh.
 

@@ -73,13 +73,6 @@ server_url() {
         echo) echo "ws://$2/" ;;
     esac
 }
-rss_kib() {
-    local k v _
-    while read -r k v _; do
-        [[ "$k" == VmRSS: ]] && { echo "$v"; return; }
-    done <"/proc/$1/status"
-    echo 0
-}
 
 SERVER_PID=""
 trap 'stop_pid "$SERVER_PID"' EXIT
