@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use wsline::{reactor, CloseCode, Message, ServerConfig, WebSocket};
+use wsline::{reactor, Message, ServerConfig, WebSocket};
 
 use crate::secs::{optional, parse_secs};
 
@@ -221,7 +221,7 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     let _ = shutdown_tx.send(true);
     // Every connection closes with 1001 and waits for its peer up to the
     // close timeout; give the tasks that long plus a margin.
-    let deadline = args.close_timeout + Duration::from_secs(1);
+    let deadline = wsline::shutdown_grace(args.close_timeout);
     let _ = tokio::time::timeout(deadline, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -427,7 +427,8 @@ where
         };
         if this.shutting_down && (stop || pending.is_some()) {
             *pending = None;
-            let _ = ws.start_close(CloseCode::GOING_AWAY, "server shutting down");
+            let (code, reason) = wsline::SHUTDOWN_CLOSE;
+            let _ = ws.start_close(code, reason);
         }
         loop {
             if let Some(message) = pending.take() {

@@ -138,7 +138,7 @@ pub async fn serve(
     }
     drop(acceptor);
     hub.stop();
-    let grace = config.server.protocol.close_timeout + Duration::from_secs(1);
+    let grace = wsline::shutdown_grace(config.server.protocol.close_timeout);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     Ok(())
 }

@@ -269,7 +269,10 @@ impl Session {
             })
             .await;
             match step {
-                Step::ShutDown => break End::Close(CloseCode::GOING_AWAY, "server shutting down"),
+                Step::ShutDown => {
+                    let (code, reason) = wsline::SHUTDOWN_CLOSE;
+                    break End::Close(code, reason);
+                }
                 Step::Expired => break End::Close(close_code(TOKEN_EXPIRED), "token expired"),
                 Step::Refill => Box::pin(self.refill()).await,
                 Step::SlowConsumer => {
@@ -301,7 +304,7 @@ impl Session {
         match end {
             End::Over(code) => code,
             End::Close(code, reason) => {
-                let wait = self.hub.config.server.protocol.close_timeout + Duration::from_secs(1);
+                let wait = wsline::shutdown_grace(self.hub.config.server.protocol.close_timeout);
                 let _ = Box::pin(tokio::time::timeout(wait, ws.close(code, reason))).await;
                 code.as_u16()
             }

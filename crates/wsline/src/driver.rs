@@ -36,6 +36,9 @@
 //! 4. **Closing.** Once [`Driver::wants_transport_close`], write what is
 //!    left until [`Driver::finish_deadline`], then close the socket. The
 //!    last event was [`Event::Closed`].
+//! 5. **Shutdown.** A server that stops closes every open connection with
+//!    [`SHUTDOWN_CLOSE`] and waits [`shutdown_grace`] for their closing
+//!    handshakes before dropping what is left.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +50,17 @@ use wsline_proto::handshake::{
 use wsline_proto::{CloseCode, Connection, Event, Role};
 
 use crate::{Acceptance, ServerConfig};
+
+/// How a stopping server closes each open connection: 1001 (Going Away,
+/// RFC 6455 §7.4.1) with this reason.
+pub const SHUTDOWN_CLOSE: (CloseCode, &str) = (CloseCode::GOING_AWAY, "server shutting down");
+
+/// How long a stopping server waits for its connections' closing
+/// handshakes (each bounded by `close_timeout`), with a second's margin;
+/// what is still open then is dropped.
+pub fn shutdown_grace(close_timeout: Duration) -> Duration {
+    close_timeout + Duration::from_secs(1)
+}
 
 /// A request head on its way in.
 #[derive(Debug)]

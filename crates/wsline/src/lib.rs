@@ -46,6 +46,7 @@ pub use accept::{Accepted, Acceptor};
 pub use client::{
     connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
 };
+pub use driver::{shutdown_grace, SHUTDOWN_CLOSE};
 pub use error::Error;
 pub use limits::{Connected, Gate, GateStats, Handshake, Limits, Refusal};
 pub use server::{

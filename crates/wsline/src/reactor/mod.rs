@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use wsline_proto::{CloseCode, Message, Termination};
+use wsline_proto::{Message, Termination};
 
 pub use listen::{bind_listeners, defer_accept};
 pub use slot::Conn;
@@ -487,7 +487,7 @@ impl<H: Handler> Reactor<H> {
         tracing::debug!("shutting down: {} connections", self.live());
         self.listener = None;
         self.accept_more = false;
-        self.stopping = Some(now + self.lp.config.protocol.close_timeout + Duration::from_secs(1));
+        self.stopping = Some(now + crate::shutdown_grace(self.lp.config.protocol.close_timeout));
         let ids: Vec<ConnId> = self
             .slots
             .iter()
@@ -496,7 +496,8 @@ impl<H: Handler> Reactor<H> {
             .collect();
         for id in ids {
             if let Some(slot) = self.slot_mut(id) {
-                slot.start_close(CloseCode::GOING_AWAY, "server shutting down", now);
+                let (code, reason) = crate::SHUTDOWN_CLOSE;
+                slot.start_close(code, reason, now);
             }
             self.drive(id, now);
         }
