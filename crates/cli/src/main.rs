@@ -50,6 +50,10 @@ fn main() {
     let mut level = "warn";
     if let Command::Serve(args) = &cli.command {
         match serve::resolve(args) {
+            Ok(config) if args.print_config => {
+                print!("{}", config.to_toml_masked());
+                std::process::exit(0);
+            }
             Ok(config) => {
                 json_logs = config.log_format == wsline_hub::config::LogFormat::Json;
                 serve_config = Some(config);

@@ -1,9 +1,9 @@
 //! `wsline serve`: the real-time hub (see the `wsline-hub` crate).
 //!
-//! Owns `--config` (reading the TOML file) and running the hub. The
-//! settings themselves, their flags, keys, defaults and the merge (flags
-//! over the file over the defaults) are the hub's table
-//! (`wsline_hub::config`).
+//! Owns `--config` (reading the TOML file), `--print-config` and running
+//! the hub. The settings themselves, their flags, environment variables,
+//! keys, defaults and the merge (flags over the environment over the file
+//! over the defaults) are the hub's table (`wsline_hub::config`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,13 +18,17 @@ use wsline_hub::HubConfig;
 #[derive(Args, Debug, Default)]
 pub(crate) struct ServeArgs {
     /// TOML file with these settings (key: the flag's name with _) and [channels."pattern"] tables.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "WSLINE_CONFIG")]
     config: Option<PathBuf>,
+    /// Print the effective configuration (flags > environment > file > defaults) as TOML, secrets masked, and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
     #[command(flatten)]
     settings: Flags,
 }
 
-/// Merges flags over the file over the defaults.
+/// Merges flags (and the environment, which clap reads for each flag) over
+/// the file over the defaults.
 pub(crate) fn resolve(args: &ServeArgs) -> Result<HubConfig, String> {
     let file = match &args.config {
         Some(path) => {

@@ -28,12 +28,28 @@ struct Serve {
     stderr: Option<JoinHandle<String>>,
 }
 
+/// `wsline serve ARGS` with the environment `env` and no other `WSLINE_`
+/// variable (every setting can come from one).
+fn serve_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WSLINE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
 /// Starts `wsline serve ARGS` and waits for its `listening on` line.
 async fn spawn_serve(args: &[&str]) -> Serve {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .env_remove("WSLINE_LOG")
+    spawn_serve_env(args, &[]).await
+}
+
+/// [`spawn_serve`] with environment variables.
+async fn spawn_serve_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
+    let mut child = serve_command(args, env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,12 +129,15 @@ impl Serve {
 /// Runs `wsline serve ARGS` expecting it to fail before listening: its
 /// exit status and stderr.
 async fn serve_fails(args: &[&str]) -> (ExitStatus, String, String) {
+    serve_output(args, &[]).await
+}
+
+/// Runs `wsline serve ARGS` with `env` to its end (one that does not
+/// listen: a bad setting, `--print-config`): status, stdout, stderr.
+async fn serve_output(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let out = within(
-        "wsline serve to fail",
-        Command::new(BIN)
-            .arg("serve")
-            .args(args)
-            .env_remove("WSLINE_LOG")
+        "wsline serve to finish",
+        serve_command(args, env)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -439,6 +458,123 @@ max_subscriptions = 1
     let _ = std::fs::remove_file(path);
 }
 
+/// The `key = value` lines `--print-config` printed (defaults are
+/// comments and left out).
+fn set_lines(toml: &str) -> Vec<&str> {
+    toml.lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn serve_settings_come_from_the_environment_after_flags_before_the_file() {
+    let path = config_file(
+        "env-precedence",
+        r#"
+history_size = 5
+max_subscriptions = 1
+publish_rate = 3
+"#,
+    );
+    let (status, out, err) = serve_output(
+        &["--max-subscriptions", "4", "--print-config"],
+        &[
+            ("WSLINE_CONFIG", path.to_str().unwrap()),
+            ("WSLINE_HISTORY_SIZE", "6"),
+            ("WSLINE_MAX_SUBSCRIPTIONS", "2"),
+            ("WSLINE_ALLOW_ORIGIN", "https://a.example,https://b.example"),
+            ("WSLINE_PING_INTERVAL", "2.5"),
+        ],
+    )
+    .await;
+    assert!(status.success(), "{status:?} {err}");
+    assert_eq!(
+        set_lines(&out),
+        [
+            r#"allow_origin = ["https://a.example", "https://b.example"]"#,
+            // The environment over the file.
+            "history_size = 6",
+            // The file, where neither a flag nor the environment says.
+            "publish_rate = 3",
+            // The flag over the environment and the file.
+            "max_subscriptions = 4",
+            "ping_interval = 2.5",
+        ],
+        "{out}"
+    );
+    // Defaults are shown as comments.
+    assert!(out.contains("# listen = \"127.0.0.1:8080\""), "{out}");
+    // Read back as a file, the output gives the same configuration.
+    let again = config_file("env-precedence-again", &out);
+    let (status, out2, err) = serve_output(
+        &["--config", again.to_str().unwrap(), "--print-config"],
+        &[],
+    )
+    .await;
+    assert!(status.success(), "{status:?} {err}");
+    assert_eq!(out2, out);
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(again);
+}
+
+#[tokio::test]
+async fn serve_runs_with_settings_from_the_environment_only() {
+    let serve = spawn_serve_env(
+        &[],
+        &[
+            ("WSLINE_LISTEN", "127.0.0.1:0"),
+            ("WSLINE_API_KEY", "env-key"),
+        ],
+    )
+    .await;
+    assert!(serve.addr.ip().is_loopback() && serve.addr.port() != 8080);
+    assert_eq!(api_status(serve.addr, Some("env-key")).await, 200);
+    assert_eq!(api_status(serve.addr, None).await, 401);
+}
+
+#[tokio::test]
+async fn serve_print_config_masks_secrets() {
+    let (status, out, err) = serve_output(
+        &[
+            "--jwt-secret",
+            "flag-secret-1234567890",
+            "--engine",
+            "redis",
+            "--print-config",
+        ],
+        &[
+            ("WSLINE_API_KEY", "env-api-key"),
+            (
+                "WSLINE_REDIS_URL",
+                "redis://user:redis-pass@10.0.0.1:6379/0",
+            ),
+        ],
+    )
+    .await;
+    assert!(status.success(), "{status:?} {err}");
+    for secret in ["flag-secret-1234567890", "env-api-key", "redis-pass"] {
+        assert!(!out.contains(secret), "{secret} shown in:\n{out}");
+    }
+    assert!(out.contains(r#"api_key = "********""#), "{out}");
+    assert!(out.contains(r#"jwt_secret = "********""#), "{out}");
+    assert!(
+        out.contains(r#"redis_url = "redis://user:********@10.0.0.1:6379/0""#),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_value_from_the_environment_with_exit_2() {
+    let (status, _, err) =
+        serve_output(&["--print-config"], &[("WSLINE_HISTORY_SIZE", "lots")]).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'lots'") && err.contains("--history-size"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn serve_channels_table_with_client_publish_false_is_forbidden() {
     let path = config_file(
@@ -582,7 +718,8 @@ async fn serve_help_shows_every_setting_with_its_default_and_nothing_else() {
             .find(|l| l.trim_start().starts_with(&flag))
             .unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
         let default = format!("[default: {}]", s.default);
-        assert!(line.ends_with(&default), "{line:?} lacks {default}");
+        let env = format!("{default} [env: {}]", s.env());
+        assert!(line.ends_with(&env), "{line:?} lacks {env}");
     }
     let mut flags: Vec<String> = help
         .lines()
@@ -594,6 +731,7 @@ async fn serve_help_shows_every_setting_with_its_default_and_nothing_else() {
     let mut expected: Vec<String> = settings.iter().map(|s| s.flag()).collect();
     // (`-h, --help` starts with `-h`.)
     expected.push("config".to_owned());
+    expected.push("print-config".to_owned());
     expected.sort();
     assert_eq!(flags, expected);
     // The defaults shown are the ones relied on.

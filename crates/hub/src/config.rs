@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
 pub use crate::settings::{Setting, Shown, Value};
@@ -162,6 +162,18 @@ macro_rules! settings {
         }
 
         impl HubConfig {
+            /// Each setting's key and its value in this configuration, in
+            /// the table's order (what `wsline serve --print-config` shows).
+            pub fn values(&self) -> Vec<(&'static str, bool, Shown)> {
+                vec![$(
+                    (
+                        stringify!($name),
+                        <$ty as Value>::REPEATABLE,
+                        <$ty as Value>::show(&self.$($first).+),
+                    ),
+                )*]
+            }
+
             /// Flags over the file over the defaults, then the checks
             /// across settings. The file's `[channels."…"]` tables, if
             /// any, replace the default ones.
@@ -434,23 +446,103 @@ impl fmt::Display for LogFormat {
     }
 }
 
+/// Settings whose value `--print-config` never shows.
+const SECRETS: [&str; 2] = ["api_key", "jwt_secret"];
+
+impl HubConfig {
+    /// The effective configuration as a TOML file (`wsline serve
+    /// --print-config`): every setting, unset ones as comments, secrets
+    /// masked (`api_key`, `jwt_secret`, and a password in `redis_url`),
+    /// then the channel patterns.
+    ///
+    /// A setting at its default is shown as a comment (`# history_size =
+    /// 100`), so the output read back as a file gives the same
+    /// configuration.
+    pub fn to_toml_masked(&self) -> String {
+        let mut out = String::new();
+        let defaults = Self::default().values();
+        for ((key, repeatable, shown), (_, _, default)) in self.values().into_iter().zip(defaults) {
+            let at_default = shown == default;
+            let line = match shown {
+                Shown::Word(word) => format!("# {key}: {word}\n"),
+                Shown::Value(_) if SECRETS.contains(&key) => format!("{key} = \"********\"\n"),
+                Shown::Value(v) if repeatable => {
+                    let items: Vec<String> = v
+                        .split(", ")
+                        .map(|i| toml::Value::String(i.to_owned()).to_string())
+                        .collect();
+                    format!("{key} = [{}]\n", items.join(", "))
+                }
+                Shown::Value(v) => {
+                    let v = if key == "redis_url" {
+                        mask_password(&v)
+                    } else {
+                        v
+                    };
+                    let bare = v.parse::<i64>().is_ok()
+                        || v.parse::<f64>().is_ok_and(f64::is_finite)
+                        || v == "true"
+                        || v == "false";
+                    if bare {
+                        format!("{key} = {v}\n")
+                    } else {
+                        format!("{key} = {}\n", toml::Value::String(v))
+                    }
+                }
+            };
+            if at_default && !line.starts_with('#') {
+                out.push_str("# ");
+            }
+            out.push_str(&line);
+        }
+        for (pattern, options) in &self.channels {
+            out.push_str(&format!(
+                "\n[channels.{}]\n",
+                toml::Value::String(pattern.clone())
+            ));
+            out.push_str(&toml::to_string(options).unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// `scheme://user:password@host…` with the password replaced by stars.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:********{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Options of the channels a pattern matches. Unset keys take the hub's
 /// defaults.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelOptions {
     /// Messages kept for recovery.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub history_size: Option<usize>,
     /// Seconds a message stays in history.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub history_ttl: Option<f64>,
     /// Whether members are tracked and presence queries answered (default
     /// true).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub presence: Option<bool>,
     /// Whether each subscribe and unsubscribe is announced to the other
     /// members with a `join` or `leave` event (default false: in a channel
     /// of N members that is N events per subscribe). Needs `presence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub join_leave: Option<bool>,
     /// Whether clients may publish (default true; the HTTP API always may).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_publish: Option<bool>,
 }
 
@@ -557,6 +649,19 @@ impl FileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_masked_and_nothing_else() {
+        assert_eq!(
+            mask_password("redis://u:p%40ss@h:6379/0"),
+            "redis://u:********@h:6379/0"
+        );
+        assert_eq!(mask_password("redis://:pw@h"), "redis://:********@h");
+        assert_eq!(mask_password("redis://h:6379"), "redis://h:6379");
+        assert_eq!(mask_password("redis://user@h"), "redis://user@h");
+        assert_eq!(mask_password("redis://h/a@b"), "redis://h/a@b");
+        assert_eq!(mask_password("not a url"), "not a url");
+    }
 
     #[test]
     fn patterns_match_whole_names() {

@@ -252,6 +252,12 @@ impl Setting {
         self.key.replace('_', "-")
     }
 
+    /// The environment variable: `WSLINE_` and the key in capitals
+    /// (`WSLINE_LISTEN`, `WSLINE_API_KEY`).
+    pub fn env(&self) -> String {
+        format!("WSLINE_{}", self.key.to_ascii_uppercase())
+    }
+
     /// The `--help` line: the help and the default.
     pub fn help_line(&self) -> String {
         format!("{} [default: {}]", self.help, self.default)
@@ -301,16 +307,26 @@ pub fn docs_table(settings: &[Setting]) -> String {
 /// The clap argument of a setting of type `T`.
 #[cfg(feature = "clap")]
 pub(crate) fn arg<T: Value>(setting: &Setting) -> clap::Arg {
-    clap::Arg::new(setting.key)
+    let arg = clap::Arg::new(setting.key)
         .long(setting.flag())
         .value_name(setting.value_name)
         .help(setting.help_line())
-        .value_parser(clap::builder::ValueParser::new(T::parse_flag))
-        .action(if T::REPEATABLE {
-            clap::ArgAction::Append
-        } else {
-            clap::ArgAction::Set
-        })
+        // The environment stands in for a missing flag, so it comes after
+        // flags and before the file; its values are never shown (secrets).
+        .env(setting.env())
+        .hide_env_values(true)
+        .value_parser(clap::builder::ValueParser::new(T::parse_flag));
+    // A list from the environment is comma-separated (flags may be too).
+    let arg = if T::REPEATABLE {
+        arg.value_delimiter(',')
+    } else {
+        arg
+    };
+    arg.action(if T::REPEATABLE {
+        clap::ArgAction::Append
+    } else {
+        clap::ArgAction::Set
+    })
 }
 
 /// What the flags of a setting of type `T` gave, if any.

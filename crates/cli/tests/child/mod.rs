@@ -17,8 +17,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wsline");
 
 fn command(subcommand: &str) -> Command {
     let mut cmd = Command::new(BIN);
+    // No inherited WSLINE_ variable: every `serve` setting can come from one.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WSLINE_") {
+            cmd.env_remove(key);
+        }
+    }
     cmd.arg(subcommand)
-        .env_remove("WSLINE_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
