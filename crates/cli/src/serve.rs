@@ -50,6 +50,7 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
         }
     };
     let shutdown = crate::echo::shutdown_signal();
+    ignore_hangup();
     match listener.local_addr() {
         Ok(addr) => println!("listening on http://{addr}"),
         Err(e) => {
@@ -63,6 +64,26 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             1
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload`) must not end the hub, as it would by
+/// default: it is logged and otherwise ignored (the settings are read at
+/// start; nothing reloads yet).
+fn ignore_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: nothing to reload (settings are read at start)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot handle SIGHUP: {e}"),
         }
     }
 }

@@ -367,6 +367,25 @@ async fn serve_threads_runs_that_many_loops_and_their_clients_share_channels_and
 }
 
 #[tokio::test]
+async fn serve_keeps_serving_after_sighup() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--close-timeout", "2"]).await;
+    let mut c = serve.client().await;
+    c.subscribe("hup").await;
+    serve.signal("-HUP");
+    // Still serving: the subscriber gets a publication made afterwards.
+    assert_eq!(api_status(serve.addr, None).await, 200);
+    let mut p = serve.client().await;
+    assert_eq!(p.publish("hup", json!("after")).await, 1);
+    assert_eq!(c.recv().await["data"], "after");
+    drop(p);
+    serve.signal("-TERM");
+    assert_eq!(c.closed().await.0, 1001);
+    let (status, _, stderr) = serve.finish().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("SIGHUP"), "{stderr}");
+}
+
+#[tokio::test]
 async fn serve_sigint_shuts_down_like_sigterm() {
     let mut serve = spawn_serve(&["--listen", "127.0.0.1:0"]).await;
     let mut c = serve.client().await;
