@@ -3,7 +3,10 @@
 //!
 //! - [`accept`] / [`accept_with`]: the server side of the handshake over
 //!   any stream (plain TCP, or TLS from `tokio-rustls`).
-//! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients.
+//! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients, directly
+//!   or through an HTTP `CONNECT` or SOCKS5 proxy ([`Proxy`],
+//!   [`ProxyChoice`]: explicit, or from `HTTPS_PROXY`/`ALL_PROXY`/… as curl
+//!   reads them).
 //! - [`WebSocket`]: the open connection: `recv`, `send`, `close`, a
 //!   `Stream` and a `Sink`, and [`WebSocket::split`] into halves.
 //! - [`reactor`]: a server loop that runs many connections on one thread
@@ -36,6 +39,7 @@ mod client;
 mod driver;
 mod error;
 mod limits;
+mod proxy;
 pub mod reactor;
 mod server;
 mod split;
@@ -48,6 +52,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use limits::{Connected, Gate, GateStats, Handshake, Limits, Refusal};
+pub use proxy::{NoProxy, Proxy, ProxyChoice, ProxyError, ProxyScheme, DEFAULT_PROXY_PORT};
 pub use server::{
     accept, accept_request, accept_with, read_head, refuse, Acceptance, ServerConfig,
 };
