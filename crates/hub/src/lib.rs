@@ -36,8 +36,8 @@ use futures_util::future::{FutureExt, OptionFuture};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use engine::AnyEngine;
 pub use config::HubConfig;
+use engine::AnyEngine;
 use metrics::Metrics;
 use outbox::Outbox;
 use wsline::WebSocket;

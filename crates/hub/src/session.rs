@@ -27,11 +27,11 @@ use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
 
 use crate::auth::{self, Claims};
 use crate::config::pattern_matches;
+use crate::engine::recovery;
 use crate::engine::{text_frame, Engine, Subscriber};
 use crate::metrics::LatencyTally;
 use crate::outbox::{Halt, Outbox};
 use crate::protocol::{self, Member, Request as Op};
-use crate::engine::recovery;
 use crate::Hub;
 
 /// Output waiting in the WebSocket beyond this stays in the outbox, where

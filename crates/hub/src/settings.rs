@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 
-use crate::engine::EngineKind;
 use crate::config::LogFormat;
+use crate::engine::EngineKind;
 
 /// A setting's type: how a flag and a TOML value are written and checked,
 /// and how its default is shown in `--help` and docs/hub.md.

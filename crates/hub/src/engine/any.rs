@@ -14,11 +14,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::config::HubConfig;
+use super::redis::{RedisEngine, RedisSetupError};
 use super::{Engine, EngineError, MemoryEngine, Subscribed, Subscriber};
+use crate::config::HubConfig;
 use crate::metrics::Metrics;
 use crate::protocol::Member;
-use super::redis::{RedisEngine, RedisSetupError};
 
 /// Which engine `wsline serve` runs (`--engine`, key `engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

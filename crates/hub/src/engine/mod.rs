@@ -110,4 +110,3 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the engine can serve requests.
     fn is_up(&self) -> bool;
 }
-

@@ -37,11 +37,11 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::config::{ChannelPolicy, HubConfig};
+use super::recovery::{self, resync_frame, Replay};
 use super::{text_frame, Engine, EngineError, Subscribed, Subscriber};
+use crate::config::{ChannelPolicy, HubConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Member};
-use super::recovery::{self, resync_frame, Replay};
 
 /// How often the health check pings Redis while it is up.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
