@@ -642,15 +642,57 @@ pub(crate) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpSt
         proxy: proxy.to_string(),
         source,
     };
-    let tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
-        .await
-        .map_err(|e| wrap(ProxyError::Unreachable(e)))?;
     match proxy.scheme {
-        ProxyScheme::Http => http_connect(tcp, proxy, host, port).await.map_err(wrap),
+        ProxyScheme::Http => {
+            let tcp = connect_proxy(proxy).await.map_err(wrap)?;
+            http_connect(tcp, proxy, host, port).await.map_err(wrap)
+        }
         ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
-            socks5_connect(tcp, proxy, host, port).await.map_err(wrap)
+            socks5_tunnel(proxy, host, port).await.map_err(wrap)
         }
     }
+}
+
+async fn connect_proxy(proxy: &Proxy) -> Result<TcpStream, ProxyError> {
+    TcpStream::connect((proxy.host.as_str(), proxy.port))
+        .await
+        .map_err(ProxyError::Unreachable)
+}
+
+/// SOCKS5 to `host:port`: the name as is for `socks5h://` (or an IP
+/// address); for `socks5://`, each of the name's addresses in turn (a
+/// new connection to the proxy each) while the proxy cannot reach them,
+/// as a direct connect tries each.
+async fn socks5_tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
+    use tokio_socks::TargetAddr;
+
+    if proxy.scheme == ProxyScheme::Socks5h || host.parse::<IpAddr>().is_ok() {
+        let target = match host.parse::<IpAddr>() {
+            Ok(ip) => TargetAddr::Ip((ip, port).into()),
+            Err(_) => TargetAddr::Domain(host.into(), port),
+        };
+        return socks5_connect(connect_proxy(proxy).await?, proxy, target, host, port).await;
+    }
+    let resolve_error = |source| ProxyError::Resolve {
+        host: host.to_owned(),
+        source,
+    };
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(resolve_error)?
+        .collect();
+    let mut last = resolve_error(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the name has no address",
+    ));
+    for addr in addrs {
+        let tcp = connect_proxy(proxy).await?;
+        match socks5_connect(tcp, proxy, TargetAddr::Ip(addr), host, port).await {
+            Err(e @ ProxyError::Socks5Refused { .. }) => last = e,
+            other => return other,
+        }
+    }
+    Err(last)
 }
 
 /// `CONNECT host:port HTTP/1.1`; any 2xx opens the tunnel.
@@ -724,30 +766,13 @@ async fn http_connect(
 async fn socks5_connect(
     tcp: TcpStream,
     proxy: &Proxy,
+    target: tokio_socks::TargetAddr<'_>,
     host: &str,
     port: u16,
 ) -> Result<TcpStream, ProxyError> {
     use tokio_socks::tcp::Socks5Stream;
-    use tokio_socks::{Error as SocksError, TargetAddr};
+    use tokio_socks::Error as SocksError;
 
-    let target = match (proxy.scheme, host.parse::<IpAddr>()) {
-        (_, Ok(ip)) => TargetAddr::Ip((ip, port).into()),
-        (ProxyScheme::Socks5h, Err(_)) => TargetAddr::Domain(host.into(), port),
-        (_, Err(_)) => {
-            let addr = tokio::net::lookup_host((host, port))
-                .await
-                .and_then(|mut addrs| {
-                    addrs.next().ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, "the name has no address")
-                    })
-                })
-                .map_err(|source| ProxyError::Resolve {
-                    host: host.to_owned(),
-                    source,
-                })?;
-            TargetAddr::Ip(addr)
-        }
-    };
     let result = match &proxy.credentials {
         Some((user, pass)) => {
             Socks5Stream::connect_with_password_and_socket(tcp, target, user, pass).await
