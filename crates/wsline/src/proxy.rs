@@ -9,40 +9,9 @@
 //! Basic credentials) and SOCKS5 (RFC 1928, with RFC 1929
 //! username/password), each ending in a plain TCP stream to the target.
 //! It does not own TLS (`wss://` runs TLS with the target's name over the
-//! tunnel, in `client.rs`) nor the WebSocket handshake.
-//!
-//! ```
-//! use wsline::{ClientConfig, NoProxy, Proxy, ProxyChoice};
-//!
-//! // An explicit proxy, credentials percent-decoded from the URL.
-//! let proxy: Proxy = "socks5h://alice:p%40ss@proxy.example:1080".parse()?;
-//! assert_eq!(proxy.username(), Some("alice"));
-//! assert_eq!(proxy.password(), Some("p@ss"));
-//! // The password never shows in messages.
-//! assert_eq!(proxy.to_string(), "socks5h://alice:***@proxy.example:1080");
-//!
-//! let mut config = ClientConfig::default();
-//! config.proxy = ProxyChoice::Use(proxy);
-//! // Hosts that always go direct, in NO_PROXY's syntax.
-//! config.no_proxy = Some(NoProxy::parse("localhost, .internal.example, 10.0.0.0/8"));
-//! assert!(config.no_proxy.as_ref().unwrap().matches("db.internal.example"));
-//!
-//! // Or, as curl does: HTTPS_PROXY / http_proxy / ALL_PROXY and NO_PROXY.
-//! config.proxy = ProxyChoice::FromEnv;
-//! config.no_proxy = None;
-//! # Ok::<(), wsline::Error>(())
-//! ```
-//!
-//! Connecting through it is the usual call:
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), wsline::Error> {
-//! let mut config = wsline::ClientConfig::default();
-//! config.proxy = "http://user:secret@127.0.0.1:3128".parse::<wsline::Proxy>()?.into();
-//! let (mut ws, _) = wsline::connect_with("wss://echo.example/chat", &config).await?;
-//! ws.send("hi".into()).await?;
-//! # Ok(()) }
-//! ```
+//! tunnel, in `client.rs`) nor the WebSocket handshake. The how-to, with
+//! runnable examples, is in the crate's documentation (section *Proxies*)
+//! and `docs/client.md`.
 
 use std::fmt;
 use std::io;
@@ -371,7 +340,7 @@ impl NoProxy {
         NoProxy {
             all: list == "*",
             entries: list
-                .split(|c: char| c == ',' || c == ' ' || c == '\t')
+                .split([',', ' ', '\t'])
                 .filter(|e| !e.is_empty())
                 .map(str::to_ascii_lowercase)
                 .collect(),
