@@ -25,6 +25,9 @@
 #                    against `wsline serve` (drops, SIGSTOP, restart); screenshots in .cache/browser-e2e/
 #   redis            crates/cli/tests/redis.rs: `wsline serve --engine redis` nodes against a real
 #                    redis-server (Debian's, apt-installed when missing; each test starts its own)
+#   proxy            crates/cli/tests/proxy.rs: `wsline connect --proxy` through real proxies,
+#                    Debian's tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), with and without
+#                    credentials, ws:// and wss:// (apt-installed when missing; each test starts its own)
 #   fuzz             scripts/fuzz.sh: every cargo-fuzz target briefly (WSLINE_FUZZ_SECONDS
 #                    each, default 25) after replaying its kept crash inputs; a crash fails
 #                    it; skipped if cargo-fuzz cannot be installed
@@ -89,7 +92,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-server-tokio autobahn-client interop-python interop-node interop-browser browser-e2e redis fuzz)
+ALL_SUITES=(fmt clippy build test autobahn-server autobahn-server-tokio autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -529,6 +532,38 @@ suite_redis() {
   ensure_redis_server || { SUITE_NOTE="redis-server could not be installed"; return 1; }
   log "$(redis-server --version)"
   run_step "$T_TEST" cargo test --release -p wsline-cli --test redis -- --ignored --test-threads=2
+}
+
+# Debian's tinyproxy and microsocks (apt, only the missing ones; sudo only
+# when not root). The tests start their own, on free loopback ports, with
+# configurations of their own, so the tinyproxy service apt may start is
+# not used.
+ensure_proxies() {
+  local missing=() tool sudo=()
+  for tool in tinyproxy microsocks; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  if ! command -v apt-get >/dev/null; then
+    echo "${missing[*]} not found and no apt-get to install them" >&2
+    return 1
+  fi
+  log "${missing[*]} not found: installing Debian's ${missing[*]}"
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null || return 1
+  for tool in "${missing[@]}"; do
+    command -v "$tool" >/dev/null || { echo "apt-get installed $tool but it is not on PATH" >&2; return 1; }
+  done
+}
+
+# The proxy tests that need tinyproxy or microsocks are #[ignore]d in plain
+# `cargo test`; here they run (with the others of the file), and a proxy
+# that cannot be installed is a failure, not a skip.
+suite_proxy() {
+  ensure_proxies || { SUITE_NOTE="tinyproxy/microsocks could not be installed"; return 1; }
+  log "$(tinyproxy -v 2>&1 | head -n 1); microsocks $(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo '(version unknown)')"
+  run_step "$T_TEST" cargo test --release -p wsline-cli --test proxy -- --include-ignored --test-threads=2
 }
 
 suite_fuzz() {

@@ -3,14 +3,15 @@
 //! Owns the stdin → messages and messages → stdout plumbing, and how the
 //! end of the connection becomes an exit code: 0 after a normal end
 //! (`Termination::is_normal`: 1000, 1001 or an empty Close, 1005),
-//! non-zero otherwise.
+//! non-zero otherwise. Which proxy it goes through: `--proxy`, else the
+//! environment as curl reads it (`wsline::ProxyChoice::FromEnv`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use wsline::{ClientConfig, CloseCode, Message};
+use wsline::{ClientConfig, CloseCode, Message, NoProxy, Proxy, ProxyChoice};
 
 use crate::secs::{optional, parse_secs};
 
@@ -37,6 +38,20 @@ pub(crate) struct ConnectArgs {
     /// Seconds between keepalive pings (0 disables).
     #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_secs)]
     ping_interval: Duration,
+    /// Connect through this proxy: http://[USER:PASSWORD@]HOST[:PORT] (HTTP
+    /// CONNECT, Basic credentials), socks5://… (SOCKS5, the name resolved
+    /// here) or socks5h://… (the proxy resolves it); the port defaults to
+    /// 1080; percent-encode '@' and ':' in credentials. Without --proxy,
+    /// as curl: for wss:// wss_proxy, https_proxy or HTTPS_PROXY, for ws://
+    /// ws_proxy or http_proxy (lowercase only), then ALL_PROXY; hosts in
+    /// NO_PROXY go direct. --proxy '' connects directly.
+    #[arg(long, value_name = "URL", verbatim_doc_comment)]
+    proxy: Option<String>,
+    /// Hosts that go direct, even with --proxy: a comma-separated list in
+    /// NO_PROXY's syntax (example.com also matches its subdomains;
+    /// IP addresses and CIDR networks; '*' for all). Replaces NO_PROXY.
+    #[arg(long, value_name = "LIST", verbatim_doc_comment)]
+    noproxy: Option<String>,
 }
 
 fn client_config(args: &ConnectArgs) -> Result<ClientConfig, String> {
@@ -58,6 +73,12 @@ fn client_config(args: &ConnectArgs) -> Result<ClientConfig, String> {
     if args.no_compression {
         config.deflate = None;
     }
+    config.proxy = match args.proxy.as_deref() {
+        None => ProxyChoice::FromEnv,
+        Some(url) if url.trim().is_empty() => ProxyChoice::Direct,
+        Some(url) => ProxyChoice::Use(Proxy::parse(url).map_err(|e| format!("--proxy: {e}"))?),
+    };
+    config.no_proxy = args.noproxy.as_deref().map(NoProxy::parse);
     Ok(config)
 }
 

@@ -1,9 +1,10 @@
 //! The client side: URL, TCP, TLS and the opening handshake.
 //!
 //! Owns turning a `ws://` / `wss://` URL into an open [`WebSocket`]:
-//! sending the request (subprotocol offers, custom headers), validating
-//! the response against RFC 6455 §4.1, and reporting a refusal with its
-//! status, headers and body.
+//! connecting (directly, or through the tunnel `proxy.rs` opens), TLS with
+//! the server's name, sending the request (subprotocol offers, custom
+//! headers), validating the response against RFC 6455 §4.1, and reporting
+//! a refusal with its status, headers and body.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use wsline_proto::handshake::{
 };
 use wsline_proto::{Config, Connection, DeflateConfig, Role};
 
+use crate::proxy::{NoProxy, ProxyChoice, ProxyError};
 use crate::tls::{MaybeTlsStream, TlsOptions};
 use crate::{Error, WebSocket};
 
@@ -31,6 +33,10 @@ const MAX_REFUSAL_BODY: usize = 64 * 1024;
 /// config.protocols = vec!["chat".into()];
 /// config.headers.push("Authorization", "Bearer t0ken");
 /// config.tls.insecure = false;
+/// // Through a proxy (see `Proxy` for the URL syntax), or
+/// // `ProxyChoice::FromEnv` to read HTTPS_PROXY and friends as curl does.
+/// config.proxy = "socks5h://127.0.0.1:1080".parse::<wsline::Proxy>()?.into();
+/// # Ok::<(), wsline::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -55,6 +61,14 @@ pub struct ClientConfig {
     /// it for this long (default 30 s; `None`: wait forever). See
     /// [`WebSocket::set_write_timeout`].
     pub write_timeout: Option<Duration>,
+    /// The proxy to go through (default [`ProxyChoice::Direct`]: none, and
+    /// the environment is not read). The tunnel is part of the
+    /// handshake: `handshake_timeout` bounds it too.
+    pub proxy: ProxyChoice,
+    /// Hosts that go direct even with a proxy (curl's `--noproxy`). `None`:
+    /// none for [`ProxyChoice::Use`], and `NO_PROXY`/`no_proxy` for
+    /// [`ProxyChoice::FromEnv`].
+    pub no_proxy: Option<NoProxy>,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +82,8 @@ impl Default for ClientConfig {
             max_head_size: MAX_HEAD_SIZE_DEFAULT,
             deflate: Some(DeflateConfig::client_default()),
             write_timeout: Some(Duration::from_secs(30)),
+            proxy: ProxyChoice::Direct,
+            no_proxy: None,
         }
     }
 }
@@ -95,20 +111,40 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, HandshakeR
     connect_with(url, &ClientConfig::default()).await
 }
 
-/// Connects to a `ws://` or `wss://` URL.
+/// Connects to a `ws://` or `wss://` URL, through the proxy
+/// `config.proxy` chooses for it, if any (`wss://` then runs TLS with the
+/// server's name inside the tunnel).
 pub async fn connect_with(
     url: &str,
     config: &ClientConfig,
 ) -> Result<(WebSocket<MaybeTlsStream>, HandshakeResponse), Error> {
     let target = Target::parse(url)?;
+    let proxy = config
+        .proxy
+        .proxy_for(target.secure, &target.host, config.no_proxy.as_ref())?;
     let tls = if target.secure {
         Some(Arc::new(crate::tls::client_config(&config.tls)?))
     } else {
         None
     };
     let timeout = config.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let open = async {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let tcp = match &proxy {
+            None => TcpStream::connect((target.host.as_str(), target.port)).await?,
+            Some(proxy) => {
+                let tunnel = crate::proxy::tunnel(proxy, &target.host, target.port);
+                match tokio::time::timeout_at(deadline, tunnel).await {
+                    Ok(tcp) => tcp?,
+                    Err(_) => {
+                        return Err(Error::Proxy {
+                            proxy: proxy.to_string(),
+                            source: ProxyError::Timeout(timeout),
+                        })
+                    }
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let io = match tls {
             Some(tls) => crate::tls::wrap(tcp, &target.host, tls).await?,
@@ -117,7 +153,7 @@ pub async fn connect_with(
         let host = host_header(&target.host, target.port, target.secure);
         handshake(io, &host, &target.path, config).await
     };
-    match tokio::time::timeout(timeout, open).await {
+    match tokio::time::timeout_at(deadline, open).await {
         Err(_) => Err(Error::HandshakeTimeout(timeout)),
         Ok(r) => r,
     }

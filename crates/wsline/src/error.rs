@@ -10,6 +10,8 @@ use std::time::Duration;
 use wsline_proto::handshake::HandshakeError;
 use wsline_proto::{SendError, Termination};
 
+use crate::proxy::ProxyError;
+
 /// Anything that can go wrong opening, using or closing a connection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +39,26 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The proxy did not give a tunnel to the server: unreachable, refused
+    /// the credentials or the target, or did not answer in time.
+    /// `proxy` is the proxy's URL with the password hidden.
+    #[error("proxy {proxy}: {source}")]
+    Proxy {
+        /// The proxy, as `SCHEME://[USER:***@]HOST:PORT`.
+        proxy: String,
+        /// What went wrong, and what to do about it.
+        #[source]
+        source: ProxyError,
+    },
+    /// A proxy URL cannot be used (from the configuration, the command
+    /// line, or the environment: the reason then names the variable).
+    #[error("invalid proxy URL {url:?}: {reason}")]
+    ProxyUrl {
+        /// The URL as given, with the password hidden.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// TLS could not be set up or negotiated.
     #[error("TLS error: {0}")]
     Tls(String),
@@ -57,6 +79,14 @@ impl Error {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Error::Handshake(HandshakeError::Rejected { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Why the proxy gave no tunnel, if that is what this is.
+    pub fn proxy_error(&self) -> Option<&ProxyError> {
+        match self {
+            Error::Proxy { source, .. } => Some(source),
             _ => None,
         }
     }

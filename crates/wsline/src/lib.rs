@@ -3,7 +3,10 @@
 //!
 //! - [`accept`] / [`accept_with`]: the server side of the handshake over
 //!   any stream (plain TCP, or TLS from `tokio-rustls`).
-//! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients.
+//! - [`connect`] / [`connect_with`]: `ws://` and `wss://` clients, directly
+//!   or through an HTTP `CONNECT` or SOCKS5 proxy ([`Proxy`],
+//!   [`ProxyChoice`]: explicit, or from `HTTPS_PROXY`/`ALL_PROXY`/… as curl
+//!   reads them).
 //! - [`WebSocket`]: the open connection: `recv`, `send`, `close`, a
 //!   `Stream` and a `Sink`, and [`WebSocket::split`] into halves.
 //! - [`reactor`]: a server loop that runs many connections on one thread
@@ -29,6 +32,50 @@
 //!     }
 //! }
 //! ```
+//!
+//! # Proxies
+//!
+//! A client reaches its server directly unless
+//! [`ClientConfig::proxy`] says otherwise: an HTTP proxy (`CONNECT`, with
+//! Basic credentials) or SOCKS5 (none or username/password), set
+//! explicitly ([`ProxyChoice::Use`]) or read from the environment as curl
+//! reads it ([`ProxyChoice::FromEnv`]: `HTTPS_PROXY`, `http_proxy`,
+//! `ALL_PROXY`, `NO_PROXY`), which the library never does unless asked.
+//! For `wss://`, TLS runs with the server's name inside the tunnel.
+//! Failures are [`Error::Proxy`] with a [`ProxyError`] that says what to do.
+//!
+//! ```
+//! use wsline::{ClientConfig, NoProxy, Proxy, ProxyChoice};
+//!
+//! // An explicit proxy, credentials percent-decoded from the URL.
+//! let proxy: Proxy = "socks5h://alice:p%40ss@proxy.example:1080".parse()?;
+//! assert_eq!(proxy.username(), Some("alice"));
+//! assert_eq!(proxy.password(), Some("p@ss"));
+//! // The password never shows in messages.
+//! assert_eq!(proxy.to_string(), "socks5h://alice:***@proxy.example:1080");
+//!
+//! let mut config = ClientConfig::default();
+//! config.proxy = ProxyChoice::Use(proxy);
+//! // Hosts that always go direct, in NO_PROXY's syntax.
+//! config.no_proxy = Some(NoProxy::parse("localhost, .internal.example, 10.0.0.0/8"));
+//! assert!(config.no_proxy.as_ref().unwrap().matches("db.internal.example"));
+//!
+//! // Or, as curl does: HTTPS_PROXY / http_proxy / ALL_PROXY and NO_PROXY.
+//! config.proxy = ProxyChoice::FromEnv;
+//! config.no_proxy = None;
+//! # Ok::<(), wsline::Error>(())
+//! ```
+//!
+//! Connecting through it is the usual call:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wsline::Error> {
+//! let mut config = wsline::ClientConfig::default();
+//! config.proxy = "http://user:secret@127.0.0.1:3128".parse::<wsline::Proxy>()?.into();
+//! let (mut ws, _) = wsline::connect_with("wss://echo.example/chat", &config).await?;
+//! ws.send("hi".into()).await?;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs, unreachable_pub)]
 
 mod accept;
@@ -36,6 +83,7 @@ mod client;
 mod driver;
 mod error;
 mod limits;
+mod proxy;
 pub mod reactor;
 mod server;
 mod split;
@@ -49,6 +97,7 @@ pub use client::{
 pub use driver::{shutdown_grace, SHUTDOWN_CLOSE};
 pub use error::Error;
 pub use limits::{Connected, Gate, GateStats, Handshake, Limits, Refusal};
+pub use proxy::{NoProxy, Proxy, ProxyChoice, ProxyError, ProxyScheme, DEFAULT_PROXY_PORT};
 pub use server::{
     accept, accept_request, accept_with, read_head, refuse, Acceptance, ServerConfig,
 };

@@ -15,13 +15,36 @@ use crate::support::within;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wsline");
 
+/// The variables `wsline connect` reads its proxy from (as curl does).
+/// Removed from every child, so that a proxy set where the tests run never
+/// comes between them and their servers; tests of these variables set
+/// them explicitly ([`run_connect_with_env`]).
+pub const PROXY_VARS: [&str; 12] = [
+    "ws_proxy",
+    "WS_PROXY",
+    "wss_proxy",
+    "WSS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 fn command(subcommand: &str) -> Command {
     let mut cmd = Command::new(BIN);
-    // No inherited WSLINE_ variable: every `serve` setting can come from one.
+    // No inherited WSLINE_ variable (every `serve` setting can come from
+    // one) and no proxy variable.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("WSLINE_") {
             cmd.env_remove(key);
         }
+    }
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
     }
     cmd.arg(subcommand)
         .stdout(Stdio::piped())
@@ -190,7 +213,17 @@ pub struct Finished {
 
 /// Starts `wsline connect ARGS` with piped stdin (left open).
 pub fn spawn_connect(args: &[&str]) -> Connect {
-    let mut child = command("connect")
+    spawn_connect_with_env(args, &[])
+}
+
+/// Starts `wsline connect ARGS` with these environment variables set (on
+/// top of the test's environment less [`PROXY_VARS`]).
+pub fn spawn_connect_with_env(args: &[&str], env: &[(&str, &str)]) -> Connect {
+    let mut command = command("connect");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .spawn()
@@ -233,7 +266,12 @@ impl Connect {
 
 /// Runs `wsline connect ARGS` with `input` on stdin, then end of input.
 pub async fn run_connect(args: &[&str], input: &str) -> Finished {
-    let mut connect = spawn_connect(args);
+    run_connect_with_env(args, &[], input).await
+}
+
+/// [`run_connect`] with these environment variables set.
+pub async fn run_connect_with_env(args: &[&str], env: &[(&str, &str)], input: &str) -> Finished {
+    let mut connect = spawn_connect_with_env(args, env);
     connect.write(input).await;
     connect.close_stdin();
     connect.finish().await
