@@ -512,35 +512,12 @@ suite_browser_e2e() {
 # Debian's redis-server (apt, only when missing; sudo only when not root).
 # The tests start their own servers on free loopback ports, so the service
 # apt may start is not used.
-ensure_redis_server() {
-  command -v redis-server >/dev/null && return 0
-  local sudo=()
-  [ "$(id -u)" = 0 ] || sudo=(sudo)
-  if ! command -v apt-get >/dev/null; then
-    echo "redis-server not found and no apt-get to install it: install Redis 6.2 or later" >&2
-    return 1
-  fi
-  log "redis-server not found: installing Debian's redis-server"
-  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
-  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server </dev/null || return 1
-  command -v redis-server >/dev/null || { echo "apt-get installed redis-server but it is not on PATH" >&2; return 1; }
-}
-
-# The Redis engine's tests are #[ignore]d in plain `cargo test` (they need
-# redis-server); here they run, and a missing Redis is a failure, not a skip.
-suite_redis() {
-  ensure_redis_server || { SUITE_NOTE="redis-server could not be installed"; return 1; }
-  log "$(redis-server --version)"
-  run_step "$T_TEST" cargo test --release -p wsline-cli --test redis -- --ignored --test-threads=2
-}
-
-# Debian's tinyproxy and microsocks (apt, only the missing ones; sudo only
-# when not root). The tests start their own, on free loopback ports, with
-# configurations of their own, so the tinyproxy service apt may start is
-# not used.
-ensure_proxies() {
+# apt_tools TOOL...: installs Debian's package of each TOOL (a command of
+# the same name) that is missing, non-interactively; sudo only when not
+# root. Fails when apt-get is missing or a tool is still not on PATH.
+apt_tools() {
   local missing=() tool sudo=()
-  for tool in tinyproxy microsocks; do
+  for tool in "$@"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -556,6 +533,23 @@ ensure_proxies() {
     command -v "$tool" >/dev/null || { echo "apt-get installed $tool but it is not on PATH" >&2; return 1; }
   done
 }
+
+# Redis 6.2 or later (Debian's).
+ensure_redis_server() { apt_tools redis-server; }
+
+# The Redis engine's tests are #[ignore]d in plain `cargo test` (they need
+# redis-server); here they run, and a missing Redis is a failure, not a skip.
+suite_redis() {
+  ensure_redis_server || { SUITE_NOTE="redis-server could not be installed"; return 1; }
+  log "$(redis-server --version)"
+  run_step "$T_TEST" cargo test --release -p wsline-cli --test redis -- --ignored --test-threads=2
+}
+
+# Debian's tinyproxy and microsocks (apt, only the missing ones; sudo only
+# when not root). The tests start their own, on free loopback ports, with
+# configurations of their own, so the tinyproxy service apt may start is
+# not used.
+ensure_proxies() { apt_tools tinyproxy microsocks; }
 
 # The proxy tests that need tinyproxy or microsocks are #[ignore]d in plain
 # `cargo test`; here they run (with the others of the file), and a proxy

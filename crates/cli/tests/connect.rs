@@ -9,7 +9,6 @@ mod child;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use child::{on_both_runtimes, run_connect, spawn_connect, spawn_echo, Finished, Runtime};
 use support::{head, listen, within, Raw};
@@ -241,22 +240,11 @@ async fn connect_rejects_a_101_with_a_wrong_sec_websocket_accept() {
 /// A self-signed certificate for 127.0.0.1 and localhost: the acceptor
 /// and the certificate's PEM file.
 fn tls_setup(name: &str) -> (TlsAcceptor, PathBuf) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("certificate");
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key.into())
-    .expect("server certificate");
+    let (acceptor, cert) = support::self_signed(&["127.0.0.1", "localhost"]);
     let pem = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("wsline-connect-{}-{name}.pem", std::process::id()));
-    std::fs::write(&pem, certified.cert.pem()).expect("write the PEM file");
-    (TlsAcceptor::from(Arc::new(config)), pem)
+    std::fs::write(&pem, cert).expect("write the PEM file");
+    (acceptor, pem)
 }
 
 /// A TLS echo server (library `accept` over tokio-rustls).

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use child::{run_connect, run_connect_with_env, spawn_echo_exactly, Finished, Server};
@@ -531,20 +530,10 @@ async fn an_empty_proxy_flag_or_noproxy_overrides_the_environment() {
 /// A self-signed certificate for localhost: the acceptor and the
 /// certificate's PEM file.
 fn tls_setup(name: &str) -> (TlsAcceptor, PathBuf) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key.into())
-    .expect("server certificate");
+    let (acceptor, cert) = support::self_signed(&["localhost"]);
     let pem = scratch(name).join("server.pem");
-    std::fs::write(&pem, certified.cert.pem()).expect("write the PEM file");
-    (TlsAcceptor::from(Arc::new(config)), pem)
+    std::fs::write(&pem, cert).expect("write the PEM file");
+    (acceptor, pem)
 }
 
 /// A TLS echo server (the library's `accept` over tokio-rustls).

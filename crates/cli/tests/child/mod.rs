@@ -233,15 +233,20 @@ pub fn spawn_connect_with_env(args: &[&str], env: &[(&str, &str)]) -> Connect {
 }
 
 impl Connect {
-    /// Writes `input` to stdin.
+    /// Writes `input` to stdin. A process that has already exited (a
+    /// usage error, a refused connection) closed its end: that is not an
+    /// error here, its status and stderr tell the test what happened.
     pub async fn write(&mut self, input: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
-        within("writing stdin", async {
+        let written = within("writing stdin", async {
             stdin.write_all(input.as_bytes()).await?;
             stdin.flush().await
         })
-        .await
-        .expect("write stdin");
+        .await;
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.expect("write stdin"),
+        }
     }
 
     /// Closes stdin (end of input).

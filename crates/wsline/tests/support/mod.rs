@@ -441,3 +441,24 @@ pub fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
         at + len,
     ))
 }
+
+/// A TLS acceptor with a fresh self-signed certificate for `hosts`, and
+/// the certificate as PEM (for a client to trust).
+pub fn self_signed(hosts: &[&str]) -> (tokio_rustls::TlsAcceptor, String) {
+    use std::sync::Arc;
+    let names = hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+    let certified = rcgen::generate_simple_self_signed(names).expect("certificate");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key.into())
+    .expect("server certificate");
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        certified.cert.pem(),
+    )
+}
