@@ -9,7 +9,7 @@
 //! Origin, the application's answer, subprotocol, permessage-deflate: the
 //! [`crate::driver`]'s `answer_request`, shared with every other server
 //! path), nor serving HTTP (reading heads, keep-alive, writing the
-//! response: hyper's), nor axum's extractor ([`crate::axum`]).
+//! response: hyper's), nor axum's extractor (`axum.rs`, feature `axum`).
 //!
 //! The function chooses the status of the answer: 101 for an HTTP/1.1
 //! upgrade. RFC 8441 (WebSocket over an HTTP/2 extended CONNECT, answered
