@@ -4,16 +4,24 @@
 # Runs these suites in order, records pass/fail/skip and time for each, keeps
 # going after a failure, and exits non-zero if any suite failed:
 #   fmt              cargo fmt --all -- --check
-#   clippy           cargo clippy --workspace --all-targets -- -D warnings
+#   clippy           cargo clippy --workspace --all-targets -- -D warnings, then the same for
+#                    wsline with its optional features (--features hyper,axum)
 #   build            cargo build --release --bin wsline  (-> target/release/wsline)
+#   features         wsline's cargo features build: --no-default-features, --features hyper,
+#                    --features axum, and the examples with --features hyper,axum
 #   test             cargo test --release --workspace (the `wsline echo` tests run against
-#                    both runtimes, reactor and tokio, as separate tests)
+#                    both runtimes, reactor and tokio, as separate tests), then wsline's own
+#                    tests with --features hyper,axum (the hyper and axum tests, doc examples)
 #   autobahn-server  Autobahn|TestSuite fuzzingclient against `wsline echo` (the reactor;
 #                    all cases, 1.* to 13.*, strict)
 #   autobahn-server-tokio
 #                    the same against the library's tokio path: crates/wsline/examples/
 #                    echo_server.rs (`wsline::accept`, ServerConfig::default(), recv/send),
 #                    built here with cargo (-> target/release/examples/echo_server)
+#   autobahn-server-hyper
+#                    the same against hyper 1: crates/wsline/examples/hyper_echo.rs
+#                    (`wsline::upgrade` in a hyper service, ServerConfig::default()),
+#                    built here with --features hyper (-> target/release/examples/hyper_echo)
 #   autobahn-client  Autobahn|TestSuite fuzzingserver against `wsline autobahn-client`
 #                    (the selected Autobahn suites run in parallel)
 #   interop-python   tests/interop/py_*.py with the `websockets` library
@@ -35,7 +43,7 @@
 # Options:
 #   --quick             skip clippy, the Autobahn suites and fuzz
 #   --only NAME[,NAME]  run only these suites (repeatable). Groups: lint = fmt,clippy;
-#                       autobahn = the three Autobahn suites; interop = the three interop suites.
+#                       autobahn = the four Autobahn suites; interop = the three interop suites.
 #                       Suites that need the binary pull in `build` unless WSLINE_BIN is set.
 #   --list              print the suite names and exit
 #   -h, --help          this text
@@ -92,7 +100,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build test autobahn-server autobahn-server-tokio autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy fuzz)
+ALL_SUITES=(fmt clippy build features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -121,7 +129,7 @@ else
     case "$s" in
       "") ;;
       lint) SELECTED[fmt]=1; SELECTED[clippy]=1 ;;
-      autobahn) SELECTED[autobahn-server]=1; SELECTED[autobahn-server-tokio]=1; SELECTED[autobahn-client]=1 ;;
+      autobahn) SELECTED[autobahn-server]=1; SELECTED[autobahn-server-tokio]=1; SELECTED[autobahn-server-hyper]=1; SELECTED[autobahn-client]=1 ;;
       interop) SELECTED[interop-python]=1; SELECTED[interop-node]=1; SELECTED[interop-browser]=1 ;;
       *)
         case " ${ALL_SUITES[*]} " in
@@ -286,13 +294,31 @@ ensure_browser() {
 # -------------------------------------------------------------- suites ------
 suite_fmt() { run_step "$T_FMT" cargo fmt --all -- --check; }
 
-suite_clippy() { run_step "$T_CLIPPY" cargo clippy --workspace --all-targets -- -D warnings; }
+# The workspace leaves wsline's optional features off: the hyper and axum
+# code (src/upgrade.rs, src/axum.rs, their tests and examples) is linted
+# in a second run with them on.
+suite_clippy() {
+  local rc=0
+  run_step "$T_CLIPPY" cargo clippy --workspace --all-targets -- -D warnings || rc=1
+  run_step "$T_CLIPPY" cargo clippy -p wsline --all-targets --features hyper,axum -- -D warnings || rc=1
+  return "$rc"
+}
 
 # Release profile: shares the dependency builds with `build`, and the
 # socket tests move real volumes quickly. The `wsline echo` tests run
 # against both runtimes (`--runtime reactor` and `--runtime tokio`) by
 # parameter, as separate tests (crates/cli/tests/child: `Runtime`).
-suite_test() { run_step "$T_TEST" cargo test --release --workspace; }
+#
+# wsline's hyper and axum tests (tests/hyper_upgrade.rs,
+# tests/axum_extractor.rs), the doc examples of `upgrade` and the
+# extractor, and the examples that need them build only with those
+# features: the second run (wsline's tests again, with the features on).
+suite_test() {
+  local rc=0
+  run_step "$T_TEST" cargo test --release --workspace || rc=1
+  run_step "$T_TEST" cargo test --release -p wsline --features hyper,axum || rc=1
+  return "$rc"
+}
 
 suite_build() {
   run_step "$T_BUILD" cargo build --release --bin wsline || return 1
@@ -302,6 +328,24 @@ suite_build() {
   fi
   [ "$BIN_FROM_ENV" = 1 ] && log "note: the next suites use WSLINE_BIN=$WSLINE_BIN (from the environment), not $BUILT_BIN"
   return 0
+}
+
+# wsline's cargo features: each combination a user can ask for builds, and
+# so do the examples that need them (hyper_echo, axum_chat: skipped by a
+# plain `cargo build --examples`, through their required-features).
+suite_features() {
+  local combo
+  for combo in --no-default-features "--features hyper" "--features axum"; do
+    # shellcheck disable=SC2086 # one or two words on purpose
+    run_step "$T_BUILD" cargo build --release -p wsline $combo </dev/null || {
+      SUITE_NOTE="cargo build -p wsline $combo failed"
+      return 1
+    }
+  done
+  run_step "$T_BUILD" cargo build --release -p wsline --examples --features hyper,axum </dev/null || {
+    SUITE_NOTE="the examples with --features hyper,axum failed to build"
+    return 1
+  }
 }
 
 need_bin() {
@@ -323,6 +367,7 @@ ${R}${B}
 ##  does not exist (set WSLINE_SHARED to the folder that holds autobahn/).
 ##  NOT run: the Autobahn|TestSuite SERVER conformance suite (wsline echo)
 ##  NOT run: the same SERVER suite against the library's tokio accept path
+##  NOT run: the same SERVER suite against the library on hyper (examples/hyper_echo)
 ##  NOT run: the Autobahn|TestSuite CLIENT conformance suite (wsline autobahn-client)
 ##  They are marked $( [ "$IS_CI" = 1 ] && echo "FAILED (CI=true)" || echo "SKIPPED, not passed" ).
 ########################################################################${N}
@@ -466,6 +511,23 @@ suite_autobahn_server_tokio() {
     "$CACHE/autobahn/server-tokio.log" "$TOKIO_ECHO_BIN" 127.0.0.1:0
 }
 
+# The library inside hyper 1: the crate's hyper_echo example
+# (`wsline::upgrade` in a hyper service, the default ServerConfig,
+# recv/send), built with the `hyper` feature.
+HYPER_ECHO_BIN="$TARGET_DIR/release/examples/hyper_echo"
+suite_autobahn_server_hyper() {
+  autobahn_available || return
+  autobahn_install || return 1
+  run_step "$T_BUILD" cargo build --release -p wsline --features hyper --example hyper_echo </dev/null || {
+    SUITE_NOTE="cargo build of the hyper_echo example failed"
+    return 1
+  }
+  [ -x "$HYPER_ECHO_BIN" ] || { echo "built, but $HYPER_ECHO_BIN is missing" >&2; return 1; }
+  mkdir -p "$CACHE/autobahn"
+  autobahn_server_run "examples/hyper_echo" "$CACHE/autobahn/server-hyper" \
+    "$CACHE/autobahn/server-hyper.log" "$HYPER_ECHO_BIN" 127.0.0.1:0
+}
+
 suite_autobahn_client() {
   autobahn_available || return
   need_bin || return
@@ -607,7 +669,7 @@ T_ALL=$(now_us)
 # the others in background subshells whose output is shown when they end.
 # Each server suite has its own server on a free port and its own report
 # folder; the client suite's fuzzingserver takes a free port of its own.
-AUTOBAHN_SUITES=(autobahn-server autobahn-server-tokio autobahn-client)
+AUTOBAHN_SUITES=(autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client)
 run_autobahn_group() {
   local s first="" rest=() pids=() i rc t0 log res
   for s in "${AUTOBAHN_SUITES[@]}"; do

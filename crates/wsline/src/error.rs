@@ -72,6 +72,12 @@ pub enum Error {
     /// A message could not be queued (the connection is closing or closed).
     #[error(transparent)]
     Send(#[from] SendError),
+    /// hyper did not hand the connection over after the 101 of
+    /// [`crate::upgrade`]: the client left first, or the server does not
+    /// serve its connections `with_upgrades()`.
+    #[cfg(feature = "hyper")]
+    #[error("the HTTP upgrade did not complete: {0} (a hyper server must serve its connections with `.with_upgrades()`)")]
+    Upgrade(#[source] hyper::Error),
 }
 
 impl Error {

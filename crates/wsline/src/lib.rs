@@ -13,6 +13,10 @@
 //!   without a task each (for servers that answer what they receive).
 //! - [`Gate`] / [`Limits`]: caps on open connections and handshakes in
 //!   progress (overall and per address) for a server's accept loop.
+//! - `upgrade` / `upgrade_with` (feature `hyper`): a WebSocket from a
+//!   request served by hyper 1, with the same checks and timers as
+//!   `accept`; `axum::WebSocketUpgrade` (feature `axum`): the same as an
+//!   axum 0.8 extractor. docs/library.md shows a server in each.
 //!
 //! A complete echo server:
 //!
@@ -79,6 +83,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod accept;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod driver;
 mod error;
@@ -88,6 +94,8 @@ pub mod reactor;
 mod server;
 mod split;
 pub mod tls;
+#[cfg(feature = "hyper")]
+mod upgrade;
 mod websocket;
 
 pub use accept::{Accepted, Acceptor};
@@ -103,6 +111,10 @@ pub use server::{
 };
 pub use split::{WsSink, WsStream};
 pub use tls::{MaybeTlsStream, TlsOptions};
+#[cfg(feature = "hyper")]
+pub use upgrade::{
+    upgrade, upgrade_with, HyperWebSocket, UpgradeBody, UpgradeFuture, UpgradeRefused,
+};
 pub use websocket::WebSocket;
 
 pub use wsline_proto as proto;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wsline_proto::handshake::{Headers, Request, Response, MAX_HEAD_SIZE_DEFAULT};
-use wsline_proto::{Config, DeflateConfig};
+use wsline_proto::{Config, Connection, DeflateConfig};
 
 use crate::driver::{answer_request, Accepted, HeadProgress, Refused, RequestHead};
 use crate::{Error, Limits, WebSocket};
@@ -183,10 +183,43 @@ where
         Err(_) => return Err(Error::HandshakeTimeout(timeout)),
         Ok(r) => r?,
     }
-    let mut ws = WebSocket::from_parts(io, conn, leftover, protocol);
-    ws.set_write_timeout(config.write_timeout);
-    ws.set_idle_timeout(config.idle_timeout);
-    Ok(ws)
+    Ok(Opening::new(config).open(io, conn, leftover, protocol))
+}
+
+/// What an open server connection's pump takes from a [`ServerConfig`]
+/// (the core's own settings, `config.protocol`, are in its `Connection`
+/// already, from [`answer_request`]): the one place every tokio server
+/// path, [`accept_request`] and the hyper upgrade, sets them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Opening {
+    write_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+}
+
+impl Opening {
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        Self {
+            write_timeout: config.write_timeout,
+            idle_timeout: config.idle_timeout,
+        }
+    }
+
+    /// The WebSocket over `io`, once the 101 is written.
+    pub(crate) fn open<S>(
+        self,
+        io: S,
+        conn: Connection,
+        leftover: &[u8],
+        protocol: Option<String>,
+    ) -> WebSocket<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut ws = WebSocket::from_parts(io, conn, leftover, protocol);
+        ws.set_write_timeout(self.write_timeout);
+        ws.set_idle_timeout(self.idle_timeout);
+        ws
+    }
 }
 
 /// Reads until a complete request head ([`RequestHead`]); refuses an

@@ -97,6 +97,25 @@ impl Headers {
         self.push_str(&name.into(), &value.into());
     }
 
+    /// Appends a field as a server received it, with the rule of
+    /// [`parse_request`]: a value that is not UTF-8 is refused
+    /// ([`HandshakeError::Malformed`], 400) in the fields the handshake
+    /// interprets (`Host`, `Upgrade`, `Connection`, `Origin`,
+    /// `Sec-WebSocket-*`) and kept lossily in the others. For servers that
+    /// parse requests elsewhere (hyper) and hand the fields over.
+    pub fn push_received(&mut self, name: &str, value: &[u8]) -> Result<(), HandshakeError> {
+        match std::str::from_utf8(value) {
+            Ok(value) => self.push_str(name, value),
+            Err(_) if is_websocket_header(name) => {
+                return Err(HandshakeError::Malformed(format!(
+                    "the {name} header is not valid UTF-8"
+                )))
+            }
+            Err(_) => self.push_str(name, &String::from_utf8_lossy(value)),
+        }
+        Ok(())
+    }
+
     /// [`push`](Headers::push) without the conversions.
     pub(crate) fn push_str(&mut self, name: &str, value: &str) {
         let start = self.text.len();
@@ -449,16 +468,7 @@ pub(crate) fn convert_headers(raw: &[httparse::Header<'_>]) -> Result<Headers, H
     }
     let mut headers = Headers::with_capacity(raw.len(), len);
     for h in raw {
-        match std::str::from_utf8(h.value) {
-            Ok(value) => headers.push_str(h.name, value),
-            Err(_) if is_websocket_header(h.name) => {
-                return Err(HandshakeError::Malformed(format!(
-                    "the {} header is not valid UTF-8",
-                    h.name
-                )))
-            }
-            Err(_) => headers.push_str(h.name, &String::from_utf8_lossy(h.value)),
-        }
+        headers.push_received(h.name, h.value)?;
     }
     Ok(headers)
 }
