@@ -298,9 +298,10 @@ fn jwk_key(jwk: Jwk) -> Option<PublicKey> {
     }
     let b64 = |v: &Option<String>| v.as_deref().and_then(|v| URL_SAFE_NO_PAD.decode(v).ok());
     let kind = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        // Some sets pad `n` with a zero byte; ring wants none.
         ("RSA", _) => KeyKind::RsaParts {
-            n: b64(&jwk.n)?,
-            e: b64(&jwk.e)?,
+            n: without_leading_zeros(b64(&jwk.n)?),
+            e: without_leading_zeros(b64(&jwk.e)?),
         },
         ("EC", Some("P-256")) => {
             let (x, y) = (b64(&jwk.x)?, b64(&jwk.y)?);
@@ -319,6 +320,12 @@ fn jwk_key(jwk: Jwk) -> Option<PublicKey> {
         }
     }
     Some(key)
+}
+
+fn without_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
+    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
+    bytes.drain(..zeros);
+    bytes
 }
 
 /// The hub's token verifier, built at start from the configuration:

@@ -159,7 +159,9 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<Vec<PublicKey>, JwksError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        // An IPv6 literal is bracketed in the URL and the Host header only.
+        let bare_host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((bare_host, self.port)).await?;
         let host_header = match (self.tls.is_some(), self.port) {
             (false, 80) | (true, 443) => self.host.clone(),
             (_, port) => format!("{}:{port}", self.host),
