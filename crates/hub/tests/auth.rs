@@ -318,11 +318,12 @@ async fn pem_hub(names: &[&str], edit: impl FnOnce(&mut wsline_hub::HubConfig)) 
     start(c).await
 }
 
-/// A JWKS over HTTP on 127.0.0.1: serves `body` (or 503 while it is
-/// empty) at any path, one request per connection, and counts requests.
+/// A JWKS over HTTP on 127.0.0.1: answers any `GET /jwks.json` with the
+/// answer set last (keys, 503 for none, or raw bytes), one request per
+/// connection, and counts requests.
 struct JwksServer {
     url: String,
-    body: Arc<Mutex<String>>,
+    answer: Arc<Mutex<Vec<u8>>>,
     requests: watch::Receiver<usize>,
 }
 
@@ -330,9 +331,9 @@ impl JwksServer {
     async fn start(keys: &[Value]) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        let body = Arc::new(Mutex::new(String::new()));
+        let answer = Arc::new(Mutex::new(Vec::new()));
         let (count, requests) = watch::channel(0usize);
-        let served = body.clone();
+        let served = answer.clone();
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 let mut head = Vec::new();
@@ -345,21 +346,13 @@ impl JwksServer {
                 }
                 assert!(head.starts_with(b"GET /jwks.json HTTP/1.1\r\n"));
                 count.send_modify(|n| *n += 1);
-                let body = served.lock().unwrap().clone();
-                let answer = if body.is_empty() {
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_owned()
-                } else {
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                };
-                let _ = tcp.write_all(answer.as_bytes()).await;
+                let answer = served.lock().unwrap().clone();
+                let _ = tcp.write_all(&answer).await;
             }
         });
         let server = JwksServer {
             url,
-            body,
+            answer,
             requests,
         };
         server.serve(keys);
@@ -368,11 +361,21 @@ impl JwksServer {
 
     /// Serves these keys from now on (none: 503).
     fn serve(&self, keys: &[Value]) {
-        *self.body.lock().unwrap() = if keys.is_empty() {
-            String::new()
+        self.serve_raw(if keys.is_empty() {
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into()
         } else {
-            json!({ "keys": keys }).to_string()
-        };
+            let body = json!({ "keys": keys }).to_string();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        });
+    }
+
+    /// Answers with these bytes from now on.
+    fn serve_raw(&self, answer: Vec<u8>) {
+        *self.answer.lock().unwrap() = answer;
     }
 
     fn requests(&self) -> usize {
@@ -637,4 +640,36 @@ async fn jwks_wrong_aud_or_algorithm_is_refused_with_401() {
     assert_eq!(status, 401);
     let (status, _) = refused_status(&hub.url(&q(&sign(&good, SECRET)))).await;
     assert_eq!(status, 401, "HS256 without a secret");
+}
+
+#[tokio::test]
+async fn jwks_chunked_answers_are_read_and_oversized_ones_keep_the_last_good_set() {
+    let (ec, ed) = (Signer::load("ec"), Signer::load("ed"));
+    let server = JwksServer::start(&[]).await;
+    let body = json!({"keys": [ec.jwk("e")]}).to_string();
+    let (first, second) = body.split_at(body.len() / 2);
+    server.serve_raw(
+        format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+            first.len(),
+            second.len()
+        )
+        .into_bytes(),
+    );
+    let hub = jwks_hub(&server, |c| c.jwks_refresh = Duration::from_millis(100)).await;
+    Client::connect(&hub.url(&q(&ec.token(Some("e"), &claims("ann"))))).await;
+    // More than 1 MiB, without a length: read to the limit, then dropped;
+    // so is a body that is not a key set. The last good set stays.
+    let huge = json!({"keys": [ed.jwk("d")], "pad": "x".repeat(1 << 20)}).to_string();
+    for answer in [
+        format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{huge}"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]".to_owned(),
+    ] {
+        server.serve_raw(answer.into_bytes());
+        let seen = server.requests();
+        server.until_requests(seen + 2).await;
+        Client::connect(&hub.url(&q(&ec.token(Some("e"), &claims("ann"))))).await;
+    }
+    let (status, _) = refused_status(&hub.url(&q(&ed.token(Some("d"), &claims("x"))))).await;
+    assert_eq!(status, 401);
 }
