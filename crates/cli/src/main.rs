@@ -55,6 +55,12 @@ fn main() {
                 std::process::exit(0);
             }
             Ok(config) => {
+                // The key files are read again when the hub starts; a bad
+                // one is a configuration error, refused before listening.
+                if let Err(e) = wsline_hub::auth::Auth::from_config(&config) {
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
+                }
                 json_logs = config.log_format == wsline_hub::config::LogFormat::Json;
                 serve_config = Some(config);
                 level = "info";

@@ -714,6 +714,13 @@ async fn serve_refuses_a_bad_config_file_or_flag_with_exit_2() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     let (status, _, _) = serve_fails(&["--history-size", "many"]).await;
     assert_eq!(status.code(), Some(2));
+    let (status, stdout, stderr) = serve_fails(&["--jwt-public-key", "/nonexistent/key.pem"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "no listening line: {stdout}");
+    assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
+    let (status, _, stderr) = serve_fails(&["--jwt-audience", "hub"]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--jwks-url"), "{stderr}");
     let _ = std::fs::remove_file(unknown);
 }
 

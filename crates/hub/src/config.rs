@@ -257,6 +257,37 @@ settings! {
         help: "HS256 secret: clients connect to /ws?token=JWT",
         docs: "HS256 secret: every `/ws` client then needs `?token=JWT`",
     }
+    jwt_public_key: Vec<String> {
+        default: Vec::new(),
+        shown: "none",
+        value: "PEM",
+        help: "PEM public key file for RS256/ES256/EdDSA tokens (repeatable)",
+        docs: "PEM file of a public key (RSA, EC P-256 or Ed25519) that verifies RS256, ES256 or EdDSA tokens; every `/ws` client then needs `?token=JWT`. Read at start: a missing or unusable file stops the hub",
+    }
+    jwks_url: Option<String> {
+        default: None,
+        value: "URL",
+        help: "JWKS URL (http:// or https://) of RS256/ES256/EdDSA token keys",
+        docs: "`http://` or `https://` URL of a JSON Web Key Set; every `/ws` client then needs `?token=JWT`. Fetched at start (a failure is logged and the hub starts with no keys), every `jwks_refresh`, and on a token whose `kid` is unknown, at most once every 10 seconds; a failed fetch keeps the last good set",
+    }
+    jwks_refresh: Duration {
+        default: Duration::from_secs(300),
+        value: "SECS",
+        help: "Seconds between JWKS refreshes",
+        docs: "how often the JWKS is fetched again",
+    }
+    jwt_issuer: Option<String> {
+        default: None,
+        value: "ISS",
+        help: "Required `iss` claim of tokens",
+        docs: "tokens must carry this `iss` claim",
+    }
+    jwt_audience: Option<String> {
+        default: None,
+        value: "AUD",
+        help: "Required `aud` claim of tokens (or one of its items)",
+        docs: "tokens must carry this `aud` claim (a string, or a list that holds it)",
+    }
     allow_origin: Vec<String> => allowed_origins {
         default: Vec::new(),
         shown: "any",
@@ -407,6 +438,28 @@ impl HubConfig {
         }
         if self.presence_timeout.is_zero() {
             return Err("presence_timeout must be more than 0 seconds".into());
+        }
+        if let Some(url) = &self.jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "jwks_url must start with http:// or https://, not {url:?}"
+                ));
+            }
+        }
+        if self.jwks_refresh.is_zero() {
+            return Err("jwks_refresh must be more than 0 seconds".into());
+        }
+        let keyed =
+            self.jwt_secret.is_some() || !self.jwt_public_key.is_empty() || self.jwks_url.is_some();
+        for (name, set) in [
+            ("jwt_issuer", self.jwt_issuer.is_some()),
+            ("jwt_audience", self.jwt_audience.is_some()),
+        ] {
+            if set && !keyed {
+                return Err(format!(
+                    "{name} is set but tokens are off: add --jwt-secret, --jwt-public-key or --jwks-url"
+                ));
+            }
         }
         if self.server.handshake_timeout.is_zero() {
             return Err("handshake_timeout must be more than 0 seconds".into());
@@ -781,8 +834,10 @@ mod tests {
             // The key is one the file takes, with a value of its type.
             let line = format!("{} = {}", s.key, toml_value(s));
             let file = FileConfig::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-            if s.key != "redis_url" {
-                // (redis_url alone is refused: it needs engine = "redis".)
+            // Alone, these are refused: redis_url needs engine = "redis",
+            // jwt_issuer and jwt_audience need a key setting, and
+            // jwks_url's default shown ("none") is not a URL.
+            if !["redis_url", "jwt_issuer", "jwt_audience", "jwks_url"].contains(&s.key) {
                 HubConfig::merge(&Flags::default(), file).unwrap_or_else(|e| panic!("{line}: {e}"));
             }
             let row = format!("| `--{} {}`", s.flag(), s.value_name);
@@ -826,6 +881,25 @@ mod tests {
         )
         .is_err());
         assert!(FileConfig::parse("handshake_timeout = -1").is_err());
+    }
+
+    #[test]
+    fn token_settings_are_checked_together() {
+        let merge =
+            |text: &str| HubConfig::merge(&Flags::default(), FileConfig::parse(text).unwrap());
+        let err = merge("jwt_audience = \"hub\"").unwrap_err();
+        assert!(err.contains("--jwks-url"), "{err}");
+        assert!(merge("jwt_issuer = \"i\"").is_err());
+        let err = merge("jwks_url = \"ftp://idp/jwks\"").unwrap_err();
+        assert!(err.contains("https://"), "{err}");
+        assert!(merge("jwks_url = \"https://idp/jwks\"\njwks_refresh = 0").is_err());
+        let c = merge(
+            "jwks_url = \"https://idp/jwks\"\njwt_issuer = \"i\"\njwt_audience = \"a\"\njwks_refresh = 60",
+        )
+        .unwrap();
+        assert_eq!(c.jwks_refresh, Duration::from_secs(60));
+        let c = merge("jwt_public_key = [\"a.pem\", \"b.pem\"]\njwt_audience = \"a\"").unwrap();
+        assert_eq!(c.jwt_public_key, ["a.pem", "b.pem"]);
     }
 
     fn docs_path() -> std::path::PathBuf {

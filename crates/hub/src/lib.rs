@@ -12,13 +12,14 @@
 //! [`protocol`] (the JSON client protocol), [`config`] (the table of
 //! settings, per-channel patterns), [`settings`] (how settings are
 //! written and shown), `http` (the API, metrics, health, demo page),
-//! [`auth`] (JWT), [`metrics`].
+//! [`auth`] (JWT), [`jwks`] (the key set behind `jwks_url`), [`metrics`].
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
 pub mod config;
 pub mod engine;
 mod http;
+pub mod jwks;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
@@ -45,6 +46,8 @@ use wsline::WebSocket;
 /// Shared state of a running hub.
 pub(crate) struct Hub {
     pub(crate) config: Arc<HubConfig>,
+    /// The token verifier built from the configuration.
+    pub(crate) auth: auth::Auth,
     pub(crate) engine: AnyEngine,
     pub(crate) metrics: Arc<Metrics>,
     next_client: AtomicU64,
@@ -60,6 +63,7 @@ impl Hub {
     fn new(config: Arc<HubConfig>) -> std::io::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         Ok(Hub {
+            auth: auth::Auth::from_config(&config).map_err(std::io::Error::other)?,
             engine: AnyEngine::new(config.clone(), metrics.clone())
                 .map_err(std::io::Error::other)?,
             config,
@@ -104,6 +108,15 @@ impl Hub {
     }
 }
 
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves the hub on `listener` until `shutdown` completes, then closes
 /// every client with 1001, waits for them up to the close timeout, and
 /// returns.
@@ -115,6 +128,17 @@ pub async fn serve(
     let config = Arc::new(config);
     let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(config.server.limits));
     let hub = Arc::new(Hub::new(config.clone())?);
+    // The JWKS: fetched once before the first client (a failure is logged,
+    // the hub starts with no keys), then every `jwks_refresh`.
+    let _refresher = match hub.auth.jwks() {
+        Some(jwks) => {
+            let _ = jwks.refresh().await;
+            Some(AbortOnDrop(tokio::spawn(
+                jwks.clone().refresh_every(config.jwks_refresh),
+            )))
+        }
+        None => None,
+    };
 
     let mut tasks = JoinSet::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(5));

@@ -129,27 +129,26 @@ async fn upgrade(
         .await;
         return None;
     }
-    let claims = match &hub.config.jwt_secret {
-        None => None,
-        Some(secret) => {
-            let token = query_param(request.query(), "token");
-            let verified = token
-                .as_deref()
-                .ok_or(auth::TokenError::Malformed)
-                .and_then(|t| auth::verify(t, secret.as_bytes(), auth::unix_now()));
-            match verified {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    let text = if token.is_none() {
-                        "a token is required: connect to /ws?token=JWT".to_owned()
-                    } else {
-                        format!("token refused: {e}")
-                    };
-                    wsline::refuse(&mut tcp, &Response::reject(401, &text)).await;
-                    return None;
-                }
+    let claims = if hub.auth.is_on() {
+        let token = query_param(request.query(), "token");
+        let verified = match token.as_deref() {
+            None => Err(auth::TokenError::Malformed),
+            Some(t) => hub.auth.verify(t, auth::unix_now()).await,
+        };
+        match verified {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let text = if token.is_none() {
+                    "a token is required: connect to /ws?token=JWT".to_owned()
+                } else {
+                    format!("token refused: {e}")
+                };
+                wsline::refuse(&mut tcp, &Response::reject(401, &text)).await;
+                return None;
             }
         }
+    } else {
+        None
     };
     match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
         Ok(Acceptance::default())
