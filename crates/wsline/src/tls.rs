@@ -1,9 +1,23 @@
-//! TLS for `wss://` clients (rustls): trust roots, an extra CA file, an
-//! explicit insecure mode for testing, and [`MaybeTlsStream`], the stream
-//! type `connect` returns.
+//! TLS (rustls): for `wss://` clients, trust roots, an extra CA file, an
+//! explicit insecure mode for testing, or the caller's own
+//! `rustls::ClientConfig` ([`TlsOptions::config`]: client certificates,
+//! in-memory roots, ALPN), and [`MaybeTlsStream`], the stream type
+//! `connect` returns; for servers, [`server_config`] from PEM files.
 //!
 //! Servers terminate TLS themselves: wrap the accepted stream with a
-//! `tokio_rustls::TlsAcceptor` and pass it to [`crate::accept`].
+//! `tokio_rustls::TlsAcceptor` (from [`server_config`] or a
+//! `rustls::ServerConfig` of their own) and pass it to [`crate::accept`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! let tls = wsline::tls::server_config(Path::new("cert.pem"), Path::new("key.pem"))?;
+//! let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let mut ws = wsline::accept(acceptor.accept(tcp).await?, &Default::default()).await?;
+//! # Ok(()) }
+//! ```
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,6 +47,26 @@ pub struct TlsOptions {
     /// Do not load the platform's trust store (only the bundled Mozilla
     /// roots and `ca_file`).
     pub no_platform_roots: bool,
+    /// A rustls configuration to use as it is, instead of one built from
+    /// the options above (which are then ignored): client certificates
+    /// (mTLS), roots held in memory, a verifier of your own. Its ALPN
+    /// list is used as given: leave it empty, or offer `http/1.1`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    /// let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()?
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth(); // or .with_client_auth_cert(chain, key)?
+    /// let mut config = wsline::ClientConfig::default();
+    /// config.tls.config = Some(Arc::new(tls));
+    /// # Ok::<(), rustls::Error>(())
+    /// ```
+    pub config: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A TCP stream, with or without TLS.
@@ -119,23 +153,61 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Loads PEM certificates from a file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| Error::Tls(format!("cannot read CA file {}: {e}", path.display())))?
+        .map_err(|e| Error::tls(format!("cannot read {}", path.display()), e))?
         .collect();
-    let certs = certs.map_err(|e| Error::Tls(format!("invalid PEM in {}: {e}", path.display())))?;
+    let certs = certs.map_err(|e| Error::tls(format!("invalid PEM in {}", path.display()), e))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!(
-            "no certificates found in {}: expected PEM 'BEGIN CERTIFICATE' blocks",
-            path.display()
-        )));
+        return Err(Error::Tls {
+            message: format!(
+                "no certificates found in {}: expected PEM 'BEGIN CERTIFICATE' blocks",
+                path.display()
+            ),
+            source: None,
+        });
     }
     Ok(certs)
+}
+
+/// A server's TLS configuration from PEM files: `cert_chain` (the
+/// server's certificate first, then its intermediates) and `key` (PKCS#8,
+/// PKCS#1 or SEC1). ALPN offers `http/1.1`; set `alpn_protocols` on the
+/// result (through `Arc::get_mut` before sharing it) to offer `h2` too.
+pub fn server_config(cert_chain: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let certs = load_certs(cert_chain)?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::tls(format!("no usable private key in {}", key.display()), e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::tls("unsupported TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            Error::tls(
+                format!(
+                    "the key in the key file does not fit the certificate in {}",
+                    cert_chain.display()
+                ),
+                e,
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client configuration for `options`: the caller's own, or one built
+/// by [`client_config`].
+pub(crate) fn config_for(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, Error> {
+    match &options.config {
+        Some(config) => Ok(config.clone()),
+        None => client_config(options).map(Arc::new),
+    }
 }
 
 /// Builds the rustls client configuration for `options`.
 pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::tls("unsupported TLS versions", e))?;
     let mut config = if options.insecure {
         builder
             .dangerous()
@@ -152,7 +224,7 @@ pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error
         if let Some(path) = &options.ca_file {
             for cert in load_certs(path)? {
                 roots.add(cert).map_err(|e| {
-                    Error::Tls(format!("unusable certificate in {}: {e}", path.display()))
+                    Error::tls(format!("unusable certificate in {}", path.display()), e)
                 })?;
             }
         }
@@ -170,12 +242,25 @@ pub(crate) async fn wrap(
 ) -> Result<MaybeTlsStream, Error> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| Error::Tls(format!("invalid server name {host:?}: {e}")))?;
+        .map_err(|e| Error::tls(format!("invalid server name {host:?}"), e))?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| Error::Tls(format!("handshake with {host} failed: {e}")))?;
+        .map_err(|e| Error::tls(handshake_failure(host, &e), e))?;
     Ok(MaybeTlsStream::Tls(Box::new(stream)))
+}
+
+/// What a failed TLS handshake with `host` means to the user.
+fn handshake_failure(host: &str, e: &io::Error) -> String {
+    let tls = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
+            "the certificate of {host} was refused ({why:?}): trust its CA with a CA file \
+             (`TlsOptions::ca_file`, `wsline connect --ca FILE`), or check the name in the URL"
+        ),
+        Some(why) => format!("handshake with {host} failed: {why}"),
+        None => format!("handshake with {host} failed: {e}"),
+    }
 }
 
 /// Accepts any certificate (`--insecure`).
