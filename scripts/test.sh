@@ -7,8 +7,9 @@
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings, then the same for
 #                    wsline with its optional features (--features hyper,axum)
 #   build            cargo build --release --bin wsline  (-> target/release/wsline)
-#   features         wsline's cargo features build: --no-default-features, --features hyper,
-#                    --features axum, and the examples with --features hyper,axum
+#   features         wsline's cargo features: cargo check --all-targets with no features, each
+#                    feature alone (tls, reactor, hyper, axum) and all of them; the examples
+#                    built with --features hyper,axum
 #   test             cargo test --release --workspace (the `wsline echo` tests run against
 #                    both runtimes, reactor and tokio, as separate tests), then wsline's own
 #                    tests with --features hyper,axum (the hyper and axum tests, doc examples)
@@ -335,10 +336,15 @@ suite_build() {
 # plain `cargo build --examples`, through their required-features).
 suite_features() {
   local combo
-  for combo in --no-default-features "--features hyper" "--features axum"; do
-    # shellcheck disable=SC2086 # one or two words on purpose
-    run_step "$T_BUILD" cargo build --release -p wsline $combo </dev/null || {
-      SUITE_NOTE="cargo build -p wsline $combo failed"
+  # Nothing, each feature alone, and the defaults with everything: type-
+  # checked (a library has nothing to link), with its tests and examples
+  # where the features allow them.
+  for combo in --no-default-features "--no-default-features --features tls" \
+    "--no-default-features --features reactor" "--no-default-features --features hyper" \
+    "--no-default-features --features axum" "--all-features"; do
+    # shellcheck disable=SC2086 # several words on purpose
+    run_step "$T_BUILD" cargo check -p wsline --all-targets $combo </dev/null || {
+      SUITE_NOTE="cargo check -p wsline --all-targets $combo failed"
       return 1
     }
   done

@@ -109,6 +109,7 @@ impl Error {
     /// The rustls error behind a TLS failure, if there is one (e.g.
     /// `rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)`
     /// for a server whose certificate is not trusted).
+    #[cfg(feature = "tls")]
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
         let Error::Tls {
             source: Some(source),
@@ -137,6 +138,7 @@ impl Error {
     }
 
     /// A TLS error with a message and its cause.
+    #[cfg(feature = "tls")]
     pub(crate) fn tls(
         message: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,

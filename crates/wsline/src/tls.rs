@@ -20,15 +20,22 @@
 //! ```
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+#[cfg(feature = "tls")]
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+#[cfg(feature = "tls")]
 use rustls::{DigitallySignedStruct, SignatureScheme};
+#[cfg(feature = "tls")]
+use std::path::Path;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -66,6 +73,7 @@ pub struct TlsOptions {
     /// config.tls.config = Some(Arc::new(tls));
     /// # Ok::<(), rustls::Error>(())
     /// ```
+    #[cfg(feature = "tls")]
     pub config: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -75,6 +83,7 @@ pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
+    #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -83,6 +92,7 @@ impl MaybeTlsStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
+            #[cfg(feature = "tls")]
             Self::Tls(s) => s.get_ref().0,
         }
     }
@@ -96,6 +106,7 @@ impl AsyncRead for MaybeTlsStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -109,6 +120,7 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -116,6 +128,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -123,6 +136,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
@@ -134,6 +148,7 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -141,15 +156,18 @@ impl AsyncWrite for MaybeTlsStream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
         }
     }
 }
 
+#[cfg(feature = "tls")]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+#[cfg(feature = "tls")]
 /// Loads PEM certificates from a file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
@@ -168,6 +186,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
+#[cfg(feature = "tls")]
 /// A server's TLS configuration from PEM files: `cert_chain` (the
 /// server's certificate first, then its intermediates) and `key` (PKCS#8,
 /// PKCS#1 or SEC1). ALPN offers `http/1.1`; set `alpn_protocols` on the
@@ -194,6 +213,7 @@ pub fn server_config(cert_chain: &Path, key: &Path) -> Result<Arc<rustls::Server
     Ok(Arc::new(config))
 }
 
+#[cfg(feature = "tls")]
 /// The client configuration for `options`: the caller's own, or one built
 /// by [`client_config`].
 pub(crate) fn config_for(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, Error> {
@@ -203,6 +223,7 @@ pub(crate) fn config_for(options: &TlsOptions) -> Result<Arc<rustls::ClientConfi
     }
 }
 
+#[cfg(feature = "tls")]
 /// Builds the rustls client configuration for `options`.
 pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -234,6 +255,7 @@ pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error
     Ok(config)
 }
 
+#[cfg(feature = "tls")]
 /// Opens TLS over `tcp` to `host` (a DNS name or an IP address).
 pub(crate) async fn wrap(
     tcp: TcpStream,
@@ -250,6 +272,7 @@ pub(crate) async fn wrap(
     Ok(MaybeTlsStream::Tls(Box::new(stream)))
 }
 
+#[cfg(feature = "tls")]
 /// What a failed TLS handshake with `host` means to the user.
 fn handshake_failure(host: &str, e: &io::Error) -> String {
     let tls = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
@@ -263,10 +286,12 @@ fn handshake_failure(host: &str, e: &io::Error) -> String {
     }
 }
 
+#[cfg(feature = "tls")]
 /// Accepts any certificate (`--insecure`).
 #[derive(Debug)]
 struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
 
+#[cfg(feature = "tls")]
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
         &self,
@@ -310,4 +335,22 @@ impl ServerCertVerifier for NoVerification {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Without the `tls` feature no client TLS configuration exists: a
+/// `wss://` URL stops at [`config_for`].
+#[cfg(not(feature = "tls"))]
+pub(crate) enum NoTls {}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn config_for(_: &TlsOptions) -> Result<NoTls, Error> {
+    Err(Error::Tls {
+        message: "wss:// needs the `tls` feature of wsline (on by default)".to_owned(),
+        source: None,
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) async fn wrap(_: TcpStream, _: &str, config: NoTls) -> Result<MaybeTlsStream, Error> {
+    match config {}
 }
