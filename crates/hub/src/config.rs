@@ -1043,6 +1043,40 @@ mod tests {
         assert_eq!(c.jwt_public_key, ["a.pem", "b.pem"]);
     }
 
+    #[test]
+    fn hooks_are_read_from_their_table_and_checked_with_the_channels() {
+        let merge =
+            |text: &str| HubConfig::merge(&Flags::default(), FileConfig::parse(text).unwrap());
+        let c = merge(
+            "[hooks]\nconnect_url = \"http://127.0.0.1:9000/connect\"\n\
+             subscribe_url = \"https://app.example/hooks/subscribe\"\n\
+             timeout = 0.5\nmax_in_flight = 8\nforward_headers = [\"cookie\"]\n\
+             subscribe_fail_open = true\n\
+             [channels.\"private:*\"]\nsubscribe_hook = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.hooks.timeout, 0.5);
+        assert_eq!(c.hooks.max_in_flight, 8);
+        assert_eq!(c.hooks.subscribe_fail_open, Some(true));
+        assert!(!c.hooks.fail_open, "fail closed by default");
+        assert!(c.policy("private:x").subscribe_hook);
+        assert!(!c.policy("public").subscribe_hook && !c.policy("private:x").publish_hook);
+        // --print-config shows the table, and reads back the same.
+        let text = c.to_toml_masked();
+        assert!(text.contains("[hooks]"), "{text}");
+        let again = merge(&text).unwrap();
+        assert_eq!(again.hooks, c.hooks);
+
+        let err = merge("[hooks]\npublish_url = \"http://h/p\"\n").unwrap_err();
+        assert!(err.contains("publish_hook = true"), "{err}");
+        let err = merge("[channels.\"a\"]\nsubscribe_hook = true\n").unwrap_err();
+        assert!(err.contains("subscribe_url"), "{err}");
+        assert!(merge("[hooks]\nconnect_url = \"ftp://h\"\n").is_err());
+        assert!(merge("[hooks]\ntimeout = 0\n").is_err());
+        assert!(merge("[hooks]\nmax_in_flight = 0\n").is_err());
+        assert!(FileConfig::parse("[hooks]\nconect_url = \"http://h\"\n").is_err());
+    }
+
     fn docs_path() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/hub.md")
     }

@@ -181,6 +181,16 @@ async fn upgrade(
             .and_then(hooks::claims_json);
         let mut context = hooks.context(peer, &request, claims_json);
         if hooks.is_on(Event::Connect) {
+            // A request the upgrade would refuse (not a WebSocket request,
+            // an Origin not allowed) is refused before the backend is asked.
+            use wsline::proto::handshake::{check_origin, validate_request};
+            if let Err(e) = validate_request(&request)
+                .and_then(|()| check_origin(&request, &hub.config.server.allowed_origins))
+            {
+                tracing::debug!(%peer, "upgrade refused: {e}");
+                wsline::refuse(&mut tcp, &Response::from_error(&e)).await;
+                return None;
+            }
             let call = Call::new(
                 Event::Connect,
                 &member.client,

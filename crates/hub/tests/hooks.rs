@@ -559,3 +559,22 @@ async fn calls_past_max_in_flight_are_refused_at_once() {
     assert_eq!(hook_count(&m, "subscribe", "timeout"), 1.0);
     assert_eq!(hook_count(&m, "subscribe", "allow"), 1.0);
 }
+
+#[tokio::test]
+async fn connect_hook_is_not_asked_about_a_request_the_upgrade_refuses() {
+    let mut backend = Backend::start(|_, _| Reply::Json(json!({}))).await;
+    let mut c = hooked(&backend.base);
+    c.server.allowed_origins = vec!["https://good.example".into()];
+    let hub = start(c).await;
+    let mut config = client_config();
+    config.headers.push("Origin", "https://evil.example");
+    let err = within("connect", wsline::connect_with(&hub.url(""), &config))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.http_status(), Some(403), "{err}");
+    let reply = common::http(hub.addr, "GET", "/ws", &[], None).await;
+    assert_eq!(reply.status, 400, "not a WebSocket request: {reply:?}");
+    backend.no_more_calls();
+    hub.client().await;
+    assert_eq!(backend.call().await.0, "/connect");
+}
