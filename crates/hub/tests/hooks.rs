@@ -578,3 +578,82 @@ async fn connect_hook_is_not_asked_about_a_request_the_upgrade_refuses() {
     hub.client().await;
     assert_eq!(backend.call().await.0, "/connect");
 }
+
+/// The example backend of docs/hooks.md, a Python process, behind a hub
+/// configured as the page says: skipped (with a note) without python3.
+#[tokio::test]
+async fn the_example_backend_of_the_docs_works() {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/hooks.md"),
+    )
+    .expect("docs/hooks.md");
+    let script = docs
+        .split_once("```python\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("docs/hooks.md has a Python example")
+        .0;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    /// Kills the backend when the test ends, passed or not.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .spawn();
+    let Ok(_child) = child.map(Killed) else {
+        eprintln!("python3 not found: the example backend is not tested");
+        return;
+    };
+    within("the example backend to listen", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut c = config();
+    let base = format!("http://127.0.0.1:{port}/hooks");
+    c.hooks.connect_url = Some(format!("{base}/connect"));
+    c.hooks.subscribe_url = Some(format!("{base}/subscribe"));
+    c.hooks.publish_url = Some(format!("{base}/publish"));
+    c.hooks.forward_headers = vec!["cookie".into()];
+    c.hooks.timeout = 5.0;
+    c.channels.insert(
+        "team:*".into(),
+        ChannelOptions {
+            subscribe_hook: Some(true),
+            publish_hook: Some(true),
+            ..Default::default()
+        },
+    );
+    let hub = start(c).await;
+    let (status, body) = refused_status(&hub.url("")).await;
+    assert_eq!((status, body.trim()), (401, "log in first"));
+    let mut config = client_config();
+    config.headers.push("Cookie", "theme=dark; session=abc");
+    let mut ann = Client::connect_with(&hub.url(""), &config).await;
+    assert_eq!(ann.welcome["user"], "ann");
+    let inbox = ann.recv().await;
+    assert_eq!(
+        (&inbox["op"], &inbox["channel"]),
+        (&json!("subscribed"), &json!("inbox:ann"))
+    );
+    let reply = ann
+        .request(json!({"op": "subscribe", "channel": "team:blue"}))
+        .await;
+    assert_eq!(reply["code"], "not_a_member", "{reply}");
+    ann.subscribe("team:red").await;
+    ann.publish("team:red", json!({"text": "oh darn it"})).await;
+    assert_eq!(ann.recv().await["data"], json!({"text": "oh **** it"}));
+}
