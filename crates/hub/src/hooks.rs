@@ -9,9 +9,9 @@
 //! what a verdict does to a client: that is `session`'s.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -67,6 +67,11 @@ pub(crate) struct Hooks {
     /// Lower-case header names to forward.
     forward: Vec<String>,
     metrics: Arc<Metrics>,
+    /// When each hook last logged a failure at `WARN`, in milliseconds
+    /// after `started` (0: never): at most one a second each, so an
+    /// outage does not flood the log (every failure is counted).
+    warned: [AtomicU64; 3],
+    started: Instant,
 }
 
 /// What a client's connection carries into its hook calls: kept by the
@@ -233,6 +238,8 @@ impl Hooks {
                 .map(|n| n.to_ascii_lowercase())
                 .collect(),
             metrics,
+            warned: Default::default(),
+            started: Instant::now(),
         })
     }
 
@@ -301,12 +308,16 @@ impl Hooks {
             },
             Err((outcome, why)) => {
                 let open = hook.fail_open;
-                tracing::warn!(
-                    hook = event.name(),
-                    url = %hook.url,
-                    "hook failed ({}): {why}",
-                    if open { "fail_open: allowed" } else { "refused" }
-                );
+                let then = if open {
+                    "fail_open: allowed"
+                } else {
+                    "refused"
+                };
+                if self.may_warn(event) {
+                    tracing::warn!(hook = event.name(), url = %hook.url, "hook failed ({then}): {why}");
+                } else {
+                    tracing::debug!(hook = event.name(), url = %hook.url, "hook failed ({then}): {why}");
+                }
                 let verdict = if open {
                     Verdict::Allow(Box::default())
                 } else {
@@ -317,6 +328,15 @@ impl Hooks {
         };
         self.metrics.hook_requests[event as usize][outcome as usize].fetch_add(1, Relaxed);
         verdict
+    }
+
+    /// Whether a failure of `event`'s hook may be logged at `WARN` now.
+    fn may_warn(&self, event: Event) -> bool {
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        let last = &self.warned[event as usize];
+        let prev = last.load(Relaxed);
+        (prev == 0 || now >= prev + 1000)
+            && last.compare_exchange(prev, now, Relaxed, Relaxed).is_ok()
     }
 
     /// One more call in flight, unless `max_in_flight` are.
