@@ -6,7 +6,7 @@
 //! [`crate::serve`] runs), and one when a token names a key the set lacks,
 //! at most once per [`UNKNOWN_KEY_INTERVAL`]; a failed fetch keeps the
 //! last good set. Each fetch is bounded: [`FETCH_TIMEOUT`] in all and
-//! [`MAX_BODY`] bytes. The HTTP client is [`crate::http_client`]'s (one
+//! [`MAX_BODY`] bytes. The HTTP client is the crate's `http_client` (one
 //! GET per connection, over TLS for `https://`). Reading keys out of the
 //! document is [`crate::auth`]'s.
 
