@@ -478,6 +478,35 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_headers_are_named_in_lower_case_and_repeats_joined() {
+        let mut config = HubConfig::default();
+        config.hooks.forward_headers = vec!["Cookie".into(), "X-Forwarded-For".into()];
+        let hooks = Hooks::new(&config, Arc::default()).unwrap();
+        let mut headers = wsline::Headers::new();
+        for (name, value) in [
+            ("cookie", "a=1"),
+            ("X-Forwarded-For", "203.0.113.5"),
+            ("COOKIE", " b=2 "),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("Authorization", "Bearer not-forwarded"),
+        ] {
+            headers.push(name, value);
+        }
+        let request = Request {
+            method: "GET".into(),
+            target: "/ws".into(),
+            version_minor: 1,
+            headers,
+        };
+        let remote = "127.0.0.1:5000".parse().unwrap();
+        let context = hooks.context(remote, &request, None);
+        assert_eq!(
+            Value::Object(context.headers),
+            serde_json::json!({"cookie": "a=1; b=2", "x-forwarded-for": "203.0.113.5, 10.0.0.1"})
+        );
+    }
+
+    #[test]
     fn claims_are_read_from_the_token() {
         let token = crate::auth::sign(&serde_json::json!({"sub": "ann", "role": "x"}), b"k");
         assert_eq!(claims_json(&token).unwrap()["role"], "x");
