@@ -42,10 +42,20 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<HubConfig, String> {
 }
 
 pub(crate) async fn run(config: HubConfig) -> i32 {
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listen = config.listen;
+    // The engine first: a data_dir or Redis setting that cannot work stops
+    // the hub before it says it is listening.
+    let hub = match wsline_hub::prepare(config) {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", config.listen);
+            eprintln!("error: cannot listen on {listen}: {e}");
             return 1;
         }
     };
@@ -59,7 +69,7 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
         }
     }
     let _ = std::io::stdout().flush();
-    match wsline_hub::serve(listener, config, shutdown).await {
+    match hub.serve(listener, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineKind;
+use crate::engine::{EngineKind, Fsync};
 pub use crate::settings::{Setting, Shown, Value};
 
 /// The table of settings: each row declares one setting of the hub once.
@@ -315,6 +315,18 @@ settings! {
         help: "Seconds messages stay in history",
         docs: "how long a message stays in history",
     }
+    data_dir: Option<String> {
+        default: None,
+        value: "DIR",
+        help: "Keep the memory engine's history, offsets and epochs on disk in DIR (survives restarts)",
+        docs: "directory where the `memory` engine keeps channel history, offsets and epochs (`DIR/history.log`), so a restart (SIGTERM or SIGKILL) keeps them and clients recover; one process per directory. See [durable history](#durable-history)",
+    }
+    fsync: Fsync {
+        default: Fsync::Every(Duration::from_secs(1)),
+        value: "POLICY",
+        help: "With data_dir: `always` (a publication is on disk before it is delivered or acknowledged) or SECS between syncs",
+        docs: "with `data_dir`: `always` syncs each publication to disk before it is delivered and acknowledged; a number of seconds syncs that often instead (a machine crash, not a killed process, may lose that much; channels then start new epochs)",
+    }
     max_message_size: usize => protocol.max_message_size, protocol.max_frame_size {
         default: 65536,
         value: "BYTES",
@@ -443,6 +455,14 @@ impl HubConfig {
         }
         if self.engine == EngineKind::Redis {
             crate::engine::redis::check_url(&self.redis_url).map_err(|e| e.to_string())?;
+        }
+        if self.data_dir.is_some() && self.engine == EngineKind::Redis {
+            return Err(
+                "data_dir is for the memory engine (the redis engine keeps history in Redis): remove it or use --engine memory".into(),
+            );
+        }
+        if set.contains(&"fsync") && self.data_dir.is_none() {
+            return Err("fsync is set but data_dir is not: add --data-dir DIR".into());
         }
         if self.presence_timeout.is_zero() {
             return Err("presence_timeout must be more than 0 seconds".into());
@@ -976,9 +996,18 @@ mod tests {
             let line = format!("{} = {}", s.key, toml_value(s));
             let file = FileConfig::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
             // Alone, these are refused: redis_url needs engine = "redis",
-            // jwt_issuer and jwt_audience need a key setting, and
+            // jwt_issuer and jwt_audience need a key setting, fsync needs
+            // data_dir, and
             // jwks_url's default shown ("none") is not a URL.
-            if !["redis_url", "jwt_issuer", "jwt_audience", "jwks_url"].contains(&s.key) {
+            if ![
+                "redis_url",
+                "jwt_issuer",
+                "jwt_audience",
+                "jwks_url",
+                "fsync",
+            ]
+            .contains(&s.key)
+            {
                 HubConfig::merge(&Flags::default(), file).unwrap_or_else(|e| panic!("{line}: {e}"));
             }
             let row = format!("| `--{} {}`", s.flag(), s.value_name);

@@ -132,9 +132,37 @@ pub async fn serve(
     config: HubConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let config = Arc::new(config);
+    prepare(config)?.serve(listener, shutdown).await
+}
+
+/// A hub whose engine is set up (its `data_dir` read back, its Redis
+/// client started) but that serves nothing yet: what can fail at start
+/// fails here, before a program says it is listening.
+pub struct Prepared(Arc<Hub>);
+
+/// Sets up the hub `config` describes (call inside a tokio runtime).
+pub fn prepare(config: HubConfig) -> std::io::Result<Prepared> {
+    Ok(Prepared(Arc::new(Hub::new(Arc::new(config))?)))
+}
+
+impl Prepared {
+    /// Serves on `listener` until `shutdown` completes, as [`serve`].
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        serve_hub(self.0, listener, shutdown).await
+    }
+}
+
+async fn serve_hub(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config = hub.config.clone();
     let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(config.server.limits));
-    let hub = Arc::new(Hub::new(config.clone())?);
     // The JWKS: fetched once before the first client (a failure is logged,
     // the hub starts with no keys), then every `jwks_refresh`.
     let _refresher = match hub.auth.jwks() {

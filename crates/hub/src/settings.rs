@@ -18,7 +18,7 @@ use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 
 use crate::config::LogFormat;
-use crate::engine::EngineKind;
+use crate::engine::{EngineKind, Fsync};
 
 /// A setting's type: how a flag and a TOML value are written and checked,
 /// and how its default is shown in `--help` and docs/hub.md.
@@ -107,6 +107,36 @@ macro_rules! named_values {
 }
 
 named_values!(EngineKind, LogFormat);
+
+/// `fsync`: the word `always`, or seconds (a TOML number or string).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FsyncRaw {
+    /// `"always"`, or seconds written as a string.
+    Word(String),
+    /// Seconds.
+    Secs(f64),
+}
+
+impl Value for Fsync {
+    type Flag = Fsync;
+    type Raw = FsyncRaw;
+    fn parse_flag(s: &str) -> Result<Fsync, String> {
+        s.parse()
+    }
+    fn gather(flags: Vec<Fsync>) -> Option<FsyncRaw> {
+        flags.last().map(|f| FsyncRaw::Word(f.to_string()))
+    }
+    fn from_raw(raw: FsyncRaw) -> Result<Self, String> {
+        match raw {
+            FsyncRaw::Word(s) => s.parse(),
+            FsyncRaw::Secs(secs) => secs.to_string().parse(),
+        }
+    }
+    fn show(&self) -> Shown {
+        Shown::Value(self.to_string())
+    }
+}
 
 /// An optional text (a key, a secret): unset by default.
 impl Value for Option<String> {

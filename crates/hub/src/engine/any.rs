@@ -59,13 +59,24 @@ pub enum AnyEngine {
     Redis(RedisEngine),
 }
 
+/// Why an engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The Redis engine's settings.
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
+    /// The memory engine's `data_dir`.
+    #[error("data_dir: {0}")]
+    Store(#[from] super::StoreError),
+}
+
 impl AnyEngine {
     /// The engine `config.engine` names. The Redis engine starts its
     /// background tasks (it must be called inside a tokio runtime) and does
     /// not wait for Redis: until it is reachable the engine is down.
-    pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Result<Self, RedisSetupError> {
+    pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         Ok(match config.engine {
-            EngineKind::Memory => Self::Memory(MemoryEngine::new(config, metrics)),
+            EngineKind::Memory => Self::Memory(MemoryEngine::open(config, metrics)?),
             EngineKind::Redis => Self::Redis(RedisEngine::start(config, metrics)?),
         })
     }

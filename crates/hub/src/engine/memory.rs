@@ -1,16 +1,20 @@
 //! The in-memory engine: channels in a map, history in each channel's
-//! ring, delivery straight into the subscribers' outboxes.
+//! ring, delivery straight into the subscribers' outboxes. With
+//! `data_dir`, every entry of history is also written to the node's log
+//! (`store`) before it is delivered, and read back at start.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::recovery::{self, Replay};
+use super::store::{Recovered, Store, StoreError};
 use super::{text_frame, Engine, EngineError, Subscribed, Subscriber};
 use crate::config::{ChannelPolicy, HubConfig};
 use crate::metrics::Metrics;
@@ -25,6 +29,9 @@ struct ChannelState {
     /// not queued to them (the replay reaches them in history).
     replays: HashMap<String, Replay>,
     policy: ChannelPolicy,
+    /// Swept out of the map: whoever locked it after that must look the
+    /// channel up again (a publication or subscriber would be lost in it).
+    gone: bool,
 }
 
 impl ChannelState {
@@ -51,14 +58,23 @@ impl ChannelState {
     }
 }
 
-/// The in-memory engine: one process, history lost on restart (the epoch
-/// changes, so clients learn their recovery is incomplete).
+/// The in-memory engine: one process. Without `data_dir` history is lost
+/// on restart (the epoch changes, so clients learn their recovery is
+/// incomplete); with it, history, offsets and epochs survive a restart.
 pub struct MemoryEngine {
     config: Arc<HubConfig>,
     metrics: Arc<Metrics>,
     channels: Mutex<HashMap<String, Arc<Mutex<ChannelState>>>>,
     boot: String,
     generation: AtomicU64,
+    store: Option<Arc<Store>>,
+}
+
+/// Now, in ms since the Unix epoch (how the log dates entries).
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,7 +91,103 @@ impl MemoryEngine {
             channels: Mutex::new(HashMap::new()),
             boot: format!("{:08x}", rand::random::<u32>()),
             generation: AtomicU64::new(0),
+            store: None,
         }
+    }
+
+    /// The engine `config` asks for: with `data_dir`, the history the log
+    /// holds is read back (what `history_size` and `history_ttl` still
+    /// allow) and the log rewritten with just that.
+    pub fn open(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let mut engine = Self::new(config.clone(), metrics);
+        let Some(dir) = &config.data_dir else {
+            return Ok(engine);
+        };
+        let (store, recovered) = Store::open(Path::new(dir), config.fsync)?;
+        let cut = recovered.cut;
+        let restored = engine.restore(recovered);
+        engine.store = Some(store.clone());
+        engine.compact(&store)?;
+        tracing::info!(
+            data_dir = %store.dir().display(),
+            channels = restored.0,
+            entries = restored.1,
+            cut_bytes = cut,
+            "history read back from the data directory"
+        );
+        Ok(engine)
+    }
+
+    /// Rebuilds channels from the log; gives how many channels and
+    /// entries it kept.
+    fn restore(&self, recovered: Recovered) -> (usize, usize) {
+        if recovered.rebooted_unsynced {
+            tracing::warn!(
+                "the machine restarted and fsync is an interval: entries written after the last \
+                 sync may be lost, so every channel starts a new epoch (clients get recovered:false)"
+            );
+            return (0, 0);
+        }
+        let now = Instant::now();
+        let now_ms = wall_ms();
+        let mut channels = lock(&self.channels);
+        let mut entries = 0;
+        for (name, saved) in recovered.channels {
+            let policy = self.config.policy(&name);
+            if policy.history_size == 0 {
+                continue;
+            }
+            let history = saved
+                .entries
+                .into_iter()
+                .filter_map(|e| {
+                    let age = Duration::from_millis(now_ms.saturating_sub(e.time_ms));
+                    (age <= policy.history_ttl)
+                        .then(|| (e.offset, now.checked_sub(age).unwrap_or(now), e.frame))
+                })
+                .collect();
+            let mut st = ChannelState {
+                offset: saved.offset,
+                epoch: saved.epoch,
+                history,
+                subscribers: Vec::new(),
+                replays: HashMap::new(),
+                policy,
+                gone: false,
+            };
+            st.trim(now);
+            entries += st.history.len();
+            channels.insert(name, Arc::new(Mutex::new(st)));
+        }
+        (channels.len(), entries)
+    }
+
+    /// Rewrites the log from the channels, holding all of them (no
+    /// publication in between).
+    fn compact(&self, store: &Store) -> Result<(), StoreError> {
+        let channels = lock(&self.channels);
+        let held: Vec<(&String, MutexGuard<'_, ChannelState>)> =
+            channels.iter().map(|(name, ch)| (name, lock(ch))).collect();
+        let now = Instant::now();
+        let now_ms = wall_ms();
+        store.compact(|snapshot| {
+            for (name, st) in &held {
+                if st.policy.history_size == 0 {
+                    continue;
+                }
+                if st.history.is_empty() {
+                    if st.offset > 0 {
+                        snapshot.record(name, &st.epoch, st.offset, now_ms, b"")?;
+                    }
+                    continue;
+                }
+                for (offset, at, frame) in &st.history {
+                    let age = now.duration_since(*at).as_millis() as u64;
+                    snapshot.record(name, &st.epoch, *offset, now_ms.saturating_sub(age), frame)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn channel(&self, name: &str) -> Arc<Mutex<ChannelState>> {
@@ -91,19 +203,28 @@ impl MemoryEngine {
                     subscribers: Vec::new(),
                     replays: HashMap::new(),
                     policy: self.config.policy(name),
+                    gone: false,
                 }))
             })
             .clone()
     }
 
-    /// Forgets channels with no subscribers and no history left.
+    /// Forgets channels with no subscribers and no history left; rewrites
+    /// the log once it has grown to twice what it holds.
     pub fn sweep(&self) {
         let now = Instant::now();
         lock(&self.channels).retain(|_, ch| {
             let mut st = lock(ch);
             st.trim(now);
-            !(st.subscribers.is_empty() && st.history.is_empty())
+            let keep = !(st.subscribers.is_empty() && st.history.is_empty());
+            st.gone = !keep;
+            keep
         });
+        if let Some(store) = self.store.as_ref().filter(|s| s.wants_compaction()) {
+            if let Err(e) = self.compact(store) {
+                tracing::error!("cannot compact the history log: {e}");
+            }
+        }
     }
 
     fn publish_now(
@@ -112,16 +233,36 @@ impl MemoryEngine {
         data: &RawValue,
         from: Option<&str>,
         before_delivery: impl FnOnce(u64),
-    ) -> u64 {
-        let ch = self.channel(channel);
-        let mut st = lock(&ch);
+    ) -> Result<u64, EngineError> {
+        // Never a channel the sweep has just removed (between the lookup
+        // and the lock): what went into it would be lost.
+        let mut ch = self.channel(channel);
+        let mut st = loop {
+            let st = lock(&ch);
+            if !st.gone {
+                break st;
+            }
+            drop(st);
+            ch = self.channel(channel);
+        };
         let now = Instant::now();
-        st.offset += 1;
-        let offset = st.offset;
+        let offset = st.offset + 1;
         let frame = text_frame(&protocol::message(channel, offset, data, from));
         if st.policy.history_size > 0 {
+            if let Some(store) = &self.store {
+                // On disk (or at least with the kernel) before anyone
+                // sees it; on failure the publication did not happen.
+                if let Err(e) = store.append(channel, &st.epoch, offset, wall_ms(), &frame) {
+                    if !store.is_up() {
+                        self.metrics.engine_up.store(0, Relaxed);
+                    }
+                    tracing::error!(channel, "publication refused: {e}");
+                    return Err(EngineError(format!("history could not be stored: {e}")));
+                }
+            }
             st.history.push_back((offset, now, frame.clone()));
         }
+        st.offset = offset;
         st.trim(now);
         before_delivery(offset);
         let mut delivered = 0;
@@ -136,7 +277,7 @@ impl MemoryEngine {
         }
         self.metrics.publishes.fetch_add(1, Relaxed);
         self.metrics.deliveries.fetch_add(delivered, Relaxed);
-        offset
+        Ok(offset)
     }
 
     fn subscribe_now(
@@ -147,8 +288,17 @@ impl MemoryEngine {
         epoch: Option<&str>,
         reply: impl FnOnce(&Subscribed) -> Bytes,
     ) -> Subscribed {
-        let ch = self.channel(channel);
-        let mut st = lock(&ch);
+        // Never a channel the sweep has just removed (between the lookup
+        // and the lock): what went into it would be lost.
+        let mut ch = self.channel(channel);
+        let mut st = loop {
+            let st = lock(&ch);
+            if !st.gone {
+                break st;
+            }
+            drop(st);
+            ch = self.channel(channel);
+        };
         st.trim(Instant::now());
         let first = since.and_then(|s| {
             let i = st.history.partition_point(|(o, _, _)| *o <= s);
@@ -264,8 +414,7 @@ impl Engine for MemoryEngine {
         from: Option<&str>,
         before_delivery: impl FnOnce(u64) + Send,
     ) -> impl Future<Output = Result<u64, EngineError>> + Send {
-        let r = self.publish_now(channel, data, from, before_delivery);
-        std::future::ready(Ok(r))
+        std::future::ready(self.publish_now(channel, data, from, before_delivery))
     }
 
     fn subscribe(
@@ -320,6 +469,6 @@ impl Engine for MemoryEngine {
     }
 
     fn is_up(&self) -> bool {
-        true
+        self.store.as_ref().is_none_or(|s| s.is_up())
     }
 }

@@ -1,7 +1,8 @@
 //! The engines: offsets, history, presence and delivery of publications.
 //!
 //! Owns the small interface the rest of the hub uses ([`Engine`]) and its
-//! implementations: [`MemoryEngine`] (one process, the default),
+//! implementations: [`MemoryEngine`] (one process, the default; with
+//! `data_dir` its history is kept on disk by `store`),
 //! [`RedisEngine`] (several nodes through Redis), and [`AnyEngine`] (the
 //! one `wsline serve` runs, chosen by configuration). Both engines share
 //! the recovery rule and the paced replay ([`recovery`]). Publications are
@@ -13,10 +14,12 @@ mod any;
 mod memory;
 pub mod recovery;
 pub mod redis;
+mod store;
 
-pub use any::{AnyEngine, EngineKind};
+pub use any::{AnyEngine, EngineKind, SetupError};
 pub use memory::MemoryEngine;
 pub use redis::{RedisEngine, RedisSetupError};
+pub use store::{Fsync, StoreError};
 
 use std::future::Future;
 use std::sync::Arc;
