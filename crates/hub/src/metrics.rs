@@ -61,6 +61,8 @@ pub struct Metrics {
     pub engine_up: AtomicI64,
     /// Connections refused by the connection and handshake caps (503).
     pub refused: AtomicU64,
+    /// 1 once a drain has started (SIGTERM, `POST /api/drain`).
+    pub draining: AtomicI64,
     closes: Mutex<BTreeMap<u16, u64>>,
     /// Deliveries per latency bucket, not cumulative (the exposition adds
     /// them up); those above the last bound are only in the count.
@@ -119,6 +121,12 @@ impl Metrics {
             "1 when the engine is usable.",
             "gauge",
             self.engine_up.load(Relaxed).to_string(),
+        );
+        gauge(
+            "wsline_draining",
+            "1 once the hub is draining (SIGTERM or POST /api/drain): /healthz answers 503.",
+            "gauge",
+            self.draining.load(Relaxed).to_string(),
         );
         for (name, help, c) in [
             (
