@@ -1,11 +1,12 @@
 //! Three `wsline serve --engine redis` nodes behind a real load balancer,
 //! nginx or HAProxy, run with the configurations docs/scaling.md shows
 //! (read from the file; only the node addresses and the `listen`/`bind`
-//! line are replaced): a node killed with SIGKILL while a publisher
-//! publishes through the balancer; its subscribers reconnect through the
-//! balancer, land on the other nodes and resubscribe with `since` and
-//! `epoch`; every subscriber ends with every acknowledged publication
-//! exactly once, in order.
+//! line are replaced): a node killed with SIGKILL, or drained with
+//! SIGTERM, while a publisher publishes through the balancer; its
+//! subscribers reconnect through the balancer, land on the other nodes and
+//! resubscribe with `since` and `epoch`; every subscriber ends with every
+//! acknowledged publication exactly once, in order. A drained node's
+//! subscribers see their 1001 and no failed reconnect, and it exits 0.
 //!
 //! They need `redis-server`, `nginx` and `haproxy` on the PATH, so they are
 //! ignored by plain `cargo test`: `./scripts/test.sh --only balancer`
@@ -43,10 +44,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A folder of this test's own under the target's temp dir.
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("balancer-{name}-{}", std::process::id()));
+/// A folder of this balancer's own (named after its port: tests run in
+/// parallel) under the target's temp dir.
+fn scratch(name: &str, port: u16) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("balancer-{name}-{port}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the scratch folder");
     dir
@@ -138,10 +139,10 @@ async fn start_redis() -> (Child, String) {
 
 /// Three nodes of the Redis at `url`, as docs/scaling.md says to run them
 /// behind a proxy.
-async fn start_nodes(url: &str) -> Vec<child::Server> {
+async fn start_nodes(url: &str, extra: &[&str]) -> Vec<child::Server> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let node = child::spawn_serve(&[
+        let args = [
             "--engine",
             "redis",
             "--redis-url",
@@ -154,8 +155,8 @@ async fn start_nodes(url: &str) -> Vec<child::Server> {
             "1000",
             "--close-timeout",
             "1",
-        ])
-        .await;
+        ];
+        let node = child::spawn_serve(&[&args[..], extra].concat()).await;
         wait_healthy(node.addr, "a node").await;
         nodes.push(node);
     }
@@ -200,8 +201,8 @@ fn docs_config(lang: &str, nodes: &[child::Server], listen: (&str, &str)) -> Str
 
 /// nginx in the foreground with docs/scaling.md's configuration.
 async fn start_nginx(nodes: &[child::Server]) -> (Child, SocketAddr) {
-    let dir = scratch("nginx");
     let port = free_port();
+    let dir = scratch("nginx", port);
     let d = dir.display();
     let site = docs_config(
         "nginx",
@@ -236,8 +237,8 @@ async fn start_nginx(nodes: &[child::Server]) -> (Child, SocketAddr) {
 
 /// HAProxy in the foreground with docs/scaling.md's configuration.
 async fn start_haproxy(nodes: &[child::Server]) -> (Child, SocketAddr) {
-    let dir = scratch("haproxy");
     let port = free_port();
+    let dir = scratch("haproxy", port);
     let conf = docs_config(
         "haproxy",
         nodes,
@@ -277,8 +278,10 @@ struct Seen {
     reconnects: usize,
     /// Resubscriptions answered `recovered: false`.
     unrecovered: usize,
-    /// Close codes and errors of the connections that ended.
-    ends: Vec<String>,
+    /// The close codes of the connections that ended with a close.
+    closes: Vec<u16>,
+    /// Failed connects, and connections that ended without a close.
+    errors: Vec<String>,
 }
 
 /// A client of the balancer at `lb` that subscribes to [`CHANNEL`] and,
@@ -314,11 +317,11 @@ async fn subscriber(
         let mut ws = match connected {
             Ok(Ok((ws, _))) => ws,
             Ok(Err(e)) => {
-                seen.ends.push(format!("connect: {e}"));
+                seen.errors.push(format!("connect: {e}"));
                 continue;
             }
             Err(_) => {
-                seen.ends.push("connect: timed out".into());
+                seen.errors.push("connect: timed out".into());
                 continue;
             }
         };
@@ -332,7 +335,7 @@ async fn subscriber(
             .await
             .is_err()
         {
-            seen.ends.push("send failed".into());
+            seen.errors.push("send failed".into());
             continue;
         }
         loop {
@@ -348,11 +351,17 @@ async fn subscriber(
                 Some(Ok(Message::Text(t))) => t,
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
-                    seen.ends.push(e.to_string());
+                    match e.termination() {
+                        Some(t) => seen.closes.push(t.code().as_u16()),
+                        None => seen.errors.push(e.to_string()),
+                    }
                     break;
                 }
                 None => {
-                    seen.ends.push(format!("{:?}", ws.termination()));
+                    match ws.termination() {
+                        Some(t) => seen.closes.push(t.code().as_u16()),
+                        None => seen.errors.push("ended without a termination".into()),
+                    }
                     break;
                 }
             };
@@ -383,11 +392,27 @@ async fn subscriber(
     unreachable!()
 }
 
-/// The failover test behind the balancer at `lb`: subscribers through it,
-/// a publisher through it at a steady rate, one node killed (the one with
-/// the most subscribers) a second in; then every subscriber must have
-/// every acknowledged publication exactly once, in offset order.
-async fn failover(lb: SocketAddr, nodes: &mut [child::Server]) {
+/// How the node with the most subscribers leaves, a second into the
+/// publishing.
+#[derive(Clone, Copy, PartialEq)]
+enum Leave {
+    /// SIGKILL.
+    Killed,
+    /// SIGTERM: it drains.
+    Drained,
+}
+
+/// Subscribers through the balancer at `lb`, a publisher through it at a
+/// steady rate for `publishing`, one node leaving (the one with the most
+/// subscribers) a second in; then every subscriber must have every
+/// acknowledged publication exactly once, in offset order. What the
+/// subscribers saw, for more checks.
+async fn node_leaves(
+    lb: SocketAddr,
+    nodes: &mut [child::Server],
+    leave: Leave,
+    publishing: Duration,
+) -> Vec<Seen> {
     let (done_tx, done) = watch::channel(0u64);
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(SUBSCRIBERS);
     let subscribers: Vec<_> = (0..SUBSCRIBERS)
@@ -420,9 +445,12 @@ async fn failover(lb: SocketAddr, nodes: &mut [child::Server]) {
     let mut failed = 0;
     let mut killed = false;
     let mut i = 0u64;
-    while started.elapsed() < Duration::from_secs(3) {
+    while started.elapsed() < publishing {
         if !killed && started.elapsed() >= Duration::from_secs(1) {
-            nodes[victim].child.start_kill().expect("SIGKILL a node");
+            match leave {
+                Leave::Killed => nodes[victim].child.start_kill().expect("SIGKILL a node"),
+                Leave::Drained => nodes[victim].terminate(),
+            }
             killed = true;
         }
         let body = json!({"channel": CHANNEL, "data": {"n": i}}).to_string();
@@ -437,6 +465,7 @@ async fn failover(lb: SocketAddr, nodes: &mut [child::Server]) {
     let last = acked.last().expect("publications acknowledged").0;
     done_tx.send(last).expect("subscribers listening");
     let mut reconnected = 0;
+    let mut all = Vec::new();
     for s in subscribers {
         let seen = common::within("a subscriber to catch up", s)
             .await
@@ -459,33 +488,78 @@ async fn failover(lb: SocketAddr, nodes: &mut [child::Server]) {
         if seen.reconnects > 0 {
             reconnected += 1;
         }
+        all.push(seen);
     }
+    let how = if leave == Leave::Killed {
+        "killed"
+    } else {
+        "drained"
+    };
     eprintln!(
-        "subscribers per node {counts:?}; killed node {victim} at 1 s; {} publications acknowledged, \
+        "subscribers per node {counts:?}; node {victim} {how} at 1 s; {} publications acknowledged, \
          {failed} refused or lost; {reconnected} subscribers reconnected and recovered",
         acked.len()
     );
     assert!(
         reconnected >= counts[victim],
-        "the killed node's {} subscribers reconnected (saw {reconnected})",
+        "the {how} node's {} subscribers reconnected (saw {reconnected})",
         counts[victim]
     );
+    if leave == Leave::Drained {
+        let (status, stderr) = nodes[victim].wait().await;
+        assert_eq!(status.code(), Some(0), "{stderr}");
+    }
+    all
 }
+
+/// A drain behind the balancer: the node's clients get 1001 and nothing
+/// else, and none of their reconnects fails (HAProxy has seen the 503 of
+/// `/healthz` during the grace; nginx retries the upgrade a draining
+/// node refuses on another node).
+async fn drain_behind(lb: SocketAddr, nodes: &mut [child::Server]) {
+    let seen = node_leaves(lb, nodes, Leave::Drained, Duration::from_secs(8)).await;
+    for s in &seen {
+        assert!(s.closes.iter().all(|&c| c == 1001), "{s:?}");
+        assert!(s.errors.is_empty(), "a reconnect failed: {s:?}");
+    }
+}
+
+/// The settings of the draining tests' nodes: a grace longer than
+/// HAProxy's detection (`inter 1s fall 2`: 2 to 3 s), closes over 1 s.
+const DRAINING: [&str; 4] = ["--drain-grace", "4", "--drain-window", "1"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server and nginx: ./scripts/test.sh --only balancer"]
 async fn behind_nginx_a_killed_nodes_subscribers_recover_everything_through_the_balancer() {
     let (_redis, url) = start_redis().await;
-    let mut nodes = start_nodes(&url).await;
+    let mut nodes = start_nodes(&url, &[]).await;
     let (_nginx, lb) = start_nginx(&nodes).await;
-    failover(lb, &mut nodes).await;
+    node_leaves(lb, &mut nodes, Leave::Killed, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server and haproxy: ./scripts/test.sh --only balancer"]
 async fn behind_haproxy_a_killed_nodes_subscribers_recover_everything_through_the_balancer() {
     let (_redis, url) = start_redis().await;
-    let mut nodes = start_nodes(&url).await;
+    let mut nodes = start_nodes(&url, &[]).await;
     let (_haproxy, lb) = start_haproxy(&nodes).await;
-    failover(lb, &mut nodes).await;
+    node_leaves(lb, &mut nodes, Leave::Killed, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and nginx: ./scripts/test.sh --only balancer"]
+async fn behind_nginx_a_draining_nodes_subscribers_see_only_1001_and_recover_everything() {
+    let (_redis, url) = start_redis().await;
+    let mut nodes = start_nodes(&url, &DRAINING).await;
+    let (_nginx, lb) = start_nginx(&nodes).await;
+    drain_behind(lb, &mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and haproxy: ./scripts/test.sh --only balancer"]
+async fn behind_haproxy_a_draining_nodes_subscribers_see_only_1001_and_recover_everything() {
+    let (_redis, url) = start_redis().await;
+    let mut nodes = start_nodes(&url, &DRAINING).await;
+    let (_haproxy, lb) = start_haproxy(&nodes).await;
+    drain_behind(lb, &mut nodes).await;
 }
