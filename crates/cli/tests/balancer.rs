@@ -25,7 +25,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -138,29 +138,58 @@ async fn start_redis() -> (Child, String) {
 }
 
 /// Three nodes of the Redis at `url`, as docs/scaling.md says to run them
-/// behind a proxy.
+/// behind a proxy, each on a port of its own (a restarted node takes it
+/// again), healthy.
 async fn start_nodes(url: &str, extra: &[&str]) -> Vec<child::Server> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let args = [
-            "--engine",
-            "redis",
-            "--redis-url",
-            url,
-            "--api-key",
-            API_KEY,
-            "--max-connecting-per-ip",
-            "0",
-            "--history-size",
-            "1000",
-            "--close-timeout",
-            "1",
-        ];
-        let node = child::spawn_serve(&[&args[..], extra].concat()).await;
+        let node = spawn_node(free_port(), url, extra).await;
         wait_healthy(node.addr, "a node").await;
         nodes.push(node);
     }
     nodes
+}
+
+/// `wsline serve --listen 127.0.0.1:PORT` as a node of the Redis at `url`
+/// (and `extra` settings), once it listens; its output read and dropped.
+async fn spawn_node(port: u16, url: &str, extra: &[&str]) -> child::Server {
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = Command::new(child::BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WSLINE_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--engine",
+            "redis",
+            "--redis-url",
+            url,
+        ])
+        .args(["--api-key", API_KEY, "--max-connecting-per-ip", "0"])
+        .args(["--history-size", "1000", "--close-timeout", "1"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wsline serve");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let line = common::within("the `listening on` line", lines.next_line())
+        .await
+        .expect("read stdout")
+        .expect("wsline serve exited before listening");
+    assert_eq!(line, format!("listening on http://{listen}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child::Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
 }
 
 /// The fenced block of `lang` in docs/scaling.md, with the example node
@@ -392,6 +421,114 @@ async fn subscriber(
     unreachable!()
 }
 
+/// Subscribers through the balancer, and a publisher through it at a
+/// steady rate, running while a test disrupts the nodes.
+struct Load {
+    subscribers: Vec<tokio::task::JoinHandle<Seen>>,
+    done: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
+    publisher: tokio::task::JoinHandle<(Vec<(u64, u64)>, usize)>,
+}
+
+impl Load {
+    /// [`SUBSCRIBERS`] subscribers of the balancer at `lb`, each
+    /// subscribed, then the publisher started.
+    async fn start(lb: SocketAddr) -> Load {
+        let (done, done_rx) = watch::channel(0u64);
+        let (ready_tx, mut ready) = tokio::sync::mpsc::channel(SUBSCRIBERS);
+        let subscribers = (0..SUBSCRIBERS)
+            .map(|_| tokio::spawn(subscriber(lb, ready_tx.clone(), done_rx.clone())))
+            .collect();
+        for _ in 0..SUBSCRIBERS {
+            common::within("every subscriber to subscribe", ready.recv())
+                .await
+                .expect("a subscriber gave up");
+        }
+        let (stop, mut stopped) = watch::channel(false);
+        // Publishes `{"n": i}` every 20 ms through the balancer until
+        // stopped; (offset, i) of each acknowledged one, and the number
+        // refused or lost.
+        let publisher = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut failed = 0;
+            for i in 0u64.. {
+                if *stopped.borrow_and_update() {
+                    break;
+                }
+                let body = json!({"channel": CHANNEL, "data": {"n": i}}).to_string();
+                match try_http(lb, "POST", "/api/publish", &body).await {
+                    Some((200, reply)) => {
+                        acked.push((reply["offset"].as_u64().expect("offset"), i))
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        });
+        Load {
+            subscribers,
+            done,
+            stop,
+            publisher,
+        }
+    }
+
+    /// Stops the publisher, lets every subscriber catch up to the last
+    /// acknowledged publication and checks that each has every one of
+    /// them exactly once, in offset order, with every resubscription
+    /// recovered. What they saw, for more checks.
+    async fn finish(self, what: &str) -> Vec<Seen> {
+        self.stop.send(true).expect("the publisher runs");
+        let (acked, failed) = common::within("the publisher", self.publisher)
+            .await
+            .expect("no panic");
+        let last = acked.last().expect("publications acknowledged").0;
+        self.done.send(last).expect("subscribers listening");
+        let mut all = Vec::new();
+        for s in self.subscribers {
+            let seen = tokio::time::timeout(SLOW, s)
+                .await
+                .expect("a subscriber to catch up")
+                .expect("no panic");
+            let offsets: Vec<u64> = seen.messages.iter().map(|(o, _)| *o).collect();
+            assert!(
+                offsets.windows(2).all(|w| w[0] < w[1]),
+                "in order, none twice: {offsets:?}"
+            );
+            let data: std::collections::HashMap<u64, &Value> =
+                seen.messages.iter().map(|(o, d)| (*o, d)).collect();
+            for (offset, n) in &acked {
+                assert_eq!(
+                    data.get(offset),
+                    Some(&&json!({"n": n})),
+                    "acknowledged offset {offset} missing or wrong; seen {seen:?}"
+                );
+            }
+            assert_eq!(seen.unrecovered, 0, "{seen:?}");
+            all.push(seen);
+        }
+        let reconnected = all.iter().filter(|s| s.reconnects > 0).count();
+        let reconnects: usize = all.iter().map(|s| s.reconnects).sum();
+        eprintln!(
+            "{what}: {} publications acknowledged, {failed} refused or lost; {reconnected} \
+             subscribers reconnected ({reconnects} reconnects), all recovered everything",
+            acked.len()
+        );
+        all
+    }
+}
+
+/// Open WebSocket connections of each node (`wsline_connections`).
+async fn connections(nodes: &[child::Server]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for node in nodes {
+        let metrics = common::http(node.addr, "GET", "/metrics", &[], None).await;
+        counts.push(common::Metrics(metrics.body).value("wsline_connections") as usize);
+    }
+    counts
+}
+
 /// How the node with the most subscribers leaves, a second into the
 /// publishing.
 #[derive(Clone, Copy, PartialEq)]
@@ -402,104 +539,40 @@ enum Leave {
     Drained,
 }
 
-/// Subscribers through the balancer at `lb`, a publisher through it at a
-/// steady rate for `publishing`, one node leaving (the one with the most
-/// subscribers) a second in; then every subscriber must have every
-/// acknowledged publication exactly once, in offset order. What the
-/// subscribers saw, for more checks.
+/// Under [`Load`] through the balancer at `lb`, the node with the most
+/// subscribers leaves a second in; the publishing goes on for
+/// `publishing` in all. Its subscribers must have reconnected; what the
+/// subscribers saw.
 async fn node_leaves(
     lb: SocketAddr,
     nodes: &mut [child::Server],
     leave: Leave,
     publishing: Duration,
 ) -> Vec<Seen> {
-    let (done_tx, done) = watch::channel(0u64);
-    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(SUBSCRIBERS);
-    let subscribers: Vec<_> = (0..SUBSCRIBERS)
-        .map(|_| tokio::spawn(subscriber(lb, ready_tx.clone(), done.clone())))
-        .collect();
-    for _ in 0..SUBSCRIBERS {
-        common::within("every subscriber to subscribe", ready.recv())
-            .await
-            .expect("a subscriber gave up");
-    }
-    // Which node holds how many connections (the balancer spread them).
-    let mut counts = Vec::new();
-    for node in nodes.iter() {
-        let (status, _) = try_http(node.addr, "GET", "/healthz", "")
-            .await
-            .expect("healthz");
-        assert_eq!(status, 200);
-        let metrics = common::http(node.addr, "GET", "/metrics", &[], None).await;
-        let n: f64 = common::Metrics(metrics.body).value("wsline_connections");
-        counts.push(n as usize);
-    }
-    let victim = (0..nodes.len()).max_by_key(|&i| counts[i]).unwrap();
+    let load = Load::start(lb).await;
+    let counts = connections(nodes).await;
     assert!(
         counts.iter().filter(|&&n| n > 0).count() >= 2,
         "the balancer spread the subscribers over the nodes: {counts:?}"
     );
-
-    let started = Instant::now();
-    let mut acked: Vec<(u64, u64)> = Vec::new();
-    let mut failed = 0;
-    let mut killed = false;
-    let mut i = 0u64;
-    while started.elapsed() < publishing {
-        if !killed && started.elapsed() >= Duration::from_secs(1) {
-            match leave {
-                Leave::Killed => nodes[victim].child.start_kill().expect("SIGKILL a node"),
-                Leave::Drained => nodes[victim].terminate(),
-            }
-            killed = true;
-        }
-        let body = json!({"channel": CHANNEL, "data": {"n": i}}).to_string();
-        match try_http(lb, "POST", "/api/publish", &body).await {
-            Some((200, reply)) => acked.push((reply["offset"].as_u64().expect("offset"), i)),
-            _ => failed += 1,
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let victim = (0..nodes.len()).max_by_key(|&i| counts[i]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match leave {
+        Leave::Killed => nodes[victim].child.start_kill().expect("SIGKILL a node"),
+        Leave::Drained => nodes[victim].terminate(),
     }
-    assert!(killed);
-    let last = acked.last().expect("publications acknowledged").0;
-    done_tx.send(last).expect("subscribers listening");
-    let mut reconnected = 0;
-    let mut all = Vec::new();
-    for s in subscribers {
-        let seen = common::within("a subscriber to catch up", s)
-            .await
-            .expect("no panic");
-        let offsets: Vec<u64> = seen.messages.iter().map(|(o, _)| *o).collect();
-        assert!(
-            offsets.windows(2).all(|w| w[0] < w[1]),
-            "in order, none twice: {offsets:?}"
-        );
-        let data: std::collections::HashMap<u64, &Value> =
-            seen.messages.iter().map(|(o, d)| (*o, d)).collect();
-        for (offset, n) in &acked {
-            assert_eq!(
-                data.get(offset),
-                Some(&&json!({"n": n})),
-                "acknowledged offset {offset} missing or wrong; seen {seen:?}"
-            );
-        }
-        assert_eq!(seen.unrecovered, 0, "{seen:?}");
-        if seen.reconnects > 0 {
-            reconnected += 1;
-        }
-        all.push(seen);
-    }
+    tokio::time::sleep(publishing - Duration::from_secs(1)).await;
     let how = if leave == Leave::Killed {
         "killed"
     } else {
         "drained"
     };
-    eprintln!(
-        "subscribers per node {counts:?}; node {victim} {how} at 1 s; {} publications acknowledged, \
-         {failed} refused or lost; {reconnected} subscribers reconnected and recovered",
-        acked.len()
-    );
+    let seen = load
+        .finish(&format!(
+            "subscribers per node {counts:?}, node {victim} {how} at 1 s"
+        ))
+        .await;
+    let reconnected = seen.iter().filter(|s| s.reconnects > 0).count();
     assert!(
         reconnected >= counts[victim],
         "the {how} node's {} subscribers reconnected (saw {reconnected})",
@@ -509,7 +582,7 @@ async fn node_leaves(
         let (status, stderr) = nodes[victim].wait().await;
         assert_eq!(status.code(), Some(0), "{stderr}");
     }
-    all
+    seen
 }
 
 /// A drain behind the balancer: the node's clients get 1001 and nothing
@@ -523,6 +596,40 @@ async fn drain_behind(lb: SocketAddr, nodes: &mut [child::Server]) {
         assert!(s.errors.is_empty(), "a reconnect failed: {s:?}");
     }
 }
+
+/// A rolling restart behind the balancer: each node in turn drained
+/// (SIGTERM), its exit (0) awaited, started again on its port, and given
+/// [`REJOIN`] to be taken back by the balancer before the next. No client
+/// sees anything but 1001, no reconnect fails, nothing is lost.
+async fn rolling_restart(lb: SocketAddr, nodes: &mut [child::Server], url: &str) {
+    let load = Load::start(lb).await;
+    for i in 0..nodes.len() {
+        nodes[i].terminate();
+        let (status, stderr) = nodes[i].wait().await;
+        assert_eq!(status.code(), Some(0), "node {i}: {stderr}");
+        nodes[i] = spawn_node(nodes[i].addr.port(), url, &DRAINING).await;
+        wait_healthy(nodes[i].addr, "a restarted node").await;
+        tokio::time::sleep(REJOIN).await;
+    }
+    let counts = connections(nodes).await;
+    let seen = load
+        .finish(&format!(
+            "rolling restart of 3 nodes, then subscribers per node {counts:?}"
+        ))
+        .await;
+    for s in &seen {
+        assert!(s.closes.iter().all(|&c| c == 1001), "{s:?}");
+        assert!(s.errors.is_empty(), "a reconnect failed: {s:?}");
+    }
+    assert!(
+        seen.iter().all(|s| s.reconnects >= 1),
+        "every node was restarted"
+    );
+}
+
+/// How long a restarted node is given before the next is drained: HAProxy
+/// takes it back after two good checks a second apart (`rise 2`).
+const REJOIN: Duration = Duration::from_secs(3);
 
 /// The settings of the draining tests' nodes: a grace longer than
 /// HAProxy's detection (`inter 1s fall 2`: 2 to 3 s), closes over 1 s.
@@ -562,4 +669,22 @@ async fn behind_haproxy_a_draining_nodes_subscribers_see_only_1001_and_recover_e
     let mut nodes = start_nodes(&url, &DRAINING).await;
     let (_haproxy, lb) = start_haproxy(&nodes).await;
     drain_behind(lb, &mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and nginx: ./scripts/test.sh --only balancer"]
+async fn behind_nginx_a_rolling_restart_loses_nothing_and_shows_clients_only_1001() {
+    let (_redis, url) = start_redis().await;
+    let mut nodes = start_nodes(&url, &DRAINING).await;
+    let (_nginx, lb) = start_nginx(&nodes).await;
+    rolling_restart(lb, &mut nodes, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and haproxy: ./scripts/test.sh --only balancer"]
+async fn behind_haproxy_a_rolling_restart_loses_nothing_and_shows_clients_only_1001() {
+    let (_redis, url) = start_redis().await;
+    let mut nodes = start_nodes(&url, &DRAINING).await;
+    let (_haproxy, lb) = start_haproxy(&nodes).await;
+    rolling_restart(lb, &mut nodes, &url).await;
 }
