@@ -38,9 +38,10 @@
 #                    credentials, ws:// and wss:// (apt-installed when missing; each test starts its own)
 #   balancer         crates/cli/tests/balancer.rs: three `wsline serve --engine redis` nodes behind
 #                    Debian's nginx and haproxy (apt-installed when missing, with redis-server),
-#                    run with docs/scaling.md's configurations; one node SIGKILLed, or drained
-#                    (SIGTERM), while publishing: its clients reconnect through the balancer and
-#                    recover everything (a drained node's see only 1001, no failed reconnect)
+#                    run with docs/scaling.md's configurations; one node SIGKILLed, one drained
+#                    (SIGTERM), all three restarted one after another, while publishing: the
+#                    clients reconnect through the balancer and recover everything (a drained
+#                    node's see only 1001, no failed reconnect)
 #   fuzz             scripts/fuzz.sh: every cargo-fuzz target briefly (WSLINE_FUZZ_SECONDS
 #                    each, default 25) after replaying its kept crash inputs; a crash fails
 #                    it; skipped if cargo-fuzz cannot be installed

@@ -6,7 +6,8 @@
 //! subscribers reconnect through the balancer, land on the other nodes and
 //! resubscribe with `since` and `epoch`; every subscriber ends with every
 //! acknowledged publication exactly once, in order. A drained node's
-//! subscribers see their 1001 and no failed reconnect, and it exits 0.
+//! subscribers see their 1001 and no failed reconnect, and it exits 0;
+//! so do all the clients through a rolling restart of the three nodes.
 //!
 //! They need `redis-server`, `nginx` and `haproxy` on the PATH, so they are
 //! ignored by plain `cargo test`: `./scripts/test.sh --only balancer`
