@@ -308,6 +308,8 @@ struct Seen {
     reconnects: usize,
     /// Resubscriptions answered `recovered: false`.
     unrecovered: usize,
+    /// Every `subscribed` the hub sent, and the `since` asked for.
+    subscribed: Vec<(Option<u64>, Value)>,
     /// The close codes of the connections that ended with a close.
     closes: Vec<u16>,
     /// Failed connects, and connections that ended without a close.
@@ -398,6 +400,8 @@ async fn subscriber(
             let m: Value = serde_json::from_str(text.as_str()).expect("JSON from the hub");
             match m["op"].as_str() {
                 Some("subscribed") => {
+                    seen.subscribed
+                        .push((epoch.as_ref().map(|_| last), m.clone()));
                     if epoch.is_some() && m["recovered"] != json!(true) {
                         seen.unrecovered += 1;
                     }
@@ -503,10 +507,18 @@ impl Load {
                 assert_eq!(
                     data.get(offset),
                     Some(&&json!({"n": n})),
-                    "acknowledged offset {offset} missing or wrong; seen {seen:?}"
+                    "acknowledged offset {offset} missing or wrong; subscribed {:?}, ends {:?} {:?}, \
+                     around it {:?}",
+                    seen.subscribed,
+                    seen.closes,
+                    seen.errors,
+                    seen.messages
+                        .iter()
+                        .filter(|(o, _)| o + 3 >= *offset && *o <= offset + 3)
+                        .collect::<Vec<_>>()
                 );
             }
-            assert_eq!(seen.unrecovered, 0, "{seen:?}");
+            assert_eq!(seen.unrecovered, 0, "{:?}", seen.subscribed);
             all.push(seen);
         }
         let reconnected = all.iter().filter(|s| s.reconnects > 0).count();
