@@ -616,12 +616,12 @@ async fn drain_behind(lb: SocketAddr, nodes: &mut [child::Server]) {
 /// sees anything but 1001, no reconnect fails, nothing is lost.
 async fn rolling_restart(lb: SocketAddr, nodes: &mut [child::Server], url: &str) {
     let load = Load::start(lb).await;
-    for i in 0..nodes.len() {
-        nodes[i].terminate();
-        let (status, stderr) = nodes[i].wait().await;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.terminate();
+        let (status, stderr) = node.wait().await;
         assert_eq!(status.code(), Some(0), "node {i}: {stderr}");
-        nodes[i] = spawn_node(nodes[i].addr.port(), url, &DRAINING).await;
-        wait_healthy(nodes[i].addr, "a restarted node").await;
+        *node = spawn_node(node.addr.port(), url, &DRAINING).await;
+        wait_healthy(node.addr, "a restarted node").await;
         tokio::time::sleep(REJOIN).await;
     }
     let counts = connections(nodes).await;
