@@ -7,8 +7,12 @@
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings, then the same for
 #                    wsline with its optional features (--features hyper,axum)
 #   build            cargo build --release --bin wsline  (-> target/release/wsline)
-#   features         wsline's cargo features build: --no-default-features, --features hyper,
-#                    --features axum, and the examples with --features hyper,axum
+#   install          cargo install --path crates/cli (into .cache/install, reusing target/): the
+#                    installed `wsline` prints its version, starts `serve` with the embedded
+#                    defaults and answers /healthz
+#   features         wsline's cargo features: cargo check --all-targets with no features, each
+#                    feature alone (tls, reactor, hyper, axum) and all of them; the examples
+#                    built with --features hyper,axum
 #   test             cargo test --release --workspace (the `wsline echo` tests run against
 #                    both runtimes, reactor and tokio, as separate tests), then wsline's own
 #                    tests with --features hyper,axum (the hyper and axum tests, doc examples)
@@ -106,7 +110,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy balancer fuzz)
+ALL_SUITES=(fmt clippy build install features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy balancer fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -339,12 +343,54 @@ suite_build() {
 # wsline's cargo features: each combination a user can ask for builds, and
 # so do the examples that need them (hyper_echo, axum_chat: skipped by a
 # plain `cargo build --examples`, through their required-features).
+suite_install() {
+  local root="$CACHE/install" out="$CACHE/install/serve.out" pid addr status i
+  run_step "$T_BUILD" cargo install --locked --force --path crates/cli --root "$root" \
+    --target-dir "$ROOT/target" </dev/null || {
+    SUITE_NOTE="cargo install --path crates/cli failed"
+    return 1
+  }
+  "$root/bin/wsline" --version || { SUITE_NOTE="the installed wsline does not run"; return 1; }
+  # The embedded defaults, on a port of the kernel's choosing, from a
+  # directory with no configuration in it.
+  (cd "$root" && exec env -u WSLINE_CONFIG "$root/bin/wsline" serve --listen 127.0.0.1:0 >"$out" 2>&1) &
+  pid=$!
+  BG_PIDS+=("$pid")
+  addr=""
+  for i in $(seq 1 100); do
+    addr=$(sed -n 's|^listening on http://||p' "$out" | head -n 1)
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    cat "$out" >&2
+    kill "$pid" 2>/dev/null
+    SUITE_NOTE="the installed wsline serve did not start"
+    return 1
+  fi
+  status=$(exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" &&
+    printf 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && head -n 1 <&3 | tr -d '\r')
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  log "installed wsline serve at $addr: GET /healthz -> $status"
+  case "$status" in
+    "HTTP/1.1 200"*) return 0 ;;
+    *) SUITE_NOTE="GET /healthz answered '$status'"; return 1 ;;
+  esac
+}
+
 suite_features() {
   local combo
-  for combo in --no-default-features "--features hyper" "--features axum"; do
-    # shellcheck disable=SC2086 # one or two words on purpose
-    run_step "$T_BUILD" cargo build --release -p wsline $combo </dev/null || {
-      SUITE_NOTE="cargo build -p wsline $combo failed"
+  # Nothing, each feature alone, and the defaults with everything: type-
+  # checked (a library has nothing to link), with its tests and examples
+  # where the features allow them.
+  for combo in --no-default-features "--no-default-features --features tls" \
+    "--no-default-features --features reactor" "--no-default-features --features hyper" \
+    "--no-default-features --features axum" "--all-features"; do
+    # shellcheck disable=SC2086 # several words on purpose
+    run_step "$T_BUILD" cargo check -p wsline --all-targets $combo </dev/null || {
+      SUITE_NOTE="cargo check -p wsline --all-targets $combo failed"
       return 1
     }
   done

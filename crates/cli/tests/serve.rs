@@ -844,7 +844,17 @@ async fn serve_refuses_a_bad_config_file_or_flag_with_exit_2() {
     let (status, _, stderr) = serve_fails(&["--jwt-audience", "hub"]).await;
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--jwks-url"), "{stderr}");
+    // A subscribe hook no channel pattern opts in to would never be asked.
+    let hooks = config_file(
+        "hooks",
+        "[hooks]\nsubscribe_url = \"http://127.0.0.1:9/subscribe\"\n",
+    );
+    let (status, stdout, stderr) = serve_fails(&["--config", hooks.to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "no listening line: {stdout}");
+    assert!(stderr.contains("subscribe_hook = true"), "{stderr}");
     let _ = std::fs::remove_file(unknown);
+    let _ = std::fs::remove_file(hooks);
 }
 
 /// `wsline serve --help` has a flag for every setting of the hub's table,

@@ -7,8 +7,8 @@
 //! `--help` line and its docs/hub.md row. From the table come
 //! [`HubConfig`], [`FileConfig`], [`Flags`] and the merge (flags over the
 //! file over the defaults, [`HubConfig::merge`]). Per-channel options
-//! (`[channels."pattern"]`, [`ChannelOptions`]) are file-only and declared
-//! by hand below. How values are written is [`crate::settings`]'s.
+//! (`[channels."pattern"]`, [`ChannelOptions`]) and the backend hooks
+//! (`[hooks]`, [`HooksConfig`]) are file-only and declared by hand below. How values are written is [`crate::settings`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,6 +97,9 @@ macro_rules! settings {
             /// one entry, [`DEMO_CHANNELS`] with `join_leave`, for the demo
             /// chat at `/`.
             pub channels: BTreeMap<String, ChannelOptions>,
+            /// The backend hooks (`[hooks]`, docs/hooks.md): none by
+            /// default.
+            pub hooks: HooksConfig,
             /// The WebSocket server's part: protocol limits and timers, the
             /// handshake's bounds, the Origin allow-list and the caps of the
             /// accept loop's [`wsline::Gate`]. The settings written into it
@@ -111,6 +114,7 @@ macro_rules! settings {
                 let mut c = Self {
                     $($oname: $odefault,)*
                     channels: default_channels(),
+                    hooks: HooksConfig::default(),
                     server: wsline::ServerConfig::default(),
                 };
                 $({
@@ -134,6 +138,9 @@ macro_rules! settings {
             /// Per-pattern channel options.
             #[serde(default)]
             pub channels: BTreeMap<String, ChannelOptions>,
+            /// The backend hooks.
+            #[serde(default)]
+            pub hooks: HooksConfig,
         }
 
         /// The settings given as flags of `wsline serve` (with the `clap`
@@ -192,6 +199,7 @@ macro_rules! settings {
                 if !file.channels.is_empty() {
                     c.channels = file.channels;
                 }
+                c.hooks = file.hooks;
                 c.check(&set)?;
                 Ok(c)
             }
@@ -485,6 +493,60 @@ impl HubConfig {
         if self.server.handshake_timeout.is_zero() {
             return Err("handshake_timeout must be more than 0 seconds".into());
         }
+        self.check_hooks()
+    }
+
+    /// The `[hooks]` table against itself and the channel patterns: URLs
+    /// that parse, a timeout and a bound above 0, and no hook configured
+    /// on one side only (a `subscribe_url` no pattern opts in to would
+    /// never be called; a `subscribe_hook = true` without the URL would
+    /// call nothing).
+    fn check_hooks(&self) -> Result<(), String> {
+        let h = &self.hooks;
+        for (key, url) in [
+            ("connect_url", &h.connect_url),
+            ("subscribe_url", &h.subscribe_url),
+            ("publish_url", &h.publish_url),
+        ] {
+            if let Some(url) = url {
+                crate::http_client::Endpoint::new(url)
+                    .map_err(|e| format!("hooks.{key} {url:?}: {e}"))?;
+            }
+        }
+        if !(h.timeout.is_finite() && h.timeout > 0.0 && h.timeout <= 3600.0) {
+            return Err(format!(
+                "hooks.timeout must be more than 0 seconds (and at most an hour), not {}",
+                h.timeout
+            ));
+        }
+        if h.max_in_flight == 0 {
+            return Err("hooks.max_in_flight must be at least 1".into());
+        }
+        for (event, url, opted_in) in [
+            (
+                "subscribe",
+                h.subscribe_url.is_some(),
+                self.channels
+                    .values()
+                    .any(|o| o.subscribe_hook == Some(true)),
+            ),
+            (
+                "publish",
+                h.publish_url.is_some(),
+                self.channels.values().any(|o| o.publish_hook == Some(true)),
+            ),
+        ] {
+            if url && !opted_in {
+                return Err(format!(
+                    "hooks.{event}_url is set but no channel pattern opts in: add {event}_hook = true to a [channels.\"pattern\"] table (e.g. [channels.\"*\"])"
+                ));
+            }
+            if opted_in && !url {
+                return Err(format!(
+                    "a [channels.\"pattern\"] table has {event}_hook = true but [hooks] has no {event}_url"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -576,6 +638,10 @@ impl HubConfig {
             ));
             out.push_str(&toml::to_string(options).unwrap_or_default());
         }
+        if self.hooks != HooksConfig::default() {
+            out.push_str("\n[hooks]\n");
+            out.push_str(&toml::to_string(&self.hooks).unwrap_or_default());
+        }
         out
     }
 }
@@ -618,6 +684,14 @@ pub struct ChannelOptions {
     /// Whether clients may publish (default true; the HTTP API always may).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_publish: Option<bool>,
+    /// Whether a client's subscribe asks the backend first (the `[hooks]`
+    /// `subscribe_url`; default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribe_hook: Option<bool>,
+    /// Whether a client's publish asks the backend first (the `[hooks]`
+    /// `publish_url`; default false). The HTTP API's publishes never do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_hook: Option<bool>,
 }
 
 /// The options that apply to one channel.
@@ -633,6 +707,10 @@ pub struct ChannelPolicy {
     pub join_leave: bool,
     /// Clients may publish.
     pub client_publish: bool,
+    /// A client's subscribe asks the subscribe hook first.
+    pub subscribe_hook: bool,
+    /// A client's publish asks the publish hook first.
+    pub publish_hook: bool,
 }
 
 impl HubConfig {
@@ -657,6 +735,69 @@ impl HubConfig {
             presence,
             join_leave: presence && options.join_leave.unwrap_or(false),
             client_publish: options.client_publish.unwrap_or(true),
+            subscribe_hook: options.subscribe_hook.unwrap_or(false),
+            publish_hook: options.publish_hook.unwrap_or(false),
+        }
+    }
+}
+
+/// The backend hooks: `[hooks]` in the config file (docs/hooks.md).
+///
+/// A hook is on when its URL is set; the subscribe and publish hooks then
+/// run on the channels whose `[channels."pattern"]` table says
+/// `subscribe_hook = true` / `publish_hook = true`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    /// Asked before each `/ws` upgrade: may refuse it (an HTTP status, or
+    /// a close code right after the upgrade), set the user, subscribe the
+    /// client to channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_url: Option<String>,
+    /// Asked before each client subscribe on an opted-in channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribe_url: Option<String>,
+    /// Asked before each client publish on an opted-in channel; may
+    /// replace the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_url: Option<String>,
+    /// Seconds a hook's whole exchange (connect, request, answer) may
+    /// take; past it the hook has failed (`timeout`).
+    pub timeout: f64,
+    /// Hook requests in flight on this node, all hooks together; one more
+    /// fails at once (`overload`), never waits.
+    pub max_in_flight: usize,
+    /// Request headers of the `/ws` upgrade sent to the hooks (names,
+    /// any case), e.g. `["cookie", "authorization"]`.
+    pub forward_headers: Vec<String>,
+    /// What a failed hook (backend down, timeout, not 200, an answer that
+    /// is not the JSON of docs/hooks.md, overload) does: `false` refuses
+    /// (`unavailable`), `true` allows as if the backend had said `{}`.
+    pub fail_open: bool,
+    /// `fail_open` for the connect hook only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_fail_open: Option<bool>,
+    /// `fail_open` for the subscribe hook only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribe_fail_open: Option<bool>,
+    /// `fail_open` for the publish hook only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_fail_open: Option<bool>,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            connect_url: None,
+            subscribe_url: None,
+            publish_url: None,
+            timeout: 1.0,
+            max_in_flight: 256,
+            forward_headers: Vec::new(),
+            fail_open: false,
+            connect_fail_open: None,
+            subscribe_fail_open: None,
+            publish_fail_open: None,
         }
     }
 }
@@ -921,6 +1062,40 @@ mod tests {
         assert_eq!(c.jwks_refresh, Duration::from_secs(60));
         let c = merge("jwt_public_key = [\"a.pem\", \"b.pem\"]\njwt_audience = \"a\"").unwrap();
         assert_eq!(c.jwt_public_key, ["a.pem", "b.pem"]);
+    }
+
+    #[test]
+    fn hooks_are_read_from_their_table_and_checked_with_the_channels() {
+        let merge =
+            |text: &str| HubConfig::merge(&Flags::default(), FileConfig::parse(text).unwrap());
+        let c = merge(
+            "[hooks]\nconnect_url = \"http://127.0.0.1:9000/connect\"\n\
+             subscribe_url = \"https://app.example/hooks/subscribe\"\n\
+             timeout = 0.5\nmax_in_flight = 8\nforward_headers = [\"cookie\"]\n\
+             subscribe_fail_open = true\n\
+             [channels.\"private:*\"]\nsubscribe_hook = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.hooks.timeout, 0.5);
+        assert_eq!(c.hooks.max_in_flight, 8);
+        assert_eq!(c.hooks.subscribe_fail_open, Some(true));
+        assert!(!c.hooks.fail_open, "fail closed by default");
+        assert!(c.policy("private:x").subscribe_hook);
+        assert!(!c.policy("public").subscribe_hook && !c.policy("private:x").publish_hook);
+        // --print-config shows the table, and reads back the same.
+        let text = c.to_toml_masked();
+        assert!(text.contains("[hooks]"), "{text}");
+        let again = merge(&text).unwrap();
+        assert_eq!(again.hooks, c.hooks);
+
+        let err = merge("[hooks]\npublish_url = \"http://h/p\"\n").unwrap_err();
+        assert!(err.contains("publish_hook = true"), "{err}");
+        let err = merge("[channels.\"a\"]\nsubscribe_hook = true\n").unwrap_err();
+        assert!(err.contains("subscribe_url"), "{err}");
+        assert!(merge("[hooks]\nconnect_url = \"ftp://h\"\n").is_err());
+        assert!(merge("[hooks]\ntimeout = 0\n").is_err());
+        assert!(merge("[hooks]\nmax_in_flight = 0\n").is_err());
+        assert!(FileConfig::parse("[hooks]\nconect_url = \"http://h\"\n").is_err());
     }
 
     fn docs_path() -> std::path::PathBuf {

@@ -12,6 +12,14 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// The `hook` label of `wsline_hook_requests_total`, in the order of
+/// [`Metrics::hook_requests`].
+pub const HOOKS: [&str; 3] = ["connect", "subscribe", "publish"];
+/// The `result` label of `wsline_hook_requests_total`: the backend
+/// allowed, denied; the call failed (down, not 200, a malformed answer),
+/// took past the timeout, or was refused at once by `max_in_flight`.
+pub const HOOK_RESULTS: [&str; 5] = ["allow", "deny", "error", "timeout", "overload"];
+
 /// Publish-to-delivery latencies of a batch of deliveries, added to the
 /// metrics at once with [`Metrics::record_latencies`].
 #[derive(Debug, Default, Clone)]
@@ -63,6 +71,9 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// 1 once a drain has started (SIGTERM, `POST /api/drain`).
     pub draining: AtomicI64,
+    /// Backend hook calls by hook ([`HOOKS`]) and result
+    /// ([`HOOK_RESULTS`]).
+    pub hook_requests: [[AtomicU64; HOOK_RESULTS.len()]; HOOKS.len()],
     closes: Mutex<BTreeMap<u16, u64>>,
     /// Deliveries per latency bucket, not cumulative (the exposition adds
     /// them up); those above the last bound are only in the count.
@@ -183,6 +194,16 @@ impl Metrics {
                 "gauge",
                 rt.metrics().num_alive_tasks().to_string(),
             );
+        }
+        let _ = writeln!(s, "# HELP wsline_hook_requests_total Backend hook calls by hook and result.\n# TYPE wsline_hook_requests_total counter");
+        for (hook, counts) in HOOKS.iter().zip(&self.hook_requests) {
+            for (result, n) in HOOK_RESULTS.iter().zip(counts) {
+                let _ = writeln!(
+                    s,
+                    "wsline_hook_requests_total{{hook=\"{hook}\",result=\"{result}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
         }
         let _ = writeln!(s, "# HELP wsline_closes_total Closed connections by close code.\n# TYPE wsline_closes_total counter");
         for (code, n) in self.closes.lock().unwrap_or_else(|e| e.into_inner()).iter() {

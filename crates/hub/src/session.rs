@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -29,6 +30,7 @@ use crate::auth::{self, Claims};
 use crate::config::pattern_matches;
 use crate::engine::recovery;
 use crate::engine::{text_frame, Engine, Subscriber};
+use crate::hooks::{self, Call, Event, Verdict};
 use crate::metrics::LatencyTally;
 use crate::outbox::{Halt, Outbox};
 use crate::protocol::{self, Member, Request as Op};
@@ -40,6 +42,9 @@ const WRITE_LIMIT: usize = 64 * 1024;
 /// The 11th rate-limited publish within this window closes with 1008.
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 const ABUSE_LIMIT: usize = 10;
+
+/// The message of `unavailable` when a hook failed closed.
+const HOOK_UNAVAILABLE: &str = "the application cannot decide now; retry later";
 
 /// 4001: the token expired; reconnect with a fresh one.
 const TOKEN_EXPIRED: u16 = 4001;
@@ -88,12 +93,13 @@ pub(crate) async fn open(
     leftover: Vec<u8>,
     open: wsline::Connected,
 ) -> Option<(Session, WebSocket<TcpStream>)> {
-    let (ws, claims) = upgrade(&hub, tcp, peer, request, leftover).await?;
-    let (number, client) = hub.new_client();
-    let member = Member {
-        client,
-        user: claims.as_ref().and_then(|c| c.user.clone()),
-    };
+    let Upgraded {
+        ws,
+        claims,
+        number,
+        member,
+        hook,
+    } = upgrade(&hub, tcp, peer, request, leftover).await?;
     let outbox = Arc::new(Outbox::new(hub.config.max_queue));
     Some((
         Session {
@@ -106,21 +112,31 @@ pub(crate) async fn open(
             claims: claims.map(Box::new),
             subscriptions: HashSet::new(),
             replays: VecDeque::new(),
+            hook,
             _open: open,
         },
         ws,
     ))
 }
 
-/// The connection cap, the token, then the upgrade: the open WebSocket
-/// and the token's claims, or `None` once refused.
+/// What [`upgrade`] gives a new session.
+struct Upgraded {
+    ws: WebSocket<TcpStream>,
+    claims: Option<Claims>,
+    number: u64,
+    member: Member,
+    hook: Option<Box<hooks::Context>>,
+}
+
+/// The connection cap, the token, the connect hook, then the upgrade, or
+/// `None` once refused.
 async fn upgrade(
     hub: &Hub,
     mut tcp: TcpStream,
     peer: SocketAddr,
     request: Request,
     leftover: Vec<u8>,
-) -> Option<(WebSocket<TcpStream>, Option<Claims>)> {
+) -> Option<Upgraded> {
     if hub.metrics.connections.load(Relaxed) as usize >= hub.config.server.limits.max_connections {
         wsline::refuse(
             &mut tcp,
@@ -129,8 +145,8 @@ async fn upgrade(
         .await;
         return None;
     }
+    let token = query_param(request.query(), "token");
     let claims = if hub.auth.is_on() {
-        let token = query_param(request.query(), "token");
         let verified = match token.as_deref() {
             None => Err(auth::TokenError::Malformed),
             Some(t) => hub.auth.verify(t, auth::unix_now()).await,
@@ -150,17 +166,98 @@ async fn upgrade(
     } else {
         None
     };
-    match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
+    let (number, client) = hub.new_client();
+    let mut member = Member {
+        client,
+        user: claims.as_ref().and_then(|c| c.user.clone()),
+    };
+    let hooks = &hub.hooks;
+    let mut hook = None;
+    let mut close_with = None;
+    if hooks.is_on(Event::Connect) || hooks.per_channel() {
+        let claims_json = claims
+            .as_ref()
+            .and(token.as_deref())
+            .and_then(hooks::claims_json);
+        let mut context = hooks.context(peer, &request, claims_json);
+        if hooks.is_on(Event::Connect) {
+            // A request the upgrade would refuse (not a WebSocket request,
+            // an Origin not allowed) is refused before the backend is asked.
+            use wsline::proto::handshake::{check_origin, validate_request};
+            if let Err(e) = validate_request(&request)
+                .and_then(|()| check_origin(&request, &hub.config.server.allowed_origins))
+            {
+                tracing::debug!(%peer, "upgrade refused: {e}");
+                wsline::refuse(&mut tcp, &Response::from_error(&e)).await;
+                return None;
+            }
+            let call = Call::new(
+                Event::Connect,
+                &member.client,
+                member.user.as_deref(),
+                &context,
+            );
+            match hooks.ask(Event::Connect, &call).await {
+                Verdict::Allow(answer) => {
+                    if let Some(user) = answer.user {
+                        member.user = Some(user);
+                    }
+                    context.subscribe = answer.subscribe.unwrap_or_default();
+                }
+                Verdict::Deny(denial) => match denial.close() {
+                    Some(code) => close_with = Some((code, denial.message().to_owned())),
+                    None => {
+                        let response = Response::reject(denial.status(), denial.message());
+                        wsline::refuse(&mut tcp, &response).await;
+                        return None;
+                    }
+                },
+                Verdict::Unavailable => {
+                    let response = Response::reject(503, HOOK_UNAVAILABLE);
+                    wsline::refuse(&mut tcp, &response).await;
+                    return None;
+                }
+            }
+        }
+        if hooks.per_channel() || !context.subscribe.is_empty() {
+            hook = Some(Box::new(context));
+        }
+    }
+    let mut ws = match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
         Ok(Acceptance::default())
     })
     .await
     {
-        Ok(ws) => Some((ws, claims)),
+        Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(%peer, "upgrade refused: {e}");
-            None
+            return None;
         }
+    };
+    if let Some((code, reason)) = close_with {
+        // Refused by the connect hook with a close code: upgraded only to
+        // say so where a browser's script can read it.
+        let reason = truncate(&reason, 123);
+        let wait = wsline::shutdown_grace(hub.config.server.protocol.close_timeout);
+        let _ = tokio::time::timeout(wait, ws.close(close_code(code), reason)).await;
+        return None;
     }
+    Some(Upgraded {
+        ws,
+        claims,
+        number,
+        member,
+        hook,
+    })
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// One open connection's state: what lives as long as it does (with its
@@ -178,6 +275,10 @@ pub(crate) struct Session {
     /// Channels whose replay is in progress, pulled in turn (at most one
     /// entry per subscription).
     replays: VecDeque<String>,
+    /// What hook calls about this client carry (boxed, and only where a
+    /// subscribe or publish hook is configured or the connect hook
+    /// subscribed it to channels).
+    hook: Option<Box<hooks::Context>>,
     rate: Bucket,
     /// When the last rate-limited publishes came (boxed: most connections
     /// are never limited).
@@ -245,6 +346,9 @@ impl Session {
             &self.member.client,
             self.member.user.as_deref(),
         ));
+        if self.hook.is_some() {
+            Box::pin(self.subscribe_for_backend()).await;
+        }
         // An `exp` too far ahead to represent (say 1e30) never comes.
         let mut expiry = self
             .claims
@@ -404,6 +508,65 @@ impl Session {
                 "too many subscriptions on this connection",
             );
         }
+        if self.hub.config.policy(&channel).subscribe_hook {
+            match self.ask(Event::Subscribe, &channel, None).await {
+                Verdict::Allow(_) => {}
+                Verdict::Deny(d) => return self.error(id, d.code(), d.message()),
+                Verdict::Unavailable => return self.error(id, "unavailable", HOOK_UNAVAILABLE),
+            }
+        }
+        self.join(id, channel, since, epoch).await;
+    }
+
+    /// Subscribes to the channels the connect hook named, as if the
+    /// client had asked (the `subscribed` replies carry no `id`), without
+    /// asking the token or the subscribe hook; then drops the hook context
+    /// unless subscribe or publish hooks need it.
+    async fn subscribe_for_backend(&mut self) {
+        let channels = self
+            .hook
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.subscribe))
+            .unwrap_or_default();
+        for channel in channels {
+            if self.subscriptions.len() >= self.hub.config.max_subscriptions {
+                self.error(
+                    &None,
+                    "limit_exceeded",
+                    "too many subscriptions on this connection",
+                );
+                break;
+            }
+            self.join(&None, channel, None, None).await;
+        }
+        if !self.hub.hooks.per_channel() {
+            self.hook = None;
+        }
+    }
+
+    /// Asks the hook for `event` about this client and `channel`.
+    async fn ask(&self, event: Event, channel: &str, data: Option<&RawValue>) -> Verdict {
+        let empty = hooks::Context::default();
+        let context = self.hook.as_deref().unwrap_or(&empty);
+        let mut call = Call::new(
+            event,
+            &self.member.client,
+            self.member.user.as_deref(),
+            context,
+        );
+        call.channel = Some(channel);
+        call.data = data;
+        self.hub.hooks.ask(event, &call).await
+    }
+
+    /// Subscribes, the checks done.
+    async fn join(
+        &mut self,
+        id: &Option<Value>,
+        channel: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+    ) {
         let subscriber = Subscriber {
             member: self.member.clone(),
             outbox: self.outbox.clone(),
@@ -467,6 +630,25 @@ impl Session {
             self.error(id, "rate_limited", "too many publishes: slow down");
             return None;
         }
+        let replaced;
+        let data = if self.hub.config.policy(channel).publish_hook {
+            match self.ask(Event::Publish, channel, Some(data)).await {
+                Verdict::Allow(answer) => {
+                    replaced = answer.data;
+                    replaced.as_deref().unwrap_or(data)
+                }
+                Verdict::Deny(d) => {
+                    self.error(id, d.code(), d.message());
+                    return None;
+                }
+                Verdict::Unavailable => {
+                    self.error(id, "unavailable", HOOK_UNAVAILABLE);
+                    return None;
+                }
+            }
+        } else {
+            data
+        };
         let from = self.member.user.as_deref().unwrap_or(&self.member.client);
         let outbox = self.outbox.clone();
         let reply_id = id.clone();

@@ -6,7 +6,6 @@
 //! headers), validating the response against RFC 6455 §4.1, and reporting
 //! a refusal with its status, headers and body.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -123,7 +122,7 @@ pub async fn connect_with(
         .proxy
         .proxy_for(target.secure, &target.host, config.no_proxy.as_ref())?;
     let tls = if target.secure {
-        Some(Arc::new(crate::tls::client_config(&config.tls)?))
+        Some(crate::tls::config_for(&config.tls)?)
     } else {
         None
     };

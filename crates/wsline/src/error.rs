@@ -59,9 +59,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// TLS could not be set up or negotiated.
-    #[error("TLS error: {0}")]
-    Tls(String),
+    /// TLS could not be set up or negotiated. `source` keeps the cause:
+    /// a [`rustls::Error`] (certificate, protocol), an I/O error carrying
+    /// one (a failed handshake), or a PEM error; [`Error::rustls_error`]
+    /// finds the rustls error among them.
+    #[error("TLS error: {message}")]
+    Tls {
+        /// What failed, and what to do about it.
+        message: String,
+        /// The underlying error, if there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
     /// The connection ended other than with a normal close (1000, 1001 or
     /// an empty Close, 1005: [`Termination::is_normal`]);
     /// the termination says how: the peer's code and reason, 1006, a
@@ -94,6 +103,49 @@ impl Error {
         match self {
             Error::Proxy { source, .. } => Some(source),
             _ => None,
+        }
+    }
+
+    /// The rustls error behind a TLS failure, if there is one (e.g.
+    /// `rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)`
+    /// for a server whose certificate is not trusted).
+    #[cfg(feature = "tls")]
+    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+        let Error::Tls {
+            source: Some(source),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = cause {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            // io::Error's `source()` skips the error it wraps: look inside.
+            if let Some(inner) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(tls);
+                }
+            }
+            cause = e.source();
+        }
+        None
+    }
+
+    /// A TLS error with a message and its cause.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Tls {
+            message: message.into(),
+            source: Some(source.into()),
         }
     }
 

@@ -9,14 +9,20 @@
 //!   reads them).
 //! - [`WebSocket`]: the open connection: `recv`, `send`, `close`, a
 //!   `Stream` and a `Sink`, and [`WebSocket::split`] into halves.
-//! - [`reactor`]: a server loop that runs many connections on one thread
-//!   without a task each (for servers that answer what they receive).
+//! - `reactor` (feature `reactor`, on by default): a server loop that runs
+//!   many connections on one thread without a task each (for servers that
+//!   answer what they receive).
 //! - [`Gate`] / [`Limits`]: caps on open connections and handshakes in
 //!   progress (overall and per address) for a server's accept loop.
 //! - `upgrade` / `upgrade_with` (feature `hyper`): a WebSocket from a
 //!   request served by hyper 1, with the same checks and timers as
 //!   `accept`; `axum::WebSocketUpgrade` (feature `axum`): the same as an
 //!   axum 0.8 extractor. docs/library.md shows a server in each.
+//!
+//! Cargo features: `tls` (on by default: `wss://` clients with rustls,
+//! `tls::server_config`), `reactor` (on by default), `hyper`, `axum`. With
+//! `default-features = false` the library is plain `ws://` and `accept`
+//! over any stream, and asks tokio only for `net`, `io-util` and `time`.
 //!
 //! A complete echo server:
 //!
@@ -90,6 +96,7 @@ mod driver;
 mod error;
 mod limits;
 mod proxy;
+#[cfg(feature = "reactor")]
 pub mod reactor;
 mod server;
 mod split;

@@ -1,20 +1,41 @@
-//! TLS for `wss://` clients (rustls): trust roots, an extra CA file, an
-//! explicit insecure mode for testing, and [`MaybeTlsStream`], the stream
-//! type `connect` returns.
+//! TLS (rustls): for `wss://` clients, trust roots, an extra CA file, an
+//! explicit insecure mode for testing, or the caller's own
+//! `rustls::ClientConfig` ([`TlsOptions::config`]: client certificates,
+//! in-memory roots, ALPN), and [`MaybeTlsStream`], the stream type
+//! `connect` returns; for servers, [`server_config`] from PEM files.
 //!
 //! Servers terminate TLS themselves: wrap the accepted stream with a
-//! `tokio_rustls::TlsAcceptor` and pass it to [`crate::accept`].
+//! `tokio_rustls::TlsAcceptor` (from [`server_config`] or a
+//! `rustls::ServerConfig` of their own) and pass it to [`crate::accept`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! let tls = wsline::tls::server_config(Path::new("cert.pem"), Path::new("key.pem"))?;
+//! let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let mut ws = wsline::accept(acceptor.accept(tcp).await?, &Default::default()).await?;
+//! # Ok(()) }
+//! ```
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+#[cfg(feature = "tls")]
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+#[cfg(feature = "tls")]
 use rustls::{DigitallySignedStruct, SignatureScheme};
+#[cfg(feature = "tls")]
+use std::path::Path;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -33,6 +54,27 @@ pub struct TlsOptions {
     /// Do not load the platform's trust store (only the bundled Mozilla
     /// roots and `ca_file`).
     pub no_platform_roots: bool,
+    /// A rustls configuration to use as it is, instead of one built from
+    /// the options above (which are then ignored): client certificates
+    /// (mTLS), roots held in memory, a verifier of your own. Its ALPN
+    /// list is used as given: leave it empty, or offer `http/1.1`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    /// let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    ///     rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()?
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth(); // or .with_client_auth_cert(chain, key)?
+    /// let mut config = wsline::ClientConfig::default();
+    /// config.tls.config = Some(Arc::new(tls));
+    /// # Ok::<(), rustls::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub config: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A TCP stream, with or without TLS.
@@ -41,6 +83,7 @@ pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
+    #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -49,6 +92,7 @@ impl MaybeTlsStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
+            #[cfg(feature = "tls")]
             Self::Tls(s) => s.get_ref().0,
         }
     }
@@ -62,6 +106,7 @@ impl AsyncRead for MaybeTlsStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -75,6 +120,7 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -82,6 +128,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -89,6 +136,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
@@ -100,6 +148,7 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -107,35 +156,79 @@ impl AsyncWrite for MaybeTlsStream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
         }
     }
 }
 
+#[cfg(feature = "tls")]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+#[cfg(feature = "tls")]
 /// Loads PEM certificates from a file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| Error::Tls(format!("cannot read CA file {}: {e}", path.display())))?
+        .map_err(|e| Error::tls(format!("cannot read {}", path.display()), e))?
         .collect();
-    let certs = certs.map_err(|e| Error::Tls(format!("invalid PEM in {}: {e}", path.display())))?;
+    let certs = certs.map_err(|e| Error::tls(format!("invalid PEM in {}", path.display()), e))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!(
-            "no certificates found in {}: expected PEM 'BEGIN CERTIFICATE' blocks",
-            path.display()
-        )));
+        return Err(Error::Tls {
+            message: format!(
+                "no certificates found in {}: expected PEM 'BEGIN CERTIFICATE' blocks",
+                path.display()
+            ),
+            source: None,
+        });
     }
     Ok(certs)
 }
 
+#[cfg(feature = "tls")]
+/// A server's TLS configuration from PEM files: `cert_chain` (the
+/// server's certificate first, then its intermediates) and `key` (PKCS#8,
+/// PKCS#1 or SEC1). ALPN offers `http/1.1`; set `alpn_protocols` on the
+/// result (through `Arc::get_mut` before sharing it) to offer `h2` too.
+pub fn server_config(cert_chain: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let certs = load_certs(cert_chain)?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::tls(format!("no usable private key in {}", key.display()), e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::tls("unsupported TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            Error::tls(
+                format!(
+                    "the key in the key file does not fit the certificate in {}",
+                    cert_chain.display()
+                ),
+                e,
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(feature = "tls")]
+/// The client configuration for `options`: the caller's own, or one built
+/// by [`client_config`].
+pub(crate) fn config_for(options: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, Error> {
+    match &options.config {
+        Some(config) => Ok(config.clone()),
+        None => client_config(options).map(Arc::new),
+    }
+}
+
+#[cfg(feature = "tls")]
 /// Builds the rustls client configuration for `options`.
 pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::tls("unsupported TLS versions", e))?;
     let mut config = if options.insecure {
         builder
             .dangerous()
@@ -152,7 +245,7 @@ pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error
         if let Some(path) = &options.ca_file {
             for cert in load_certs(path)? {
                 roots.add(cert).map_err(|e| {
-                    Error::Tls(format!("unusable certificate in {}: {e}", path.display()))
+                    Error::tls(format!("unusable certificate in {}", path.display()), e)
                 })?;
             }
         }
@@ -162,6 +255,7 @@ pub fn client_config(options: &TlsOptions) -> Result<rustls::ClientConfig, Error
     Ok(config)
 }
 
+#[cfg(feature = "tls")]
 /// Opens TLS over `tcp` to `host` (a DNS name or an IP address).
 pub(crate) async fn wrap(
     tcp: TcpStream,
@@ -170,18 +264,34 @@ pub(crate) async fn wrap(
 ) -> Result<MaybeTlsStream, Error> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| Error::Tls(format!("invalid server name {host:?}: {e}")))?;
+        .map_err(|e| Error::tls(format!("invalid server name {host:?}"), e))?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| Error::Tls(format!("handshake with {host} failed: {e}")))?;
+        .map_err(|e| Error::tls(handshake_failure(host, &e), e))?;
     Ok(MaybeTlsStream::Tls(Box::new(stream)))
 }
 
+#[cfg(feature = "tls")]
+/// What a failed TLS handshake with `host` means to the user.
+fn handshake_failure(host: &str, e: &io::Error) -> String {
+    let tls = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
+            "the certificate of {host} was refused ({why:?}): trust its CA with a CA file \
+             (`TlsOptions::ca_file`, `wsline connect --ca FILE`), or check the name in the URL"
+        ),
+        Some(why) => format!("handshake with {host} failed: {why}"),
+        None => format!("handshake with {host} failed: {e}"),
+    }
+}
+
+#[cfg(feature = "tls")]
 /// Accepts any certificate (`--insecure`).
 #[derive(Debug)]
 struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
 
+#[cfg(feature = "tls")]
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
         &self,
@@ -225,4 +335,22 @@ impl ServerCertVerifier for NoVerification {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Without the `tls` feature no client TLS configuration exists: a
+/// `wss://` URL stops at [`config_for`].
+#[cfg(not(feature = "tls"))]
+pub(crate) enum NoTls {}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn config_for(_: &TlsOptions) -> Result<NoTls, Error> {
+    Err(Error::Tls {
+        message: "wss:// needs the `tls` feature of wsline (on by default)".to_owned(),
+        source: None,
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) async fn wrap(_: TcpStream, _: &str, config: NoTls) -> Result<MaybeTlsStream, Error> {
+    match config {}
 }
