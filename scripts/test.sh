@@ -40,6 +40,12 @@
 #   proxy            crates/cli/tests/proxy.rs: `wsline connect --proxy` through real proxies,
 #                    Debian's tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), with and without
 #                    credentials, ws:// and wss:// (apt-installed when missing; each test starts its own)
+#   balancer         crates/cli/tests/balancer.rs: three `wsline serve --engine redis` nodes behind
+#                    Debian's nginx and haproxy (apt-installed when missing, with redis-server),
+#                    run with docs/scaling.md's configurations; one node SIGKILLed, one drained
+#                    (SIGTERM), all three restarted one after another, while publishing: the
+#                    clients reconnect through the balancer and recover everything (a drained
+#                    node's see only 1001, no failed reconnect)
 #   fuzz             scripts/fuzz.sh: every cargo-fuzz target briefly (WSLINE_FUZZ_SECONDS
 #                    each, default 25) after replaying its kept crash inputs; a crash fails
 #                    it; skipped if cargo-fuzz cannot be installed
@@ -104,7 +110,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build install features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy fuzz)
+ALL_SUITES=(fmt clippy build install features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy balancer fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -666,6 +672,20 @@ suite_proxy() {
   ensure_proxies || { SUITE_NOTE="tinyproxy/microsocks could not be installed"; return 1; }
   log "$(tinyproxy -v 2>&1 | head -n 1); microsocks $(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo '(version unknown)')"
   run_step "$T_TEST" cargo test --release -p wsline-cli --test proxy -- --include-ignored --test-threads=2
+}
+
+# Debian's nginx and haproxy (and redis-server), apt-installed when
+# missing. The tests start their own, on free loopback ports, with the
+# configurations docs/scaling.md shows, so the services apt may start are
+# not used.
+ensure_balancers() { apt_tools redis-server nginx haproxy; }
+
+# The balancer tests are #[ignore]d in plain `cargo test`; here they run,
+# and a balancer that cannot be installed is a failure, not a skip.
+suite_balancer() {
+  ensure_balancers || { SUITE_NOTE="nginx/haproxy/redis-server could not be installed"; return 1; }
+  log "$(nginx -v 2>&1); $(haproxy -v | head -n 1); $(redis-server --version)"
+  run_step "$T_TEST" cargo test --release -p wsline-cli --test balancer -- --ignored --test-threads=2
 }
 
 suite_fuzz() {

@@ -59,7 +59,7 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
             return 1;
         }
     };
-    let shutdown = crate::echo::shutdown_signal();
+    let shutdown = drain_signal();
     ignore_hangup();
     match listener.local_addr() {
         Ok(addr) => println!("listening on http://{addr}"),
@@ -75,6 +75,24 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
             eprintln!("error: {e}");
             1
         }
+    }
+}
+
+/// The first SIGTERM or SIGINT starts a drain (the hub's `serve` sees its
+/// shutdown future complete); a second one while it runs exits at once
+/// with status 1, for the operator who will not wait.
+fn drain_signal() -> impl std::future::Future<Output = ()> {
+    let first = crate::echo::shutdown_signal();
+    async move {
+        first.await;
+        let second = crate::echo::shutdown_signal();
+        tokio::spawn(async move {
+            second.await;
+            eprintln!(
+                "error: a second signal while draining: exiting without waiting for the clients"
+            );
+            std::process::exit(1);
+        });
     }
 }
 

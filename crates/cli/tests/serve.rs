@@ -1,5 +1,5 @@
 //! `wsline serve` as a child process: no config needed, the `listening on`
-//! line, graceful shutdown on SIGTERM/SIGINT, the `--config` TOML file
+//! line, draining on SIGTERM/SIGINT and `POST /api/drain`, the `--config` TOML file
 //! and flags over it, `[channels."pattern"]` tables.
 
 #[path = "../../hub/tests/common/mod.rs"]
@@ -273,6 +273,10 @@ async fn serve_listens_on_127_0_0_1_8080_by_default() {
     }
 }
 
+/// The default drain (no grace, 200 closes a second over at most 5 s)
+/// closes three clients within 15 ms: the process is gone long before
+/// the close timeout. (Before draining, SIGTERM closed every client at
+/// once; a larger hub now spreads them, see the test below.)
 #[tokio::test]
 async fn serve_sigterm_closes_every_client_with_1001_and_exits_0() {
     let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--close-timeout", "3"]).await;
@@ -297,6 +301,125 @@ async fn serve_sigterm_closes_every_client_with_1001_and_exits_0() {
     );
     // It no longer listens.
     assert!(tokio::net::TcpStream::connect(serve.addr).await.is_err());
+}
+
+/// Polls `/healthz` until it answers 503 `draining`; when it first did.
+async fn health_says_draining(addr: SocketAddr) -> Instant {
+    within("/healthz to say draining", async {
+        loop {
+            let reply = http(addr, "GET", "/healthz", &[], None).await;
+            if reply.status == 503 {
+                assert_eq!(reply.json(), json!({"status": "draining"}));
+                return Instant::now();
+            }
+            assert_eq!(reply.status, 200, "{reply:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// SIGTERM drains: `/healthz` flips to 503 first, nothing is closed during
+/// the grace, then the clients are closed with 1001 spread over the
+/// window (the rate of 1 a second is slower than 40 clients over 1.5 s,
+/// so the window sets the pace), and the process exits 0 once the last
+/// one has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sigterm_drains_health_first_then_closes_spread_over_the_window_and_exits_0() {
+    const CLIENTS: usize = 40;
+    let grace = Duration::from_secs(1);
+    let window = Duration::from_millis(1500);
+    let mut serve = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-grace",
+        "1",
+        "--drain-window",
+        "1.5",
+        "--drain-rate",
+        "1",
+        "--close-timeout",
+        "3",
+    ])
+    .await;
+    let mut closes = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let mut c = serve.client().await;
+        c.subscribe(&format!("room{}", i % 5)).await;
+        closes.spawn(async move {
+            let (code, reason) = c.closed().await;
+            (code, reason, Instant::now())
+        });
+    }
+    let asked = Instant::now();
+    serve.signal("-TERM");
+    let flipped = health_says_draining(serve.addr).await;
+    let mut got = within("every client's close", closes.join_all()).await;
+    let (status, _, stderr) = serve.finish().await;
+    let exited = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "{status:?}: {stderr}");
+    for (code, reason, _) in &got {
+        assert_eq!((*code, reason.as_str()), (1001, "server shutting down"));
+    }
+    got.sort_by_key(|(_, _, at)| *at);
+    let (first, last) = (got[0].2, got[CLIENTS - 1].2);
+    let spread = last - first;
+    eprintln!(
+        "health flipped {:?} after SIGTERM; closes from {:?} to {:?} (spread {spread:?}, window \
+         {window:?}); exit after {exited:?}",
+        flipped - asked,
+        first - asked,
+        last - asked
+    );
+    assert!(
+        flipped < first,
+        "/healthz flipped after a client was closed"
+    );
+    assert!(
+        first - asked >= grace - Duration::from_millis(100),
+        "a close during the grace: {:?} after SIGTERM",
+        first - asked
+    );
+    assert!(spread >= window / 2, "closes spread over only {spread:?}");
+    assert!(
+        spread <= window + Duration::from_millis(1500),
+        "closes spread over {spread:?}"
+    );
+    assert!(
+        stderr.contains("draining") && stderr.contains("drained"),
+        "the drain's start and end are logged: {stderr}"
+    );
+    assert!(tokio::net::TcpStream::connect(serve.addr).await.is_err());
+}
+
+/// `POST /api/drain` (from loopback: no API key set) drains like SIGTERM.
+#[tokio::test]
+async fn serve_post_api_drain_drains_and_exits_0() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--drain-grace", "0.5"]).await;
+    let mut c = serve.client().await;
+    let reply = http(serve.addr, "POST", "/api/drain", &[], Some("")).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(reply.json()["started"], json!(true));
+    let health = http(serve.addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(health.status, 503);
+    assert_eq!(c.closed().await.0, 1001);
+    let (status, _, stderr) = serve.finish().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// A second SIGTERM while draining ends the process at once (status 1).
+#[tokio::test]
+async fn serve_a_second_signal_while_draining_exits_at_once() {
+    let mut serve = spawn_serve(&["--listen", "127.0.0.1:0", "--drain-grace", "60"]).await;
+    let _c = serve.client().await;
+    serve.signal("-TERM");
+    health_says_draining(serve.addr).await;
+    let started = Instant::now();
+    serve.signal("-INT");
+    let (status, _, stderr) = serve.finish().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// The event-loop threads of the process `pid` (tokio's workers, named

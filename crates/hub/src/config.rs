@@ -378,8 +378,26 @@ settings! {
     close_timeout: Duration => protocol.close_timeout {
         default: Duration::from_secs(10),
         value: "SECS",
-        help: "Seconds to wait for closing handshakes and at shutdown",
-        docs: "how long to wait for a client's answer to a Close, and at shutdown for all of them",
+        help: "Seconds to wait for closing handshakes, and after a drain's window for the last clients",
+        docs: "how long to wait for a client's answer to a Close, and after a drain's window for the clients still open",
+    }
+    drain_grace: Duration {
+        default: Duration::ZERO,
+        value: "SECS",
+        help: "Draining (SIGTERM, SIGINT, POST /api/drain): seconds new WebSocket upgrades are still accepted while /healthz answers 503, before they are refused",
+        docs: "when a drain starts (SIGTERM, SIGINT, `POST /api/drain`), `/healthz` answers 503 `draining` at once and new WebSocket upgrades are still accepted for this long, so a load balancer has time to notice; then they get 503 and the open connections are closed. Set it to the balancer's detection time ([operations.md](operations.md#draining))",
+    }
+    drain_window: Duration {
+        default: Duration::from_secs(5),
+        value: "SECS",
+        help: "Draining: the open connections are closed with 1001 over at most this many seconds (paced by drain_rate), then the hub waits close_timeout for them",
+        docs: "after `drain_grace`, the open connections are closed with 1001 in a random order, paced at `drain_rate` a second but over no more than this; the process exits when the last one is gone, or `close_timeout` after the window. 0 closes them all at once",
+    }
+    drain_rate: u32 {
+        default: 200,
+        value: "N",
+        help: "Draining: connections closed per second, faster when needed to finish within drain_window",
+        docs: "connections closed per second while draining (each at a random moment of its slot): N connections take N ÷ `drain_rate` seconds, or `drain_window` if that is shorter; more than 0",
     }
     handshake_timeout: Duration => handshake_timeout {
         default: wsline::ServerConfig::default().handshake_timeout,
@@ -488,6 +506,9 @@ impl HubConfig {
                     "{name} is set but tokens are off: add --jwt-secret, --jwt-public-key or --jwks-url"
                 ));
             }
+        }
+        if self.drain_rate == 0 {
+            return Err("drain_rate must be more than 0 connections a second".into());
         }
         if self.server.handshake_timeout.is_zero() {
             return Err("handshake_timeout must be more than 0 seconds".into());

@@ -1,5 +1,5 @@
 //! Plain HTTP on the hub's port: the publish API, channel and presence
-//! queries, `/metrics`, `/healthz` and the demo page.
+//! queries, `POST /api/drain`, `/metrics`, `/healthz` and the demo page.
 //!
 //! Owns the API's access rule (a bearer key when configured, else loopback
 //! clients only) and its JSON answers. One request per connection
@@ -48,6 +48,16 @@ fn error(status: u16, text: &str) -> Response {
     json_response(status, json!({ "error": text }))
 }
 
+/// The answer to a WebSocket upgrade once a drain's grace is over.
+pub(crate) fn draining() -> Response {
+    let mut response = error(
+        503,
+        "this hub is draining: connect again (a load balancer sends you to another node)",
+    );
+    response.headers.push("Retry-After", "1");
+    response
+}
+
 pub(crate) async fn answer(
     hub: &Arc<Hub>,
     mut tcp: TcpStream,
@@ -70,7 +80,9 @@ async fn route(
     let method = request.method.as_str();
     match (method, path) {
         ("GET", "/healthz") => {
-            if hub.engine.is_up() {
+            if hub.is_draining() {
+                json_response(503, json!({"status": "draining"}))
+            } else if hub.engine.is_up() {
                 json_response(200, json!({"status": "ok"}))
             } else {
                 json_response(503, json!({"status": "unavailable"}))
@@ -211,7 +223,18 @@ async fn api(
                 Err(e) => error(503, &e.to_string()),
             }
         }
-        (_, "/api/publish" | "/api/channels") => error(405, "method not allowed"),
+        ("POST", "/api/drain") => {
+            let started = hub.start_drain();
+            json_response(
+                202,
+                json!({
+                    "status": "draining",
+                    "started": started,
+                    "connections": hub.open_sessions(),
+                }),
+            )
+        }
+        (_, "/api/publish" | "/api/channels" | "/api/drain") => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
 }

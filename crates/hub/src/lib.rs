@@ -14,11 +14,13 @@
 //! written and shown), `http` (the API, metrics, health, demo page),
 //! [`auth`] (JWT), [`jwks`] (the key set behind `jwks_url`), `hooks`
 //! (asking the application's backend before a connect, subscribe or
-//! publish), `http_client` (the small HTTP/1.1 client of both), [`metrics`].
+//! publish), `http_client` (the small HTTP/1.1 client of both), [`metrics`],
+//! `drain` (how the hub leaves: health first, closes paced).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
 pub mod config;
+mod drain;
 pub mod engine;
 mod hooks;
 mod http;
@@ -31,6 +33,7 @@ mod session;
 pub mod settings;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -62,6 +65,14 @@ pub(crate) struct Hub {
     /// reaches them (one entry per connection instead of a shutdown
     /// future in every session).
     sessions: Mutex<HashMap<u64, Arc<Outbox>>>,
+    /// Told when `sessions` becomes empty (a drain waits for it).
+    emptied: tokio::sync::Notify,
+    /// Set when a drain starts: `/healthz` answers 503.
+    draining: AtomicBool,
+    /// Told when a drain is asked for (`POST /api/drain`).
+    drain_asked: tokio::sync::Notify,
+    /// Set when a drain's grace is over: new upgrades are refused and a
+    /// session that opens anyway is closed at once.
     stopping: AtomicBool,
 }
 
@@ -78,6 +89,9 @@ impl Hub {
             next_client: AtomicU64::new(1),
             client_prefix: format!("{:06x}-", rand::random::<u32>() & 0xff_ffff),
             sessions: Mutex::default(),
+            emptied: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
+            drain_asked: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
         })
     }
@@ -89,7 +103,7 @@ impl Hub {
     }
 
     /// Registers session `n`'s outbox for shutdown; a session that opens
-    /// while the hub is stopping is shut down at once.
+    /// once a drain is closing connections is shut down at once.
     pub(crate) fn enter(&self, n: u64, outbox: &Arc<Outbox>) {
         self.sessions_lock().insert(n, outbox.clone());
         if self.stopping.load(SeqCst) {
@@ -99,19 +113,63 @@ impl Hub {
 
     /// Forgets session `n`.
     pub(crate) fn leave(&self, n: u64) {
-        self.sessions_lock().remove(&n);
+        let mut sessions = self.sessions_lock();
+        sessions.remove(&n);
+        if sessions.is_empty() {
+            self.emptied.notify_one();
+        }
+    }
+
+    /// Open sessions.
+    pub(crate) fn open_sessions(&self) -> usize {
+        self.sessions_lock().len()
+    }
+
+    /// Waits until no session is open.
+    async fn all_sessions_ended(&self) {
+        // `notify_one` keeps a wake-up for a waiter to come, so a session
+        // that ends between the check and the wait is not missed; one
+        // left from before only costs a second check.
+        while self.open_sessions() > 0 {
+            self.emptied.notified().await;
+        }
+    }
+
+    /// Starts a drain (see `drain`): `/healthz` answers 503 from now on.
+    /// False if one had started already (nothing changes then).
+    pub(crate) fn start_drain(&self) -> bool {
+        if self.draining.swap(true, SeqCst) {
+            return false;
+        }
+        self.metrics.draining.store(1, Relaxed);
+        self.drain_asked.notify_one();
+        true
+    }
+
+    /// Whether a drain has started.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(SeqCst)
+    }
+
+    /// Whether new WebSocket upgrades are refused (a drain's grace is
+    /// over).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(SeqCst)
     }
 
     fn sessions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Outbox>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tells every session to close with 1001.
-    fn stop(&self) {
+    /// Ends a drain's grace: from now on upgrades are refused and a
+    /// session that opens anyway is shut down at once ([`Hub::enter`]).
+    /// Returns the outboxes of the sessions open now, for the drain to
+    /// shut down at its pace.
+    fn stop_admitting(&self) -> Vec<Arc<Outbox>> {
+        // Set before the list is taken: a session that enters after it is
+        // either in the list or sees the flag.
         self.stopping.store(true, SeqCst);
-        for outbox in self.sessions_lock().values() {
-            outbox.shut_down();
-        }
+        self.sessions_lock().values().cloned().collect()
     }
 }
 
@@ -124,9 +182,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Serves the hub on `listener` until `shutdown` completes, then closes
-/// every client with 1001, waits for them up to the close timeout, and
-/// returns.
+/// Serves the hub on `listener` until a drain ends, then returns.
+///
+/// A drain starts when `shutdown` completes or a client of the API sends
+/// `POST /api/drain`: `/healthz` answers 503 at once, new WebSocket
+/// upgrades are still served for `drain_grace`, then refused with 503,
+/// and the open connections are closed with 1001 at `drain_rate` a second
+/// (over at most `drain_window`, in a random order). `serve` returns once
+/// the last of them has ended, or `close_timeout` (plus a second) after
+/// the window, whichever comes first; the listener is open until then.
 pub async fn serve(
     listener: TcpListener,
     config: HubConfig,
@@ -176,11 +240,52 @@ async fn serve_hub(
     };
 
     let mut tasks = JoinSet::new();
+    let drained = {
+        let accepting = accept(&acceptor, &hub, &mut tasks);
+        let draining = async {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = hub.drain_asked.notified() => {}
+            }
+            hub.start_drain();
+            drain::run(&hub).await
+        };
+        tokio::select! {
+            drained = draining => drained,
+            never = accepting => match never {},
+        }
+    };
+    drop(acceptor);
+    // Requests and handshakes still in progress, and sessions past the
+    // deadline's reach, have until the deadline.
+    let ended = tokio::time::timeout_at(drained.deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tracing::info!(
+        closed = drained.closed,
+        left = hub.open_sessions(),
+        took = ?drained.started.elapsed(),
+        "drained: {}",
+        if ended.is_ok() {
+            "every connection has ended"
+        } else {
+            "the deadline has passed; the connections left are dropped"
+        }
+    );
+    Ok(())
+}
+
+/// The accept loop: spawns a task per admitted connection, sweeps the
+/// engine every 5 s, reaps finished tasks. Never ends; `serve` drops it.
+async fn accept(
+    acceptor: &wsline::Acceptor,
+    hub: &Arc<Hub>,
+    tasks: &mut JoinSet<()>,
+) -> Infallible {
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
             _ = sweep.tick() => hub.engine.sweep(),
             accepted = acceptor.accept() => match accepted {
                 wsline::Accepted::Admitted { tcp, peer, handshake } => {
@@ -195,11 +300,6 @@ async fn serve_hub(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
-    drop(acceptor);
-    hub.stop();
-    let grace = wsline::shutdown_grace(config.server.protocol.close_timeout);
-    let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    Ok(())
 }
 
 /// A connection just accepted. `handshake` holds the gate's handshake
@@ -249,6 +349,10 @@ async fn open(incoming: Incoming) -> Option<(session::Session, WebSocket<TcpStre
     if request.path() != "/ws" {
         http::answer(&hub, tcp, peer, request, leftover).await;
         drop(handshake);
+        return None;
+    }
+    if hub.is_stopping() {
+        wsline::refuse(&mut tcp, &http::draining()).await;
         return None;
     }
     let open = match handshake.open() {

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub engine_up: AtomicI64,
     /// Connections refused by the connection and handshake caps (503).
     pub refused: AtomicU64,
+    /// 1 once a drain has started (SIGTERM, `POST /api/drain`).
+    pub draining: AtomicI64,
     /// Backend hook calls by hook ([`HOOKS`]) and result
     /// ([`HOOK_RESULTS`]).
     pub hook_requests: [[AtomicU64; HOOK_RESULTS.len()]; HOOKS.len()],
@@ -130,6 +132,12 @@ impl Metrics {
             "1 when the engine is usable.",
             "gauge",
             self.engine_up.load(Relaxed).to_string(),
+        );
+        gauge(
+            "wsline_draining",
+            "1 once the hub is draining (SIGTERM or POST /api/drain): /healthz answers 503.",
+            "gauge",
+            self.draining.load(Relaxed).to_string(),
         );
         for (name, help, c) in [
             (

@@ -744,6 +744,8 @@ async fn close_1009_for_a_message_over_max_message_size() {
     assert_eq!(metrics.value("wsline_connections"), 0.0);
 }
 
+/// With the default drain (no grace, 200 closes a second), two clients are
+/// closed at once in effect; tests/drain.rs has the paced closes.
 #[tokio::test]
 async fn close_1001_for_every_client_when_serve_shuts_down() {
     let hub_config = config();

@@ -1261,7 +1261,10 @@ impl Inner {
             Ok(snap) if *s.epoch == *snap.epoch => {
                 let entries = snap.entries.iter().map(|(o, f)| (*o, f));
                 let epoch = &s.epoch;
-                let paged = recovery::page(replay, entries, snap.end, &s.sub.outbox, room, |o| {
+                // A publication deferred to the replay while this page was
+                // read is past the page's history, not lost from it.
+                let end = replay.ends_with(snap.end, snap.latest);
+                let paged = recovery::page(replay, entries, end, &s.sub.outbox, room, |o| {
                     resync_frame(channel, epoch, o)
                 });
                 let bytes: usize = snap
