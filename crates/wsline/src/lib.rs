@@ -94,6 +94,8 @@ pub mod axum;
 mod client;
 mod driver;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 mod limits;
 mod proxy;
 #[cfg(feature = "reactor")]
@@ -108,6 +110,7 @@ mod websocket;
 pub use accept::{Accepted, Acceptor};
 pub use client::{
     connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
+    HttpVersion,
 };
 pub use driver::{shutdown_grace, SHUTDOWN_CLOSE};
 pub use error::Error;
