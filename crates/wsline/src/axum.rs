@@ -41,9 +41,9 @@ use crate::{Acceptance, ServerConfig};
 /// HTTP/2 (RFC 8441 extended CONNECT, answered with 200): route the path
 /// with `any(...)` (or `on(MethodFilter::GET.or(MethodFilter::CONNECT),
 /// ...)`) rather than `get(...)`, since those requests are CONNECTs, and
-/// serve HTTP/2 with the connect protocol enabled (axum::serve does not;
-/// hyper_util's auto builder with `http2().enable_connect_protocol()`
-/// does, as in `examples/hyper_echo.rs`).
+/// serve HTTP/2 with SETTINGS_ENABLE_CONNECT_PROTOCOL (`axum::serve`
+/// does with axum's `http2` feature; with hyper_util's auto builder, call
+/// `http2().enable_connect_protocol()` as `examples/hyper_echo.rs` does).
 ///
 /// ```no_run
 /// use axum::{response::Response, routing::get, Extension, Router};
