@@ -96,6 +96,17 @@ pub struct ClientConfig {
 ///
 /// To open several WebSockets on one HTTP/2 connection, use
 /// `wsline::h2::Connection` (feature `http2`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), wsline::Error> {
+/// let mut config = wsline::ClientConfig::default();
+/// config.http_version = wsline::HttpVersion::Auto; // or Http2 to require it
+/// let (mut ws, handshake) = wsline::connect_with("wss://chat.example/ws", &config).await?;
+/// // 200 over HTTP/2 (RFC 8441), 101 over HTTP/1.1.
+/// println!("{}", handshake.response.status);
+/// ws.send("hi".into()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HttpVersion {
