@@ -276,6 +276,48 @@ async fn several_websockets_share_one_http2_connection() {
 }
 
 #[tokio::test]
+async fn a_dropped_websocket_resets_only_its_own_stream() {
+    let (addr, mut outcomes) = serve(ServerConfig::default(), PLAIN).await;
+    let config = ClientConfig::default();
+    let conn = within(
+        "the HTTP/2 connection",
+        wsline::h2::Connection::connect(&format!("ws://{addr}"), &config),
+    )
+    .await
+    .expect("an HTTP/2 connection");
+    let (mut kept, _) = within("a WebSocket", conn.websocket("/kept", &config))
+        .await
+        .expect("a stream");
+    let (mut dropped, _) = within("a WebSocket", conn.websocket("/dropped", &config))
+        .await
+        .expect("a stream");
+    echo(&mut dropped, Message::text("before the drop")).await;
+    // No closing handshake: RST_STREAM, the counterpart of a TCP reset.
+    drop(dropped);
+    match next_outcome(&mut outcomes).await {
+        Outcome::Echoed(http::Version::HTTP_2, Err(error)) => {
+            assert_eq!(
+                error.termination().map(|t| t.code()),
+                Some(CloseCode::ABNORMAL),
+                "{error}"
+            );
+        }
+        other => panic!("expected an abnormal end (1006), got {other:?}"),
+    }
+    // The connection and the other stream go on; new streams open.
+    echo(&mut kept, Message::text("still here")).await;
+    let (mut fresh, _) = within("a WebSocket", conn.websocket("/fresh", &config))
+        .await
+        .expect("a stream");
+    echo(&mut fresh, Message::text("new stream")).await;
+    for mut ws in [kept, fresh] {
+        within("close", ws.close(CloseCode::NORMAL, ""))
+            .await
+            .expect("close");
+    }
+}
+
+#[tokio::test]
 async fn subprotocol_and_permessage_deflate_are_agreed_over_http2() {
     let mut server = ServerConfig::default();
     server.subprotocols = vec!["chat.v2".into(), "chat.v1".into()];
