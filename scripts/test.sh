@@ -5,17 +5,18 @@
 # going after a failure, and exits non-zero if any suite failed:
 #   fmt              cargo fmt --all -- --check
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings, then the same for
-#                    wsline with its optional features (--features hyper,axum)
+#                    wsline with its optional features (--features hyper,axum,http2)
 #   build            cargo build --release --bin wsline  (-> target/release/wsline)
 #   install          cargo install --path crates/cli (into .cache/install, reusing target/): the
 #                    installed `wsline` prints its version, starts `serve` with the embedded
 #                    defaults and answers /healthz
 #   features         wsline's cargo features: cargo check --all-targets with no features, each
-#                    feature alone (tls, reactor, hyper, axum) and all of them; the examples
-#                    built with --features hyper,axum
+#                    feature alone (tls, reactor, hyper, axum, http2) and all of them; the
+#                    examples built with --features hyper,axum,http2
 #   test             cargo test --release --workspace (the `wsline echo` tests run against
 #                    both runtimes, reactor and tokio, as separate tests), then wsline's own
-#                    tests with --features hyper,axum (the hyper and axum tests, doc examples)
+#                    tests with --features hyper,axum,http2 (the hyper, axum and HTTP/2
+#                    (RFC 8441) tests, doc examples)
 #   autobahn-server  Autobahn|TestSuite fuzzingclient against `wsline echo` (the reactor;
 #                    all cases, 1.* to 13.*, strict)
 #   autobahn-server-tokio
@@ -24,8 +25,9 @@
 #                    built here with cargo (-> target/release/examples/echo_server)
 #   autobahn-server-hyper
 #                    the same against hyper 1: crates/wsline/examples/hyper_echo.rs
-#                    (`wsline::upgrade` in a hyper service, ServerConfig::default()),
-#                    built here with --features hyper (-> target/release/examples/hyper_echo)
+#                    (`wsline::upgrade` in a hyper service, ServerConfig::default(); the
+#                    example serves HTTP/1.1 and HTTP/2 on one port, Autobahn uses HTTP/1.1),
+#                    built here with --features hyper,http2 (-> target/release/examples/hyper_echo)
 #   autobahn-client  Autobahn|TestSuite fuzzingserver against `wsline autobahn-client`
 #                    (the selected Autobahn suites run in parallel)
 #   interop-python   tests/interop/py_*.py with the `websockets` library
@@ -304,13 +306,13 @@ ensure_browser() {
 # -------------------------------------------------------------- suites ------
 suite_fmt() { run_step "$T_FMT" cargo fmt --all -- --check; }
 
-# The workspace leaves wsline's optional features off: the hyper and axum
-# code (src/upgrade.rs, src/axum.rs, their tests and examples) is linted
-# in a second run with them on.
+# The workspace leaves wsline's optional features off: the hyper, axum
+# and HTTP/2 code (src/upgrade.rs, src/axum.rs, src/h2.rs, their tests
+# and examples) is linted in a second run with them on.
 suite_clippy() {
   local rc=0
   run_step "$T_CLIPPY" cargo clippy --workspace --all-targets -- -D warnings || rc=1
-  run_step "$T_CLIPPY" cargo clippy -p wsline --all-targets --features hyper,axum -- -D warnings || rc=1
+  run_step "$T_CLIPPY" cargo clippy -p wsline --all-targets --features hyper,axum,http2 -- -D warnings || rc=1
   return "$rc"
 }
 
@@ -319,14 +321,15 @@ suite_clippy() {
 # against both runtimes (`--runtime reactor` and `--runtime tokio`) by
 # parameter, as separate tests (crates/cli/tests/child: `Runtime`).
 #
-# wsline's hyper and axum tests (tests/hyper_upgrade.rs,
-# tests/axum_extractor.rs), the doc examples of `upgrade` and the
-# extractor, and the examples that need them build only with those
-# features: the second run (wsline's tests again, with the features on).
+# wsline's hyper, axum and HTTP/2 tests (tests/hyper_upgrade.rs,
+# tests/axum_extractor.rs, tests/http2.rs), the doc examples of `upgrade`,
+# the extractor and `wsline::h2`, and the examples that need them build
+# only with those features: the second run (wsline's tests again, with
+# the features on).
 suite_test() {
   local rc=0
   run_step "$T_TEST" cargo test --release --workspace || rc=1
-  run_step "$T_TEST" cargo test --release -p wsline --features hyper,axum || rc=1
+  run_step "$T_TEST" cargo test --release -p wsline --features hyper,axum,http2 || rc=1
   return "$rc"
 }
 
@@ -387,15 +390,16 @@ suite_features() {
   # where the features allow them.
   for combo in --no-default-features "--no-default-features --features tls" \
     "--no-default-features --features reactor" "--no-default-features --features hyper" \
-    "--no-default-features --features axum" "--all-features"; do
+    "--no-default-features --features axum" "--no-default-features --features http2" \
+    "--all-features"; do
     # shellcheck disable=SC2086 # several words on purpose
     run_step "$T_BUILD" cargo check -p wsline --all-targets $combo </dev/null || {
       SUITE_NOTE="cargo check -p wsline --all-targets $combo failed"
       return 1
     }
   done
-  run_step "$T_BUILD" cargo build --release -p wsline --examples --features hyper,axum </dev/null || {
-    SUITE_NOTE="the examples with --features hyper,axum failed to build"
+  run_step "$T_BUILD" cargo build --release -p wsline --examples --features hyper,axum,http2 </dev/null || {
+    SUITE_NOTE="the examples with --features hyper,axum,http2 failed to build"
     return 1
   }
 }
@@ -565,12 +569,13 @@ suite_autobahn_server_tokio() {
 
 # The library inside hyper 1: the crate's hyper_echo example
 # (`wsline::upgrade` in a hyper service, the default ServerConfig,
-# recv/send), built with the `hyper` feature.
+# recv/send), built with the `hyper` and `http2` features (it serves
+# HTTP/1.1 and HTTP/2 on one port; Autobahn speaks HTTP/1.1).
 HYPER_ECHO_BIN="$TARGET_DIR/release/examples/hyper_echo"
 suite_autobahn_server_hyper() {
   autobahn_available || return
   autobahn_install || return 1
-  run_step "$T_BUILD" cargo build --release -p wsline --features hyper --example hyper_echo </dev/null || {
+  run_step "$T_BUILD" cargo build --release -p wsline --features hyper,http2 --example hyper_echo </dev/null || {
     SUITE_NOTE="cargo build of the hyper_echo example failed"
     return 1
   }

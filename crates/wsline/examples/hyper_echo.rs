@@ -1,11 +1,16 @@
-//! An echo server on hyper 1 (HTTP/1.1): `wsline::upgrade` inside a hyper
-//! service, the connection served `.with_upgrades()`, a task per
-//! WebSocket with `recv` and `send`, `ServerConfig::default()`.
-//! scripts/test.sh runs Autobahn's server suite against it
-//! (`autobahn-server-hyper`), as against `echo_server` for `accept`.
+//! An echo server on hyper 1, HTTP/1.1 and HTTP/2 on one port:
+//! `wsline::upgrade` inside a hyper service, a task per WebSocket with
+//! `recv` and `send`, `ServerConfig::default()`. hyper_util's auto builder
+//! tells the versions apart by the first bytes (cleartext HTTP/2 with
+//! prior knowledge, no TLS here), serves HTTP/1.1 with upgrades (101) and
+//! HTTP/2 with SETTINGS_ENABLE_CONNECT_PROTOCOL, so that RFC 8441 clients
+//! open their WebSockets as extended CONNECT streams (200): the same
+//! `wsline::upgrade` call answers both. scripts/test.sh runs Autobahn's
+//! server suite against it over HTTP/1.1 (`autobahn-server-hyper`), as
+//! against `echo_server` for `accept`.
 //!
 //! ```text
-//! cargo run --release -p wsline --features hyper --example hyper_echo -- [ADDR | --listen ADDR]
+//! cargo run --release -p wsline --features hyper,http2 --example hyper_echo -- [ADDR | --listen ADDR]
 //! ```
 //!
 //! The default address is 127.0.0.1:9001. Prints `listening on
@@ -18,10 +23,10 @@ use std::io::Write;
 use std::sync::LazyLock;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use wsline::{ServerConfig, UpgradeBody};
@@ -72,6 +77,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let listener = TcpListener::bind(&listen).await?;
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    // RFC 8441 §3: without this setting clients send no extended CONNECT.
+    http.http2().enable_connect_protocol();
     println!("listening on ws://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
     loop {
@@ -90,10 +98,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(
-            http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service_fn(handle))
-                .with_upgrades(),
-        );
+        let http = http.clone();
+        tokio::spawn(async move {
+            // HTTP/1.1 upgrades need `with_upgrades`; HTTP/2 streams are
+            // handed over by `hyper::upgrade::on` either way.
+            let _ = http
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service_fn(handle))
+                .await;
+        });
     }
 }

@@ -9,7 +9,8 @@
 //! callback with the open [`HyperWebSocket`]. The rules and the WebSocket
 //! construction are those of every wsline server path (`driver`,
 //! `server::Opening`); this module only carries them through axum's
-//! traits.
+//! traits. HTTP/1.1 upgrades and (feature `http2`) RFC 8441 extended
+//! CONNECTs go through it alike (`upgrade::Transport`).
 
 use std::future::Future;
 
@@ -18,9 +19,9 @@ use ::axum::extract::FromRequestParts;
 use ::axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
-use wsline_proto::handshake::{validate_request, Request};
+use wsline_proto::handshake::Request;
 
-use crate::upgrade::{answer, from_http, HyperWebSocket, UpgradeRefused};
+use crate::upgrade::{answer, from_http, validate, HyperWebSocket, Transport, UpgradeRefused};
 use crate::{Acceptance, ServerConfig};
 
 /// Extractor for a WebSocket upgrade in an axum handler: take it as an
@@ -35,6 +36,14 @@ use crate::{Acceptance, ServerConfig};
 /// wsline's own server gives (400, 405, 426, with the reason as text);
 /// the Origin allow-list and the rest of the config apply in
 /// `on_upgrade` (403 for an Origin not allowed).
+///
+/// With wsline's `http2` feature the extractor also takes WebSockets over
+/// HTTP/2 (RFC 8441 extended CONNECT, answered with 200): route the path
+/// with `any(...)` (or `on(MethodFilter::GET.or(MethodFilter::CONNECT),
+/// ...)`) rather than `get(...)`, since those requests are CONNECTs, and
+/// serve HTTP/2 with SETTINGS_ENABLE_CONNECT_PROTOCOL (`axum::serve`
+/// does with axum's `http2` feature; with hyper_util's auto builder, call
+/// `http2().enable_connect_protocol()` as `examples/hyper_echo.rs` does).
 ///
 /// ```no_run
 /// use axum::{response::Response, routing::get, Extension, Router};
@@ -64,6 +73,8 @@ use crate::{Acceptance, ServerConfig};
 #[derive(Debug)]
 pub struct WebSocketUpgrade {
     request: Request,
+    /// HTTP/1.1 upgrade or RFC 8441 extended CONNECT.
+    transport: Transport,
     on_upgrade: OnUpgrade,
     config: ServerConfig,
 }
@@ -72,15 +83,22 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = UpgradeRefused;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let request = from_http(&parts.method, &parts.uri, parts.version, &parts.headers)
-            .map_err(UpgradeRefused::from_error)?;
-        validate_request(&request).map_err(UpgradeRefused::from_error)?;
+        let (request, transport) = from_http(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            &parts.extensions,
+        )
+        .map_err(|e| UpgradeRefused::from_error(e, Transport::of(parts.version)))?;
+        validate(&request, &transport)
+            .map_err(|e| UpgradeRefused::from_error(e, transport.clone()))?;
         // axum's server (hyper) puts it there; a request that did not come
         // through a hyper connection cannot be upgraded.
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
-            .ok_or_else(not_upgradable)?;
+            .ok_or_else(|| not_upgradable(transport.is_http2()))?;
         let config = parts
             .extensions
             .get::<ServerConfig>()
@@ -88,6 +106,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .unwrap_or_default();
         Ok(Self {
             request,
+            transport,
             on_upgrade,
             config,
         })
@@ -123,7 +142,8 @@ impl WebSocketUpgrade {
         F: FnOnce(HyperWebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let answer = match answer(&self.request, &self.config, |_| Ok(Acceptance::default())) {
+        let accept = |_: &Request| Ok(Acceptance::default());
+        let answer = match answer(&self.request, &self.transport, &self.config, accept) {
             Ok(answer) => answer,
             Err(refused) => return IntoResponse::into_response(refused),
         };
@@ -140,12 +160,12 @@ impl WebSocketUpgrade {
 
 /// The refusal of a request that no hyper connection can upgrade (500: the
 /// server's fault, not the client's).
-fn not_upgradable() -> UpgradeRefused {
+fn not_upgradable(http2: bool) -> UpgradeRefused {
     let response = wsline_proto::handshake::Response::reject(
         500,
         "this request cannot be upgraded: it did not come through a hyper connection served with upgrades",
     );
-    UpgradeRefused::from_response(response)
+    UpgradeRefused::from_response(response, http2)
 }
 
 impl IntoResponse for UpgradeRefused {

@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use wsline_proto::deflate::negotiate_server;
 use wsline_proto::handshake::{
-    check_origin, parse_request, select_subprotocol, validate_request, HandshakeError, Request,
-    Response,
+    check_origin, parse_request, select_subprotocol, validate_extended_connect, validate_request,
+    HandshakeError, Request, Response,
 };
 use wsline_proto::{CloseCode, Connection, Event, Role};
 
@@ -163,13 +163,47 @@ pub(crate) fn answer_request<F>(
 where
     F: FnOnce(&Request) -> Result<Acceptance, Response>,
 {
-    let checked =
-        validate_request(request).and_then(|()| check_origin(request, &config.allowed_origins));
+    answer_with(request, HandshakeRules::Http1, config, decide, now)
+}
+
+/// Which opening handshake a request is checked and answered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandshakeRules<'a> {
+    /// RFC 6455 §4.2 over HTTP/1.1: the 101 with Sec-WebSocket-Accept.
+    Http1,
+    /// RFC 8441 over HTTP/2: an extended CONNECT with this `:protocol`
+    /// (None for a request without one), answered with 200 and no key.
+    #[cfg_attr(not(all(feature = "hyper", feature = "http2")), allow(dead_code))]
+    ExtendedConnect { protocol: Option<&'a str> },
+}
+
+/// [`answer_request`] under either handshake's rules: only the
+/// transport's own checks and the shape of the answer differ; Origin,
+/// `decide`, subprotocol choice and permessage-deflate are the same.
+#[allow(clippy::result_large_err)]
+pub(crate) fn answer_with<F>(
+    request: &Request,
+    rules: HandshakeRules<'_>,
+    config: &ServerConfig,
+    decide: F,
+    now: Instant,
+) -> Result<Accepted, Refused>
+where
+    F: FnOnce(&Request) -> Result<Acceptance, Response>,
+{
+    let checked = match rules {
+        HandshakeRules::Http1 => validate_request(request),
+        HandshakeRules::ExtendedConnect { protocol } => {
+            validate_extended_connect(request, protocol)
+        }
+    }
+    .and_then(|()| check_origin(request, &config.allowed_origins));
     if let Err(error) = checked {
-        return Err(Refused {
-            response: Response::from_error(&error),
-            error,
-        });
+        let response = match rules {
+            HandshakeRules::Http1 => Response::from_error(&error),
+            HandshakeRules::ExtendedConnect { .. } => Response::reject_extended_connect(&error),
+        };
+        return Err(Refused { response, error });
     }
     let acceptance = match decide(request) {
         Ok(a) => a,
@@ -192,12 +226,18 @@ where
         let offers = request.extensions().ok()?;
         negotiate_server(&offers, cfg).map(|(params, answer)| (params, answer, cfg))
     });
-    let response = Response::accept(
-        request,
-        protocol.as_deref(),
-        deflate.as_ref().map(|d| d.1.as_str()),
-        &acceptance.headers,
-    );
+    let extensions = deflate.as_ref().map(|d| d.1.as_str());
+    let response = match rules {
+        HandshakeRules::Http1 => Response::accept(
+            request,
+            protocol.as_deref(),
+            extensions,
+            &acceptance.headers,
+        ),
+        HandshakeRules::ExtendedConnect { .. } => {
+            Response::accept_extended_connect(protocol.as_deref(), extensions, &acceptance.headers)
+        }
+    };
     let mut conn = Connection::new(Role::Server, config.protocol.clone(), now);
     if let Some((params, _, cfg)) = &deflate {
         conn.enable_deflate(params, cfg);

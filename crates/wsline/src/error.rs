@@ -87,6 +87,24 @@ pub enum Error {
     #[cfg(feature = "hyper")]
     #[error("the HTTP upgrade did not complete: {0} (a hyper server must serve its connections with `.with_upgrades()`)")]
     Upgrade(#[source] hyper::Error),
+    /// WebSocket over HTTP/2 (RFC 8441) was required but cannot be had
+    /// from this server: it did not announce
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL = 1, did not choose `h2` by ALPN,
+    /// or wsline was built without its `http2` feature (`reason` says
+    /// which). [`crate::HttpVersion::Auto`] falls back to HTTP/1.1 instead.
+    #[error("no WebSocket over HTTP/2 with {authority}: {reason}")]
+    Http2Unavailable {
+        /// The server, as `host:port`.
+        authority: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The HTTP/2 connection or the WebSocket's stream failed at the
+    /// HTTP/2 layer (a GOAWAY, a RST_STREAM, a protocol error, or the
+    /// transport underneath).
+    #[cfg(feature = "http2")]
+    #[error("HTTP/2 error: {0}")]
+    Http2(#[source] h2::Error),
 }
 
 impl Error {

@@ -18,9 +18,14 @@
 //!   request served by hyper 1, with the same checks and timers as
 //!   `accept`; `axum::WebSocketUpgrade` (feature `axum`): the same as an
 //!   axum 0.8 extractor. docs/library.md shows a server in each.
+//! - WebSocket over HTTP/2, RFC 8441 (feature `http2`): `upgrade` and the
+//!   extractor answer extended CONNECTs with 200; the client opens
+//!   WebSockets as HTTP/2 streams ([`HttpVersion`], `h2::Connection` for
+//!   several on one connection).
 //!
 //! Cargo features: `tls` (on by default: `wss://` clients with rustls,
-//! `tls::server_config`), `reactor` (on by default), `hyper`, `axum`. With
+//! `tls::server_config`), `reactor` (on by default), `hyper`, `axum`,
+//! `http2` (RFC 8441 on both sides; adds the h2 crate and `tokio/rt`). With
 //! `default-features = false` the library is plain `ws://` and `accept`
 //! over any stream, and asks tokio only for `net`, `io-util` and `time`.
 //!
@@ -94,6 +99,8 @@ pub mod axum;
 mod client;
 mod driver;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 mod limits;
 mod proxy;
 #[cfg(feature = "reactor")]
@@ -108,6 +115,7 @@ mod websocket;
 pub use accept::{Accepted, Acceptor};
 pub use client::{
     connect, connect_with, handshake as client_handshake, ClientConfig, HandshakeResponse,
+    HttpVersion,
 };
 pub use driver::{shutdown_grace, SHUTDOWN_CLOSE};
 pub use error::Error;

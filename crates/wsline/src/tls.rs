@@ -2,7 +2,9 @@
 //! explicit insecure mode for testing, or the caller's own
 //! `rustls::ClientConfig` ([`TlsOptions::config`]: client certificates,
 //! in-memory roots, ALPN), and [`MaybeTlsStream`], the stream type
-//! `connect` returns; for servers, [`server_config`] from PEM files.
+//! `connect` returns (TCP, TLS, or with the `http2` feature one stream of
+//! an HTTP/2 connection, which `h2.rs` owns); for servers,
+//! [`server_config`] from PEM files.
 //!
 //! Servers terminate TLS themselves: wrap the accepted stream with a
 //! `tokio_rustls::TlsAcceptor` (from [`server_config`] or a
@@ -57,7 +59,9 @@ pub struct TlsOptions {
     /// A rustls configuration to use as it is, instead of one built from
     /// the options above (which are then ignored): client certificates
     /// (mTLS), roots held in memory, a verifier of your own. Its ALPN
-    /// list is used as given: leave it empty, or offer `http/1.1`.
+    /// list is used as given with `HttpVersion::Http1` (leave it empty, or
+    /// offer `http/1.1`); `Http2` and `Auto` replace it with `h2` (and
+    /// `http/1.1`) on a copy.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -77,23 +81,42 @@ pub struct TlsOptions {
     pub config: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// A TCP stream, with or without TLS.
+/// A TCP stream, with or without TLS, or (feature `http2`) a stream of
+/// an HTTP/2 connection.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A WebSocket over HTTP/2 (RFC 8441), `ws://` or `wss://`: one stream
+    /// of an HTTP/2 connection that its own task drives.
+    #[cfg(feature = "http2")]
+    H2(crate::h2::H2Stream),
 }
 
 impl MaybeTlsStream {
-    /// The TCP stream underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP stream underneath, if this stream owns one (not a stream of
+    /// an HTTP/2 connection, whose TCP connection its task holds).
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain(s) => s,
+            Self::Plain(s) => Some(s),
             #[cfg(feature = "tls")]
-            Self::Tls(s) => s.get_ref().0,
+            Self::Tls(s) => Some(s.get_ref().0),
+            #[cfg(feature = "http2")]
+            Self::H2(_) => None,
+        }
+    }
+
+    /// Whether TLS chose `h2` by ALPN.
+    #[cfg(feature = "http2")]
+    pub(crate) fn alpn_is_h2(&self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Self::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+            _ => false,
         }
     }
 }
@@ -108,6 +131,8 @@ impl AsyncRead for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -122,6 +147,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -130,6 +157,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -138,6 +167,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -150,6 +181,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -158,6 +191,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => s.is_write_vectored(),
         }
     }
 }
@@ -221,6 +256,23 @@ pub(crate) fn config_for(options: &TlsOptions) -> Result<Arc<rustls::ClientConfi
         Some(config) => Ok(config.clone()),
         None => client_config(options).map(Arc::new),
     }
+}
+
+#[cfg(feature = "tls")]
+/// [`config_for`], offering `alpn` by ALPN unless it is empty (the HTTP
+/// version the client asks for: `h2` and/or `http/1.1`); a caller's own
+/// configuration is copied to change its list.
+pub(crate) fn config_with_alpn(
+    options: &TlsOptions,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let config = config_for(options)?;
+    if alpn.is_empty() {
+        return Ok(config);
+    }
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 #[cfg(feature = "tls")]
@@ -348,6 +400,11 @@ pub(crate) fn config_for(_: &TlsOptions) -> Result<NoTls, Error> {
         message: "wss:// needs the `tls` feature of wsline (on by default)".to_owned(),
         source: None,
     })
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn config_with_alpn(options: &TlsOptions, _: &[&[u8]]) -> Result<NoTls, Error> {
+    config_for(options)
 }
 
 #[cfg(not(feature = "tls"))]

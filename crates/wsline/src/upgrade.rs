@@ -11,9 +11,16 @@
 //! path), nor serving HTTP (reading heads, keep-alive, writing the
 //! response: hyper's), nor axum's extractor (`axum.rs`, feature `axum`).
 //!
-//! The function chooses the status of the answer: 101 for an HTTP/1.1
-//! upgrade. RFC 8441 (WebSocket over an HTTP/2 extended CONNECT, answered
-//! with 200) will go through the same calls: see `from_http` and `answer`.
+//! The same calls take both handshakes: an HTTP/1.1 upgrade (answered
+//! with 101) and, with the `http2` feature, an RFC 8441 extended CONNECT
+//! over HTTP/2 (`:protocol websocket`, which hyper hands over as
+//! `hyper::ext::Protocol`; answered with 200, no `Sec-WebSocket-Accept`).
+//! [`Transport`] says which one a request asked for; the rules of each
+//! are the core's (`validate_request`, `validate_extended_connect`), the
+//! rest (Origin, subprotocol, permessage-deflate, timers) is shared. Over
+//! HTTP/2 the WebSocket's transport is one stream: shutting it down ends
+//! the stream (END_STREAM), dropping it resets the stream, and the TCP
+//! connection stays hyper's.
 
 use std::fmt;
 use std::future::Future;
@@ -30,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use wsline_proto::handshake::{HandshakeError, Headers, Request, Response};
 use wsline_proto::Connection;
 
-use crate::driver::{answer_request, Accepted, Refused};
+use crate::driver::{answer_with, Accepted, HandshakeRules, Refused};
 use crate::server::Opening;
 use crate::{Acceptance, Error, ServerConfig, WebSocket};
 
@@ -52,6 +59,18 @@ pub type HyperWebSocket = WebSocket<TokioIo<Upgraded>>;
 /// has written the 101 and handed the connection over. A request that
 /// fails a check gets [`UpgradeRefused`], holding the response wsline's
 /// own server answers with (400, 403, 405, 426) and why.
+///
+/// With the `http2` feature, the same call accepts WebSockets over
+/// HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket` and
+/// `sec-websocket-version: 13`, answered with 200 (and the negotiated
+/// subprotocol and extensions), the WebSocket then running over that one
+/// stream. The hyper server must announce SETTINGS_ENABLE_CONNECT_PROTOCOL
+/// (`http2::Builder::enable_connect_protocol()`, also on hyper_util's auto
+/// builder), or clients will not send the request. Refusals over HTTP/2
+/// are 400 for a plain CONNECT, another `:protocol` or a version other
+/// than 13 (with `sec-websocket-version: 13`), 405 for another method,
+/// and otherwise those of HTTP/1.1. Without the feature, HTTP/2 requests
+/// are refused with 400.
 ///
 /// The hyper connection must be served `.with_upgrades()`, or the future
 /// fails with [`Error::Upgrade`]; it fails with [`Error::HandshakeTimeout`]
@@ -122,14 +141,15 @@ pub fn upgrade_with<B, F>(
 where
     F: FnOnce(&Request) -> Result<Acceptance, Response>,
 {
-    let ws_request = from_http(
+    let (ws_request, transport) = from_http(
         request.method(),
         request.uri(),
         request.version(),
         request.headers(),
+        request.extensions(),
     )
-    .map_err(UpgradeRefused::from_error)?;
-    let answer = answer(&ws_request, config, decide)?;
+    .map_err(|e| UpgradeRefused::from_error(e, Transport::of(request.version())))?;
+    let answer = answer(&ws_request, &transport, config, decide)?;
     Ok(answer.on(hyper::upgrade::on(request)))
 }
 
@@ -158,7 +178,9 @@ impl fmt::Debug for UpgradeFuture {
 
 /// A request [`upgrade`] refused: the response to send (the status and
 /// short text wsline's own server answers with: 400, 403, 405, 426, or
-/// the application's own refusal) and why.
+/// the application's own refusal) and why. Over HTTP/2 a version other
+/// than 13 is answered with 400 rather than 426 (which asks for an
+/// HTTP/1.1 `Upgrade`).
 #[derive(Debug)]
 pub struct UpgradeRefused {
     response: http::Response<UpgradeBody>,
@@ -166,17 +188,21 @@ pub struct UpgradeRefused {
 }
 
 impl UpgradeRefused {
-    /// The refusal wsline's server answers `error` with.
-    pub(crate) fn from_error(error: HandshakeError) -> Self {
+    /// The refusal wsline's server answers `error` with, over `transport`.
+    pub(crate) fn from_error(error: HandshakeError, transport: Transport) -> Self {
+        let response = match transport {
+            Transport::Http1 => Response::from_error(&error),
+            Transport::Http2 { .. } => Response::reject_extended_connect(&error),
+        };
         Self {
-            response: to_http(Response::from_error(&error)),
+            response: to_http(response, transport.is_http2()),
             error,
         }
     }
 
     /// A refusal with `response`, of the server's own choosing.
     #[cfg(feature = "axum")]
-    pub(crate) fn from_response(response: Response) -> Self {
+    pub(crate) fn from_response(response: Response, http2: bool) -> Self {
         let error = HandshakeError::Rejected {
             status: response.status,
             reason: response.reason.clone(),
@@ -184,12 +210,13 @@ impl UpgradeRefused {
             body: response.body.clone(),
         };
         Self {
-            response: to_http(response),
+            response: to_http(response, http2),
             error,
         }
     }
 
-    /// The status of the response (the same as `self.error().status()`).
+    /// The status of the response (the same as `self.error().status()`,
+    /// but for a version refused over HTTP/2: 400).
     pub fn status(&self) -> StatusCode {
         self.response.status()
     }
@@ -228,28 +255,65 @@ impl From<UpgradeRefused> for Error {
     }
 }
 
+/// Which opening handshake a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// An HTTP/1.x upgrade (RFC 6455 §4).
+    Http1,
+    /// An HTTP/2 request, with its `:protocol` (RFC 8441 §4) if any.
+    Http2 { protocol: Option<String> },
+}
+
+impl Transport {
+    /// The transport of a request of `version` whose head could not be
+    /// read: for the shape of its refusal.
+    pub(crate) fn of(version: Version) -> Self {
+        if version == Version::HTTP_2 {
+            Transport::Http2 { protocol: None }
+        } else {
+            Transport::Http1
+        }
+    }
+
+    pub(crate) fn is_http2(&self) -> bool {
+        matches!(self, Transport::Http2 { .. })
+    }
+
+    fn rules(&self) -> HandshakeRules<'_> {
+        match self {
+            Transport::Http1 => HandshakeRules::Http1,
+            Transport::Http2 { protocol } => HandshakeRules::ExtendedConnect {
+                protocol: protocol.as_deref(),
+            },
+        }
+    }
+}
+
 /// wsline's view of a request head that hyper parsed: method, target,
 /// version and header fields (a non-UTF-8 value in a field the handshake
-/// reads is refused with 400, as wsline's own parser does).
+/// reads is refused with 400, as wsline's own parser does), and which
+/// handshake it asks for.
+///
+/// An HTTP/2 request keeps its method (`CONNECT`) and absolute target
+/// (`Request::path` strips the scheme and authority), has
+/// `version_minor` 0 (HTTP/2.0), and gets a `host` field from its
+/// `:authority` when it has none, so that `Request::host` reads the same
+/// over both versions.
 pub(crate) fn from_http(
     method: &Method,
     uri: &Uri,
     version: Version,
     headers: &HeaderMap,
-) -> Result<Request, HandshakeError> {
-    let version_minor = match version {
-        Version::HTTP_11 => 1,
+    extensions: &http::Extensions,
+) -> Result<(Request, Transport), HandshakeError> {
+    let (version_minor, transport) = match version {
+        Version::HTTP_11 => (1, Transport::Http1),
         // Refused by the RFC checks, as on wsline's own server (400).
-        Version::HTTP_10 | Version::HTTP_09 => 0,
-        // RFC 8441 plugs in here: an HTTP/2 extended CONNECT
-        // (`:protocol websocket`, hyper's `ext::Protocol` extension) is
-        // checked by its own rules (no Upgrade, Connection or
-        // Sec-WebSocket-Key), then goes through the same `answer`
-        // (Origin, subprotocol, permessage-deflate, the config's timers),
-        // answered with 200 and no Sec-WebSocket-Accept.
+        Version::HTTP_10 | Version::HTTP_09 => (0, Transport::Http1),
+        Version::HTTP_2 => (0, http2_transport(extensions)?),
         other => {
             return Err(HandshakeError::Malformed(format!(
-                "WebSocket over {other:?} is not supported: use HTTP/1.1"
+                "WebSocket over {other:?} is not supported: use HTTP/1.1 or HTTP/2"
             )))
         }
     };
@@ -257,14 +321,51 @@ pub(crate) fn from_http(
     for (name, value) in headers {
         fields.push_received(name.as_str(), value.as_bytes())?;
     }
-    Ok(Request {
-        method: method.as_str().to_owned(),
-        // Origin form prints as path and query, absolute form in full
-        // (`Request::path` strips the scheme and authority).
-        target: uri.to_string(),
-        version_minor,
-        headers: fields,
-    })
+    if transport.is_http2() && !fields.contains("host") {
+        if let Some(authority) = uri.authority() {
+            fields.push("host", authority.as_str());
+        }
+    }
+    Ok((
+        Request {
+            method: method.as_str().to_owned(),
+            // Origin form prints as path and query, absolute form in full
+            // (`Request::path` strips the scheme and authority).
+            target: uri.to_string(),
+            version_minor,
+            headers: fields,
+        },
+        transport,
+    ))
+}
+
+/// An HTTP/2 request's `:protocol`, which hyper's HTTP/2 server puts in
+/// the extensions as `hyper::ext::Protocol`.
+#[cfg(feature = "http2")]
+fn http2_transport(extensions: &http::Extensions) -> Result<Transport, HandshakeError> {
+    let protocol = extensions
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    Ok(Transport::Http2 { protocol })
+}
+
+#[cfg(not(feature = "http2"))]
+fn http2_transport(_: &http::Extensions) -> Result<Transport, HandshakeError> {
+    Err(HandshakeError::Malformed(
+        "WebSocket over HTTP/2 (RFC 8441) needs wsline's `http2` feature: use HTTP/1.1".to_owned(),
+    ))
+}
+
+/// The transport's own checks (RFC 6455 §4.2.1 or RFC 8441 §4–§5), before
+/// the config's: for an extractor that refuses early.
+#[cfg(feature = "axum")]
+pub(crate) fn validate(request: &Request, transport: &Transport) -> Result<(), HandshakeError> {
+    match transport.rules() {
+        HandshakeRules::Http1 => wsline_proto::handshake::validate_request(request),
+        HandshakeRules::ExtendedConnect { protocol } => {
+            wsline_proto::handshake::validate_extended_connect(request, protocol)
+        }
+    }
 }
 
 /// An accepted request waiting for hyper's connection: the response to
@@ -282,6 +383,7 @@ pub(crate) struct Answer {
 #[allow(clippy::result_large_err)]
 pub(crate) fn answer<F>(
     request: &Request,
+    transport: &Transport,
     config: &ServerConfig,
     decide: F,
 ) -> Result<Answer, UpgradeRefused>
@@ -289,21 +391,22 @@ where
     F: FnOnce(&Request) -> Result<Acceptance, Response>,
 {
     let now = tokio::time::Instant::now().into_std();
-    match answer_request(request, config, decide, now) {
-        // 101 for HTTP/1.1; an RFC 8441 stream will get 200 here.
+    let http2 = transport.is_http2();
+    match answer_with(request, transport.rules(), config, decide, now) {
+        // 101 for HTTP/1.1, 200 for an RFC 8441 stream.
         Ok(Accepted {
             response,
             conn,
             protocol,
         }) => Ok(Answer {
-            response: to_http(response),
+            response: to_http(response, http2),
             conn,
             protocol,
             opening: Opening::new(config),
             timeout: config.handshake_timeout,
         }),
         Err(Refused { response, error }) => Err(UpgradeRefused {
-            response: to_http(response),
+            response: to_http(response, http2),
             error,
         }),
     }
@@ -326,7 +429,8 @@ impl Answer {
                 Ok(upgraded) => upgraded.map_err(Error::Upgrade)?,
             };
             // hyper keeps any bytes it read past the head inside
-            // `Upgraded`: nothing is left over here.
+            // `Upgraded`: nothing is left over here. Over HTTP/2 it is the
+            // stream: its shutdown is END_STREAM, not a TCP half-close.
             Ok(opening.open(TokioIo::new(upgraded), conn, &[], protocol))
         };
         (
@@ -338,9 +442,21 @@ impl Answer {
     }
 }
 
+/// Header fields that belong to one HTTP/1.1 connection, which HTTP/2
+/// forbids (RFC 9113 §8.2.2).
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// wsline's response as an `http::Response`. hyper writes
 /// `Content-Length` from the body; the reason phrase is the standard one.
-fn to_http(response: Response) -> http::Response<UpgradeBody> {
+/// For HTTP/2 (`http2`), connection-specific fields (e.g. the
+/// `Connection: close` of a refusal) are left out.
+fn to_http(response: Response, http2: bool) -> http::Response<UpgradeBody> {
     let Response {
         status,
         headers,
@@ -354,6 +470,9 @@ fn to_http(response: Response) -> http::Response<UpgradeBody> {
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
             continue;
         };
+        if http2 && CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            continue;
+        }
         if name != CONTENT_LENGTH {
             map.append(name, header_value(value));
         }
@@ -392,23 +511,57 @@ mod tests {
 
     #[test]
     fn refusals_keep_status_type_and_text_and_leave_the_length_to_hyper() {
-        let response = to_http(Response::reject(426, "version 13 only"));
+        let response = to_http(Response::reject(426, "version 13 only"), false);
         assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
         assert_eq!(response.headers()["sec-websocket-version"], "13");
         assert_eq!(response.headers()["connection"], "close");
         assert!(response.headers().get(CONTENT_LENGTH).is_none());
     }
 
+    #[cfg(not(feature = "http2"))]
     #[test]
-    fn http2_requests_are_refused_until_rfc_8441_lands() {
+    fn http2_requests_are_refused_without_the_http2_feature() {
         let error = from_http(
             &Method::CONNECT,
             &Uri::from_static("https://example.com/chat"),
             Version::HTTP_2,
             &HeaderMap::new(),
+            &http::Extensions::new(),
         )
         .unwrap_err();
         assert_eq!(error.status(), 400);
+        assert!(error.to_string().contains("http2"), "{error}");
+    }
+
+    #[cfg(feature = "http2")]
+    #[test]
+    fn http2_requests_carry_their_protocol_and_authority_as_host() {
+        let mut extensions = http::Extensions::new();
+        extensions.insert(hyper::ext::Protocol::from_static("websocket"));
+        let (request, transport) = from_http(
+            &Method::CONNECT,
+            &Uri::from_static("https://example.com/chat?room=1"),
+            Version::HTTP_2,
+            &HeaderMap::new(),
+            &extensions,
+        )
+        .expect("a request");
+        assert_eq!(
+            transport,
+            Transport::Http2 {
+                protocol: Some("websocket".to_owned())
+            }
+        );
+        assert_eq!(request.path(), "/chat");
+        assert_eq!(request.query(), Some("room=1"));
+        assert_eq!(request.host(), Some("example.com"));
+    }
+
+    #[test]
+    fn http2_answers_leave_out_connection_specific_fields() {
+        let response = to_http(Response::reject(403, "no"), true);
+        assert!(response.headers().get("connection").is_none());
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]
@@ -418,11 +571,12 @@ mod tests {
             "x-note",
             HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
         );
-        let request = from_http(
+        let (request, _) = from_http(
             &Method::GET,
             &Uri::from_static("/chat?room=1"),
             Version::HTTP_11,
             &headers,
+            &http::Extensions::new(),
         )
         .expect("a request");
         assert_eq!(request.path(), "/chat");
@@ -438,6 +592,7 @@ mod tests {
             &Uri::from_static("/"),
             Version::HTTP_11,
             &headers,
+            &http::Extensions::new(),
         )
         .unwrap_err();
         assert_eq!(error.status(), 400);

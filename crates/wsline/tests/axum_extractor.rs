@@ -63,6 +63,48 @@ async fn an_axum_route_upgrades_and_echoes() {
         .expect("a normal close");
 }
 
+/// RFC 8441: the same extractor takes an extended CONNECT over HTTP/2
+/// (routed with `any`, since it is a CONNECT; `axum::serve` announces
+/// SETTINGS_ENABLE_CONNECT_PROTOCOL with axum's `http2` feature).
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn an_axum_route_takes_websockets_over_http2() {
+    let (listener, addr) = listen().await;
+    let app = Router::new()
+        .route("/ws", axum::routing::any(echo))
+        .layer(Extension(ServerConfig::default()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut client = ClientConfig::default();
+    client.protocols = vec!["echo".into()];
+    client.http_version = wsline::HttpVersion::Http2;
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, handshake) = within("connect", wsline::connect_with(&url, &client))
+        .await
+        .expect("handshake over HTTP/2");
+    assert_eq!(handshake.response.status, 200);
+    assert_eq!(ws.protocol(), Some("echo"), "set by the handler");
+    assert!(handshake.deflate.is_some(), "permessage-deflate agreed");
+    let message = Message::text("hello from axum over h2 ".repeat(100));
+    within("send", ws.send(message.clone()))
+        .await
+        .expect("send");
+    let echoed = within("the echo", ws.recv())
+        .await
+        .expect("a message")
+        .expect("ok");
+    assert_eq!(echoed, message);
+    within("close", ws.close(wsline::CloseCode::NORMAL, ""))
+        .await
+        .expect("a normal close");
+
+    // A version other than 13 over HTTP/2: refused by the extractor, 400.
+    client.headers.push("Sec-WebSocket-Version", "8");
+    let err = within("connect", wsline::connect_with(&url, &client))
+        .await
+        .expect_err("two versions offered");
+    assert_eq!(err.http_status(), Some(400), "{err}");
+}
+
 #[tokio::test]
 async fn the_extractor_rejects_a_bad_request_with_wslines_status() {
     let addr = serve(ServerConfig::default()).await;

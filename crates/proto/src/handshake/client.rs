@@ -245,6 +245,37 @@ pub fn validate_response(
         _ => return Err(HandshakeError::BadAccept),
     }
 
+    agreement(req, resp)
+}
+
+/// RFC 8441 checks on the server's response to an extended CONNECT that
+/// offered `req`'s subprotocols and extensions (`req.key` and `req.host`
+/// are not sent over HTTP/2 and not checked):
+///
+/// 1. status not 200 → [`Rejected`](HandshakeError::Rejected), as in
+///    [`validate_response`];
+/// 2. and 3. no `Upgrade`, `Connection` or `Sec-WebSocket-Accept` is
+///    expected;
+/// 5. and 6. Sec-WebSocket-Protocol and Sec-WebSocket-Extensions as in
+///    [`validate_response`]: only what was offered.
+pub fn validate_extended_connect_response(
+    req: &ClientRequest,
+    resp: &ServerResponse,
+) -> Result<Accepted, HandshakeError> {
+    if resp.status != 200 {
+        return Err(HandshakeError::Rejected {
+            status: resp.status,
+            reason: resp.reason.clone(),
+            headers: resp.headers.clone(),
+            body: Vec::new(),
+        });
+    }
+    agreement(req, resp)
+}
+
+/// The subprotocol and extensions of an accepting response: each must
+/// have been offered (steps 5 and 6 of [`validate_response`]).
+fn agreement(req: &ClientRequest, resp: &ServerResponse) -> Result<Accepted, HandshakeError> {
     let protocols: Vec<&str> = resp
         .headers
         .get_all("Sec-WebSocket-Protocol")
@@ -633,5 +664,78 @@ mod tests {
                 let _ = validate_response(&request(), &resp);
             }
         }
+    }
+}
+
+/// RFC 8441: the client's side of a WebSocket over HTTP/2.
+#[cfg(test)]
+mod extended_connect {
+    use super::*;
+
+    fn answer(status: u16, fields: &[(&str, &str)]) -> ServerResponse {
+        let mut headers = Headers::new();
+        for (name, value) in fields {
+            headers.push(*name, *value);
+        }
+        ServerResponse {
+            status,
+            reason: String::new(),
+            headers,
+        }
+    }
+
+    fn offer() -> ClientRequest {
+        let mut req = ClientRequest::new("example.com", "/chat");
+        req.protocols = vec!["chat".to_owned()];
+        req.extensions = Some("permessage-deflate; client_max_window_bits".to_owned());
+        req
+    }
+
+    #[test]
+    fn client_accepts_200_without_accept_key() {
+        let accepted = validate_extended_connect_response(
+            &offer(),
+            &answer(
+                200,
+                &[
+                    ("sec-websocket-protocol", "chat"),
+                    ("sec-websocket-extensions", "permessage-deflate"),
+                ],
+            ),
+        )
+        .expect("accepted");
+        assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+        assert_eq!(accepted.extensions[0].name, "permessage-deflate");
+    }
+
+    #[test]
+    fn client_refuses_101_and_other_statuses_over_http2() {
+        for status in [101, 204, 400, 403] {
+            let err =
+                validate_extended_connect_response(&offer(), &answer(status, &[])).unwrap_err();
+            assert!(
+                matches!(err, HandshakeError::Rejected { status: s, .. } if s == status),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_refuses_protocol_or_extension_not_offered_over_http2() {
+        let err = validate_extended_connect_response(
+            &offer(),
+            &answer(200, &[("sec-websocket-protocol", "superchat")]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, HandshakeError::ProtocolNotOffered(_)));
+        let err = validate_extended_connect_response(
+            &offer(),
+            &answer(
+                200,
+                &[("sec-websocket-extensions", "x-webkit-deflate-frame")],
+            ),
+        )
+        .unwrap_err();
+        assert!(matches!(err, HandshakeError::ExtensionNotOffered(_)));
     }
 }

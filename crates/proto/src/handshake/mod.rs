@@ -23,11 +23,13 @@ mod extensions;
 mod server;
 
 pub use client::{
-    host_header, parse_response, validate_response, Accepted, ClientRequest, ServerResponse,
+    host_header, parse_response, validate_extended_connect_response, validate_response, Accepted,
+    ClientRequest, ServerResponse,
 };
 pub use extensions::{format_extension, parse_extensions, ExtensionOffer};
 pub use server::{
-    check_origin, parse_request, select_subprotocol, validate_request, Request, Response,
+    check_origin, parse_request, select_subprotocol, validate_extended_connect, validate_request,
+    Request, Response, EXTENDED_CONNECT_PROTOCOL,
 };
 
 use base64::engine::general_purpose::STANDARD;

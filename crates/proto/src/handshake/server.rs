@@ -5,6 +5,13 @@
 //! ([`check_origin`]), subprotocol selection ([`select_subprotocol`]), and
 //! writing the server's answer, whether `101 Switching Protocols` or a
 //! refusal ([`Response`]).
+//!
+//! It also owns the same handshake over HTTP/2 (RFC 8441): the checks of
+//! an extended CONNECT ([`validate_extended_connect`]) and its answers
+//! ([`Response::accept_extended_connect`], 200 with no
+//! `Sec-WebSocket-Accept`; [`Response::reject_extended_connect`]). The
+//! HTTP/2 framing itself (`:protocol`, SETTINGS_ENABLE_CONNECT_PROTOCOL) is
+//! the HTTP/2 server's; this file only sees the request it parsed.
 
 use std::mem::MaybeUninit;
 
@@ -194,13 +201,7 @@ pub fn validate_request(req: &Request) -> Result<(), HandshakeError> {
     if !req.headers.has_token("Connection", "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
-    let versions = || req.headers.get_all("Sec-WebSocket-Version").map(trim_ows);
-    let mut found = versions();
-    if (found.next(), found.next()) != (Some(WEBSOCKET_VERSION), None) {
-        let got = versions().collect::<Vec<_>>();
-        let got = (!got.is_empty()).then(|| got.join(", "));
-        return Err(HandshakeError::UnsupportedVersion(got));
-    }
+    check_version(req)?;
     let mut keys = req.headers.get_all("Sec-WebSocket-Key");
     let key = match (keys.next(), keys.next()) {
         (Some(key), None) => trim_ows(key),
@@ -212,6 +213,66 @@ pub fn validate_request(req: &Request) -> Result<(), HandshakeError> {
     let mut decoded = [0; 18];
     if key.len() != 24 || STANDARD.decode_slice(key, &mut decoded) != Ok(16) {
         return Err(HandshakeError::BadKey);
+    }
+    Ok(())
+}
+
+/// The `:protocol` of an RFC 8441 extended CONNECT that opens a WebSocket.
+pub const EXTENDED_CONNECT_PROTOCOL: &str = "websocket";
+
+/// RFC 8441 §4–§5 checks on a WebSocket request over HTTP/2: an extended
+/// CONNECT whose `:protocol` pseudo-header (which HTTP/2 servers keep out
+/// of the header fields: pass it as `protocol`) is `websocket`.
+///
+/// In this order:
+/// 1. method `CONNECT` (else 405
+///    [`MethodNotAllowed`](HandshakeError::MethodNotAllowed));
+/// 2. `protocol` is `websocket`, ASCII case-insensitively (else 400
+///    [`Malformed`](HandshakeError::Malformed): a CONNECT without it is a
+///    plain tunnel request, one with another value another protocol);
+/// 3. exactly one `Sec-WebSocket-Version: 13` (else
+///    [`UnsupportedVersion`](HandshakeError::UnsupportedVersion), answered
+///    over HTTP/2 with 400 by [`Response::reject_extended_connect`]).
+///
+/// There is no Host (the `:authority` replaces it), no
+/// `Upgrade`/`Connection` (connection-specific fields do not exist in
+/// HTTP/2) and no `Sec-WebSocket-Key` (RFC 8441 §5: the stream is already
+/// the client's). `Origin`, subprotocols and extensions are checked as
+/// over HTTP/1.1: [`check_origin`], [`select_subprotocol`],
+/// [`Request::extensions`].
+pub fn validate_extended_connect(
+    req: &Request,
+    protocol: Option<&str>,
+) -> Result<(), HandshakeError> {
+    if req.method != "CONNECT" {
+        return Err(HandshakeError::MethodNotAllowed(req.method.clone()));
+    }
+    match protocol {
+        Some(p) if p.eq_ignore_ascii_case(EXTENDED_CONNECT_PROTOCOL) => {}
+        Some(other) => {
+            return Err(HandshakeError::Malformed(format!(
+                "extended CONNECT for :protocol {other:?}, not websocket"
+            )))
+        }
+        None => {
+            return Err(HandshakeError::Malformed(
+                "a WebSocket over HTTP/2 is an extended CONNECT with :protocol websocket \
+                 (RFC 8441), not a plain CONNECT"
+                    .to_owned(),
+            ))
+        }
+    }
+    check_version(req)
+}
+
+/// Exactly one `Sec-WebSocket-Version`, equal to 13.
+fn check_version(req: &Request) -> Result<(), HandshakeError> {
+    let versions = || req.headers.get_all("Sec-WebSocket-Version").map(trim_ows);
+    let mut found = versions();
+    if (found.next(), found.next()) != (Some(WEBSOCKET_VERSION), None) {
+        let got = versions().collect::<Vec<_>>();
+        let got = (!got.is_empty()).then(|| got.join(", "));
+        return Err(HandshakeError::UnsupportedVersion(got));
     }
     Ok(())
 }
@@ -299,6 +360,67 @@ impl Response {
             headers,
             body: Vec::new(),
         }
+    }
+
+    /// 200 for an RFC 8441 extended CONNECT (a request that passed
+    /// [`validate_extended_connect`]): `Sec-WebSocket-Protocol` if
+    /// `protocol` is Some, `Sec-WebSocket-Extensions` if `extensions` is
+    /// Some, then `extra`. No `Upgrade`, `Connection` or
+    /// `Sec-WebSocket-Accept` (RFC 8441 §5).
+    pub fn accept_extended_connect(
+        protocol: Option<&str>,
+        extensions: Option<&str>,
+        extra: &Headers,
+    ) -> Response {
+        let mut headers = Headers::new();
+        if let Some(p) = protocol {
+            headers.push_str("Sec-WebSocket-Protocol", p);
+        }
+        if let Some(e) = extensions {
+            headers.push_str("Sec-WebSocket-Extensions", e);
+        }
+        for (name, value) in extra.iter() {
+            headers.push_str(name, value);
+        }
+        Response {
+            status: 200,
+            reason: reason_phrase(200).to_owned(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// The refusal of an extended CONNECT for an error from
+    /// [`validate_extended_connect`] or [`check_origin`]: as
+    /// [`from_error`](Response::from_error), except that a version other
+    /// than 13 is a 400 (with `Sec-WebSocket-Version: 13`: 426 asks for an
+    /// `Upgrade`, which HTTP/2 does not have), a wrong method's `Allow` is
+    /// `CONNECT`, and there is no `Connection` field (HTTP/2 forbids it;
+    /// the stream ends with the answer, not the connection).
+    pub fn reject_extended_connect(err: &HandshakeError) -> Response {
+        let status = match err {
+            HandshakeError::UnsupportedVersion(_) => 400,
+            other => match other.status() {
+                s @ 400..=599 => s,
+                _ => 500,
+            },
+        };
+        let generic = Response::reject(status, &err.to_string());
+        let mut headers = Headers::new();
+        for (name, value) in generic.headers.iter() {
+            if name.eq_ignore_ascii_case("Connection") || name.eq_ignore_ascii_case("Allow") {
+                continue;
+            }
+            headers.push_str(name, value);
+        }
+        match err {
+            HandshakeError::UnsupportedVersion(_) => {
+                headers.push_str("Sec-WebSocket-Version", WEBSOCKET_VERSION)
+            }
+            HandshakeError::MethodNotAllowed(_) => headers.push_str("Allow", "CONNECT"),
+            _ => {}
+        }
+        Response { headers, ..generic }
     }
 
     /// Refusal: status + standard reason phrase,
@@ -1031,5 +1153,103 @@ mod tests {
                 let _ = Response::from_error(&HandshakeError::BadKey).to_bytes();
             }
         }
+    }
+}
+
+/// RFC 8441: the server's side of a WebSocket over HTTP/2.
+#[cfg(test)]
+mod extended_connect {
+    use super::*;
+
+    fn h2_request(method: &str, fields: &[(&str, &str)]) -> Request {
+        let mut headers = Headers::new();
+        for (name, value) in fields {
+            headers.push(*name, *value);
+        }
+        Request {
+            method: method.to_owned(),
+            target: "https://example.com/chat".to_owned(),
+            version_minor: 0,
+            headers,
+        }
+    }
+
+    #[test]
+    fn server_accepts_extended_connect_without_key_host_or_upgrade() {
+        let req = h2_request("CONNECT", &[("sec-websocket-version", "13")]);
+        assert_eq!(validate_extended_connect(&req, Some("websocket")), Ok(()));
+        assert_eq!(validate_extended_connect(&req, Some("WebSocket")), Ok(()));
+    }
+
+    #[test]
+    fn server_refuses_extended_connect_without_version_13_with_400() {
+        for fields in [
+            &[][..],
+            &[("sec-websocket-version", "8")][..],
+            &[
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-version", "13"),
+            ][..],
+        ] {
+            let req = h2_request("CONNECT", fields);
+            let err = validate_extended_connect(&req, Some("websocket")).unwrap_err();
+            assert!(matches!(err, HandshakeError::UnsupportedVersion(_)));
+            let response = Response::reject_extended_connect(&err);
+            assert_eq!(response.status, 400);
+            assert_eq!(response.headers.get("Sec-WebSocket-Version"), Some("13"));
+            assert!(!response.headers.contains("Connection"));
+        }
+    }
+
+    #[test]
+    fn server_refuses_plain_connect_and_other_protocols_with_400() {
+        let req = h2_request("CONNECT", &[("sec-websocket-version", "13")]);
+        for protocol in [None, Some("connect-udp")] {
+            let err = validate_extended_connect(&req, protocol).unwrap_err();
+            assert_eq!(Response::reject_extended_connect(&err).status, 400);
+        }
+    }
+
+    #[test]
+    fn server_refuses_get_over_http2_with_405_allowing_connect() {
+        let req = h2_request("GET", &[("sec-websocket-version", "13")]);
+        let err = validate_extended_connect(&req, None).unwrap_err();
+        let response = Response::reject_extended_connect(&err);
+        assert_eq!(response.status, 405);
+        assert_eq!(response.headers.get("Allow"), Some("CONNECT"));
+    }
+
+    #[test]
+    fn server_answers_extended_connect_with_200_and_no_accept() {
+        let mut extra = Headers::new();
+        extra.push("x-served-by", "a");
+        let response = Response::accept_extended_connect(
+            Some("chat"),
+            Some("permessage-deflate; server_no_context_takeover"),
+            &extra,
+        );
+        assert_eq!(response.status, 200);
+        assert_eq!(response.headers.get("Sec-WebSocket-Protocol"), Some("chat"));
+        assert_eq!(
+            response.headers.get("Sec-WebSocket-Extensions"),
+            Some("permessage-deflate; server_no_context_takeover")
+        );
+        assert_eq!(response.headers.get("x-served-by"), Some("a"));
+        for absent in ["Sec-WebSocket-Accept", "Upgrade", "Connection"] {
+            assert!(!response.headers.contains(absent), "{absent}");
+        }
+    }
+
+    #[test]
+    fn server_keeps_origin_policy_over_http2() {
+        let req = h2_request(
+            "CONNECT",
+            &[
+                ("sec-websocket-version", "13"),
+                ("origin", "https://evil.example"),
+            ],
+        );
+        let err = check_origin(&req, &["https://example.com".to_owned()]).unwrap_err();
+        assert_eq!(Response::reject_extended_connect(&err).status, 403);
     }
 }
