@@ -190,6 +190,21 @@ impl MemoryEngine {
         })
     }
 
+    /// Runs `f` on channel `name`, locked (made if it does not exist);
+    /// never on one the sweep removed between the lookup and the lock:
+    /// a publication or subscriber put in that one would be lost.
+    fn in_live_channel<R>(&self, name: &str, f: impl FnOnce(&mut ChannelState) -> R) -> R {
+        let mut ch = self.channel(name);
+        loop {
+            let mut st = lock(&ch);
+            if !st.gone {
+                return f(&mut st);
+            }
+            drop(st);
+            ch = self.channel(name);
+        }
+    }
+
     fn channel(&self, name: &str) -> Arc<Mutex<ChannelState>> {
         let mut channels = lock(&self.channels);
         channels
@@ -234,50 +249,41 @@ impl MemoryEngine {
         from: Option<&str>,
         before_delivery: impl FnOnce(u64),
     ) -> Result<u64, EngineError> {
-        // Never a channel the sweep has just removed (between the lookup
-        // and the lock): what went into it would be lost.
-        let mut ch = self.channel(channel);
-        let mut st = loop {
-            let st = lock(&ch);
-            if !st.gone {
-                break st;
-            }
-            drop(st);
-            ch = self.channel(channel);
-        };
-        let now = Instant::now();
-        let offset = st.offset + 1;
-        let frame = text_frame(&protocol::message(channel, offset, data, from));
-        if st.policy.history_size > 0 {
-            if let Some(store) = &self.store {
-                // On disk (or at least with the kernel) before anyone
-                // sees it; on failure the publication did not happen.
-                if let Err(e) = store.append(channel, &st.epoch, offset, wall_ms(), &frame) {
-                    if !store.is_up() {
-                        self.metrics.engine_up.store(0, Relaxed);
+        self.in_live_channel(channel, |st| {
+            let now = Instant::now();
+            let offset = st.offset + 1;
+            let frame = text_frame(&protocol::message(channel, offset, data, from));
+            if st.policy.history_size > 0 {
+                if let Some(store) = &self.store {
+                    // On disk (or at least with the kernel) before anyone
+                    // sees it; on failure the publication did not happen.
+                    if let Err(e) = store.append(channel, &st.epoch, offset, wall_ms(), &frame) {
+                        if !store.is_up() {
+                            self.metrics.engine_up.store(0, Relaxed);
+                        }
+                        tracing::error!(channel, "publication refused: {e}");
+                        return Err(EngineError(format!("history could not be stored: {e}")));
                     }
-                    tracing::error!(channel, "publication refused: {e}");
-                    return Err(EngineError(format!("history could not be stored: {e}")));
+                }
+                st.history.push_back((offset, now, frame.clone()));
+            }
+            st.offset = offset;
+            st.trim(now);
+            before_delivery(offset);
+            let mut delivered = 0;
+            let st = &*st;
+            for s in &st.subscribers {
+                if !st.replays.is_empty() && st.replays.contains_key(&s.member.client) {
+                    continue;
+                }
+                if s.outbox.push(frame.clone(), Some(now)) {
+                    delivered += 1;
                 }
             }
-            st.history.push_back((offset, now, frame.clone()));
-        }
-        st.offset = offset;
-        st.trim(now);
-        before_delivery(offset);
-        let mut delivered = 0;
-        let st = &*st;
-        for s in &st.subscribers {
-            if !st.replays.is_empty() && st.replays.contains_key(&s.member.client) {
-                continue;
-            }
-            if s.outbox.push(frame.clone(), Some(now)) {
-                delivered += 1;
-            }
-        }
-        self.metrics.publishes.fetch_add(1, Relaxed);
-        self.metrics.deliveries.fetch_add(delivered, Relaxed);
-        Ok(offset)
+            self.metrics.publishes.fetch_add(1, Relaxed);
+            self.metrics.deliveries.fetch_add(delivered, Relaxed);
+            Ok(offset)
+        })
     }
 
     fn subscribe_now(
@@ -288,61 +294,52 @@ impl MemoryEngine {
         epoch: Option<&str>,
         reply: impl FnOnce(&Subscribed) -> Bytes,
     ) -> Subscribed {
-        // Never a channel the sweep has just removed (between the lookup
-        // and the lock): what went into it would be lost.
-        let mut ch = self.channel(channel);
-        let mut st = loop {
-            let st = lock(&ch);
-            if !st.gone {
-                break st;
+        self.in_live_channel(channel, |st| {
+            st.trim(Instant::now());
+            let first = since.and_then(|s| {
+                let i = st.history.partition_point(|(o, _, _)| *o <= s);
+                st.history.get(i).map(|(o, _, _)| *o)
+            });
+            let (recovered, replay) = recovery::rule(since, epoch, &st.epoch, st.offset, first);
+            let client = subscriber.member.client.clone();
+            let latest = st.offset;
+            // Without a replay now, one already in progress (subscribing again)
+            // goes on.
+            if let Some(after) = replay {
+                st.replays
+                    .insert(client.clone(), Replay::new(after, latest));
             }
-            drop(st);
-            ch = self.channel(channel);
-        };
-        st.trim(Instant::now());
-        let first = since.and_then(|s| {
-            let i = st.history.partition_point(|(o, _, _)| *o <= s);
-            st.history.get(i).map(|(o, _, _)| *o)
-        });
-        let (recovered, replay) = recovery::rule(since, epoch, &st.epoch, st.offset, first);
-        let client = subscriber.member.client.clone();
-        let latest = st.offset;
-        // Without a replay now, one already in progress (subscribing again)
-        // goes on.
-        if let Some(after) = replay {
-            st.replays
-                .insert(client.clone(), Replay::new(after, latest));
-        }
-        let result = Subscribed {
-            offset: st.offset,
-            epoch: st.epoch.clone(),
-            recovered,
-            replaying: st.replays.contains_key(&client),
-        };
-        subscriber.outbox.push(reply(&result), None);
-        let already = st
-            .subscribers
-            .iter()
-            .any(|s| s.member.client == subscriber.member.client);
-        if !already {
-            // Join/leave events are opt-in: with N members a join is N
-            // frames. Membership itself is the subscriber list either way.
-            if st.policy.join_leave {
-                let join = text_frame(&protocol::presence_event(
-                    "join",
-                    channel,
-                    &subscriber.member,
-                ));
-                st.broadcast(&join, &subscriber.member.client);
+            let result = Subscribed {
+                offset: st.offset,
+                epoch: st.epoch.clone(),
+                recovered,
+                replaying: st.replays.contains_key(&client),
+            };
+            subscriber.outbox.push(reply(&result), None);
+            let already = st
+                .subscribers
+                .iter()
+                .any(|s| s.member.client == subscriber.member.client);
+            if !already {
+                // Join/leave events are opt-in: with N members a join is N
+                // frames. Membership itself is the subscriber list either way.
+                if st.policy.join_leave {
+                    let join = text_frame(&protocol::presence_event(
+                        "join",
+                        channel,
+                        &subscriber.member,
+                    ));
+                    st.broadcast(&join, &subscriber.member.client);
+                }
+                if st.subscribers.capacity() == 0 {
+                    // Most channels have one subscriber: room for exactly one
+                    // (a Vec's first push would make room for four).
+                    st.subscribers.reserve_exact(1);
+                }
+                st.subscribers.push(subscriber);
             }
-            if st.subscribers.capacity() == 0 {
-                // Most channels have one subscriber: room for exactly one
-                // (a Vec's first push would make room for four).
-                st.subscribers.reserve_exact(1);
-            }
-            st.subscribers.push(subscriber);
-        }
-        result
+            result
+        })
     }
 
     fn replay_now(&self, channel: &str, client: &str, room: usize) -> bool {
@@ -470,5 +467,29 @@ impl Engine for MemoryEngine {
 
     fn is_up(&self) -> bool {
         self.store.as_ref().is_none_or(|s| s.is_up())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_the_sweep_removed_is_marked_and_publishing_finds_a_live_one() {
+        let engine = MemoryEngine::new(Arc::new(HubConfig::default()), Arc::default());
+        // A publisher's lookup, just before the sweep.
+        let stale = engine.channel("c");
+        engine.sweep();
+        assert!(lock(&stale).gone, "no subscribers, no history: removed");
+        let data = RawValue::from_string("1".to_owned()).unwrap();
+        assert_eq!(engine.publish_now("c", &data, None, |_| {}).ok(), Some(1));
+        let live = lock(&engine.channels)["c"].clone();
+        assert!(!Arc::ptr_eq(&live, &stale));
+        assert_eq!(
+            lock(&live).history.len(),
+            1,
+            "the publication is in the live channel"
+        );
+        assert!(lock(&stale).history.is_empty());
     }
 }
