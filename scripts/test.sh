@@ -235,7 +235,7 @@ ensure_venv() {
     # Debian's own python3 needs python3-venv for this
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       rm -rf "$VENV"
-      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv </dev/null || return 1
+      apt_install python3-venv || return 1
       run_step 300 "$sys_py" -m venv "$VENV" || return 1
     else
       echo "python3 -m venv failed (Debian: apt-get install python3-venv)" >&2
@@ -254,7 +254,7 @@ ensure_node_ws() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       log "node/npm not found: installing Debian's nodejs and npm"
-      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm </dev/null || return 1
+      apt_install nodejs npm || return 1
     else
       echo "node and npm are required for the Node interop tests" >&2
       return 1
@@ -281,8 +281,7 @@ ensure_browser() {
   if [ ! -x "$chromium" ]; then
     if [ -z "${WSLINE_CHROMIUM:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       log "/usr/bin/chromium not found: installing Debian's chromium"
-      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
-      run_step "$T_INSTALL" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium </dev/null || return 1
+      apt_install chromium || return 1
       [ -x "$chromium" ] || { echo "apt-get installed chromium but $chromium is missing" >&2; return 1; }
     else
       echo "Chromium not found or not executable: $chromium (Debian: apt-get install chromium)" >&2
@@ -628,31 +627,43 @@ suite_browser_e2e() {
     tests/browser/client_unit.test.mjs tests/browser/chat_e2e.test.mjs </dev/null
 }
 
-# Debian's redis-server (apt, only when missing; sudo only when not root).
-# The tests start their own servers on free loopback ports, so the service
-# apt may start is not used.
+# apt_install PKG...: apt-get update and install (as root, or through
+# sudo). A dpkg that an earlier install left half-done ("dpkg was
+# interrupted") is finished with `dpkg --configure -a` and the install
+# tried once more.
+apt_install() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null && return 0
+  warn "apt-get install $* failed: finishing any interrupted dpkg run, then trying again"
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive dpkg --configure -a </dev/null || true
+  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" </dev/null
+}
+
 # apt_tools TOOL...: installs Debian's package of each TOOL (a command of
 # the same name) that is missing, non-interactively; sudo only when not
 # root. Fails when apt-get is missing or a tool is still not on PATH.
 apt_tools() {
-  local missing=() tool sudo=()
+  local missing=() tool
   for tool in "$@"; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" = 0 ] || sudo=(sudo)
   if ! command -v apt-get >/dev/null; then
     echo "${missing[*]} not found and no apt-get to install them" >&2
     return 1
   fi
   log "${missing[*]} not found: installing Debian's ${missing[*]}"
-  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || return 1
-  run_step "$T_INSTALL" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null || return 1
+  apt_install "${missing[@]}" || return 1
   for tool in "${missing[@]}"; do
     command -v "$tool" >/dev/null || { echo "apt-get installed $tool but it is not on PATH" >&2; return 1; }
   done
 }
 
+# Debian's redis-server (apt, only when missing; sudo only when not root).
+# The tests start their own servers on free loopback ports, so the service
+# apt may start is not used.
 # Redis 6.2 or later (Debian's).
 ensure_redis_server() { apt_tools redis-server; }
 
