@@ -167,6 +167,24 @@ async fn echo(ws: &mut wsline::WebSocket<impl AsyncIo>, message: Message) {
     assert_eq!(echoed, message);
 }
 
+/// One echo, a normal close, and the server's word that it echoed over
+/// `version` and ended cleanly.
+async fn echo_and_close(
+    ws: &mut wsline::WebSocket<impl AsyncIo>,
+    outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+    text: &str,
+    version: http::Version,
+) {
+    echo(ws, Message::text(text)).await;
+    within("close", ws.close(CloseCode::NORMAL, ""))
+        .await
+        .expect("close");
+    match next_outcome(outcomes).await {
+        Outcome::Echoed(v, Ok(())) if v == version => {}
+        other => panic!("expected a clean echo over {version:?}, got {other:?}"),
+    }
+}
+
 trait AsyncIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncIo for T {}
 
@@ -354,14 +372,7 @@ async fn the_same_port_still_takes_http1_upgrades() {
     .await
     .expect("handshake");
     assert_eq!(handshake.response.status, 101);
-    echo(&mut ws, Message::text("HTTP/1.1")).await;
-    within("close", ws.close(CloseCode::NORMAL, ""))
-        .await
-        .expect("close");
-    match next_outcome(&mut outcomes).await {
-        Outcome::Echoed(http::Version::HTTP_11, Ok(())) => {}
-        other => panic!("expected a clean echo over HTTP/1.1, got {other:?}"),
-    }
+    echo_and_close(&mut ws, &mut outcomes, "HTTP/1.1", http::Version::HTTP_11).await;
 }
 
 #[tokio::test]
@@ -408,14 +419,7 @@ async fn auto_uses_http2_over_tls_when_the_server_takes_it() {
         .expect("handshake");
     assert_eq!(handshake.response.status, 200);
     assert!(matches!(ws.get_ref(), MaybeTlsStream::H2(_)));
-    echo(&mut ws, Message::text("h2 by ALPN")).await;
-    within("close", ws.close(CloseCode::NORMAL, ""))
-        .await
-        .expect("close");
-    match next_outcome(&mut outcomes).await {
-        Outcome::Echoed(http::Version::HTTP_2, Ok(())) => {}
-        other => panic!("expected a clean echo over HTTP/2, got {other:?}"),
-    }
+    echo_and_close(&mut ws, &mut outcomes, "h2 by ALPN", http::Version::HTTP_2).await;
 }
 
 #[tokio::test]
@@ -434,14 +438,7 @@ async fn auto_falls_back_to_http1_when_the_server_does_not_enable_connect_protoc
         .expect("handshake");
     assert_eq!(handshake.response.status, 101, "HTTP/1.1 after all");
     assert!(matches!(ws.get_ref(), MaybeTlsStream::Tls(_)));
-    echo(&mut ws, Message::text("fallback")).await;
-    within("close", ws.close(CloseCode::NORMAL, ""))
-        .await
-        .expect("close");
-    match next_outcome(&mut outcomes).await {
-        Outcome::Echoed(http::Version::HTTP_11, Ok(())) => {}
-        other => panic!("expected a clean echo over HTTP/1.1, got {other:?}"),
-    }
+    echo_and_close(&mut ws, &mut outcomes, "fallback", http::Version::HTTP_11).await;
 
     // Required, HTTP/2 is refused by the same server.
     config.http_version = HttpVersion::Http2;
