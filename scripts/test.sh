@@ -696,12 +696,15 @@ suite_proxy() {
 # not used.
 ensure_balancers() { apt_tools redis-server nginx haproxy; }
 
-# The balancer tests are #[ignore]d in plain `cargo test`; here they run,
+# The balancer tests are #[ignore]d in plain `cargo test`; here they run
+# (their JavaScript subscribers need node and npm's ws, as interop-node),
 # and a balancer that cannot be installed is a failure, not a skip.
 suite_balancer() {
   ensure_balancers || { SUITE_NOTE="nginx/haproxy/redis-server could not be installed"; return 1; }
-  log "$(nginx -v 2>&1); $(haproxy -v | head -n 1); $(redis-server --version)"
-  run_step "$T_TEST" cargo test --release -p wsline-cli --test balancer -- --ignored --test-threads=2
+  ensure_node_ws || { SUITE_NOTE="node and npm ws could not be installed (the JavaScript subscribers)"; return 1; }
+  log "$(nginx -v 2>&1); $(haproxy -v | head -n 1); $(redis-server --version); node $(node --version)"
+  run_step "$T_TEST" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" \
+    cargo test --release -p wsline-cli --test balancer -- --ignored --test-threads=2
 }
 
 suite_fuzz() {

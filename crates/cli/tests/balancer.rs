@@ -3,13 +3,15 @@
 //! (read from the file; only the node addresses and the `listen`/`bind`
 //! line are replaced): a node killed with SIGKILL, or drained with
 //! SIGTERM, while a publisher publishes through the balancer; its
-//! subscribers reconnect through the balancer, land on the other nodes and
-//! resubscribe with `since` and `epoch`; every subscriber ends with every
+//! subscribers (this crate's client, and the JavaScript client `wsline.js`
+//! in Node doing its own reconnect) reconnect through the balancer, land on
+//! the other nodes and resubscribe with `since` and `epoch`; every subscriber ends with every
 //! acknowledged publication exactly once, in order. A drained node's
 //! subscribers see their 1001 and no failed reconnect, and it exits 0;
 //! so do all the clients through a rolling restart of the three nodes.
 //!
-//! They need `redis-server`, `nginx` and `haproxy` on the PATH, so they are
+//! They need `redis-server`, `nginx`, `haproxy` and `node` (with npm's `ws`
+//! on `NODE_PATH`) on the PATH, so they are
 //! ignored by plain `cargo test`: `./scripts/test.sh --only balancer`
 //! installs them when missing and runs them. Each test starts its own
 //! Redis, nodes and balancer on free loopback ports, killed when it ends.
@@ -36,7 +38,12 @@ use wsline::Message;
 const SLOW: Duration = Duration::from_secs(30);
 const API_KEY: &str = "balancer-test-key";
 const CHANNEL: &str = "feed";
+/// Subscribers that are this crate's client (`wsline::connect`).
 const SUBSCRIBERS: usize = 12;
+/// Subscribers that are the JavaScript client (`wsline.js`) in Node,
+/// reconnecting and recovering by themselves
+/// (tests/balancer/js_subscriber.mjs).
+const JS_SUBSCRIBERS: usize = 4;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -302,6 +309,8 @@ fn random() -> u64 {
 /// What one subscriber saw.
 #[derive(Debug, Default)]
 struct Seen {
+    /// Which client it was: "rust" or "js".
+    client: &'static str,
     /// Every publication, (offset, data), in the order received.
     messages: Vec<(u64, Value)>,
     /// Connections after the first.
@@ -326,7 +335,10 @@ async fn subscriber(
     mut done: watch::Receiver<u64>,
 ) -> Seen {
     let url = format!("ws://{lb}/ws");
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        client: "rust",
+        ..Seen::default()
+    };
     let mut epoch: Option<String> = None;
     let mut last = 0u64;
     let mut ready = Some(ready);
@@ -426,6 +438,103 @@ async fn subscriber(
     unreachable!()
 }
 
+/// The same as [`subscriber`], but the subscriber is the JavaScript client
+/// (`crates/hub/static/wsline.js`) in a Node process, with npm's `ws`
+/// (found through `NODE_PATH`, as `./scripts/test.sh --only balancer`
+/// sets it): the client's own reconnect (its backoff, its spread after
+/// 1001) and its own resubscribe with `since`/`epoch` are what is tested.
+/// Its report lines are described in tests/balancer/js_subscriber.mjs.
+async fn js_subscriber(
+    lb: SocketAddr,
+    ready: tokio::sync::mpsc::Sender<()>,
+    mut done: watch::Receiver<u64>,
+) -> Seen {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/balancer/js_subscriber.mjs"
+    );
+    let mut child = Command::new("node")
+        .args([script, &format!("ws://{lb}/ws"), CHANNEL])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node on the PATH (./scripts/test.sh --only balancer installs it)");
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut seen = Seen {
+        client: "js",
+        ..Seen::default()
+    };
+    let mut ready = Some(ready);
+    let mut opens = 0usize;
+    let mut target_sent = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            _ = done.changed(), if !target_sent => {
+                let target = *done.borrow_and_update();
+                if target > 0 {
+                    stdin
+                        .write_all(format!("{target}\n").as_bytes())
+                        .await
+                        .expect("the JS subscriber reads its stdin");
+                    target_sent = true;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                panic!("a JS subscriber never caught up: {seen:?}")
+            }
+        };
+        let Some(line) = line.expect("the JS subscriber's stdout") else {
+            panic!("the JS subscriber ended without catching up: {seen:?}");
+        };
+        let m: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a report line from the JS subscriber ({e}): {line}"));
+        match m["ev"].as_str() {
+            Some("ready") => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(()).await;
+                }
+            }
+            Some("message") => {
+                let offset = m["offset"].as_u64().expect("offset");
+                seen.messages.push((offset, m["data"].clone()));
+            }
+            Some("subscribed") => {
+                if m["resumed"] == json!(true) && m["recovered"] != json!(true) {
+                    seen.unrecovered += 1;
+                }
+                seen.subscribed.push((m["since"].as_u64(), m));
+            }
+            Some("open") => {
+                opens += 1;
+                if opens > 1 {
+                    seen.reconnects += 1;
+                }
+            }
+            // 1006 is the client's word for "no close frame": the node
+            // vanished, or a connection attempt failed.
+            Some("lost") => match m["code"].as_u64() {
+                Some(code) if code != 1006 => seen.closes.push(code as u16),
+                _ => seen.errors.push(format!("lost: {}", m["reason"])),
+            },
+            Some("error") => seen.errors.push(format!("error: {}", m["message"])),
+            Some("closed") => panic!("the JS client gave up: {m}; {seen:?}"),
+            Some("done") => {
+                let status = common::within("the JS subscriber to exit", child.wait())
+                    .await
+                    .expect("its status");
+                assert!(status.success(), "the JS subscriber exited with {status}");
+                return seen;
+            }
+            _ => panic!("unexpected report from the JS subscriber: {m}"),
+        }
+    }
+}
+
 /// Subscribers through the balancer, and a publisher through it at a
 /// steady rate, running while a test disrupts the nodes.
 struct Load {
@@ -436,15 +545,21 @@ struct Load {
 }
 
 impl Load {
-    /// [`SUBSCRIBERS`] subscribers of the balancer at `lb`, each
-    /// subscribed, then the publisher started.
+    /// [`SUBSCRIBERS`] Rust and [`JS_SUBSCRIBERS`] JavaScript subscribers
+    /// of the balancer at `lb`, each subscribed, then the publisher
+    /// started.
     async fn start(lb: SocketAddr) -> Load {
         let (done, done_rx) = watch::channel(0u64);
-        let (ready_tx, mut ready) = tokio::sync::mpsc::channel(SUBSCRIBERS);
-        let subscribers = (0..SUBSCRIBERS)
+        let all = SUBSCRIBERS + JS_SUBSCRIBERS;
+        let (ready_tx, mut ready) = tokio::sync::mpsc::channel(all);
+        let mut subscribers: Vec<_> = (0..SUBSCRIBERS)
             .map(|_| tokio::spawn(subscriber(lb, ready_tx.clone(), done_rx.clone())))
             .collect();
-        for _ in 0..SUBSCRIBERS {
+        subscribers.extend(
+            (0..JS_SUBSCRIBERS)
+                .map(|_| tokio::spawn(js_subscriber(lb, ready_tx.clone(), done_rx.clone()))),
+        );
+        for _ in 0..all {
             common::within("every subscriber to subscribe", ready.recv())
                 .await
                 .expect("a subscriber gave up");
@@ -522,10 +637,15 @@ impl Load {
             all.push(seen);
         }
         let reconnected = all.iter().filter(|s| s.reconnects > 0).count();
+        let js = all
+            .iter()
+            .filter(|s| s.client == "js" && s.reconnects > 0)
+            .count();
         let reconnects: usize = all.iter().map(|s| s.reconnects).sum();
         eprintln!(
             "{what}: {} publications acknowledged, {failed} refused or lost; {reconnected} \
-             subscribers reconnected ({reconnects} reconnects), all recovered everything",
+             subscribers reconnected ({js} of them JavaScript clients; {reconnects} reconnects), \
+             all recovered everything",
             acked.len()
         );
         all
