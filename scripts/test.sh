@@ -329,6 +329,9 @@ suite_test() {
   local rc=0
   run_step "$T_TEST" cargo test --release --workspace || rc=1
   run_step "$T_TEST" cargo test --release -p wsline --features hyper,axum,http2 || rc=1
+  # The full-disk test mounts a small tmpfs in a mount namespace of its own
+  # (unshare -rm, util-linux), so plain `cargo test` leaves it out.
+  run_step "$T_TEST" cargo test --release -p wsline-cli --test durable -- --ignored || rc=1
   return "$rc"
 }
 

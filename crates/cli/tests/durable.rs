@@ -2,7 +2,10 @@
 //! a restart (SIGTERM or SIGKILL), so reconnecting clients recover; under
 //! `--fsync always` nothing acknowledged is lost however the process is
 //! killed; a torn or corrupt tail is cut off; a directory that cannot be
-//! used stops the hub with a clear error before it listens.
+//! used stops the hub with a clear error before it listens; a full disk
+//! refuses publications with a clear error and no gap in the offsets
+//! (that one mounts a tmpfs, so it is `#[ignore]`d in plain `cargo test`
+//! and run by `./scripts/test.sh --only test`).
 
 mod child;
 #[path = "../../hub/tests/common/mod.rs"]
@@ -354,4 +357,132 @@ async fn a_directory_that_cannot_be_used_stops_the_hub_with_a_clear_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("add --data-dir"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `wsline serve --data-dir DIR --fsync always` on a 256 KiB tmpfs that a
+/// filler file already half fills, mounted at `DIR` in a mount namespace
+/// of its own (`unshare -rm`: root in a user namespace, so no real root
+/// needed where user namespaces are allowed; the mount goes away with the
+/// process). The test reaches the tmpfs through `/proc/PID/root`.
+async fn serve_on_small_disk(dir: &Path) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"mount -t tmpfs -o size=256k tmpfs "$1" || exit 97
+head -c 150000 /dev/zero > "$1/filler" || exit 98
+exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1" --fsync always \
+  --history-size 100000 --history-ttl 3600 --publish-rate 100000 --close-timeout 1"#;
+    let mut command = tokio::process::Command::new("unshare");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WSLINE_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .args(["-rm", "sh", "-c", script, BIN, dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare (util-linux) on the PATH");
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = support::within("the `listening on` line", lines.next_line())
+        .await
+        .expect("read stdout")
+        .unwrap_or_else(|| {
+            panic!("wsline serve on a tmpfs exited before listening (can this user unshare -rm?)")
+        });
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { child, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "mounts a tmpfs in a private mount namespace (unshare -rm): ./scripts/test.sh --only test runs it"]
+async fn a_full_disk_refuses_publications_cleanly_and_offsets_stay_honest() {
+    let dir = data_dir("full");
+    let mut hub = serve_on_small_disk(&dir).await;
+    let inside = PathBuf::from(format!("/proc/{}/root", hub.child.id().unwrap()))
+        .join(dir.strip_prefix("/").unwrap());
+    let mut publisher = client(&hub).await;
+    let mut subscriber = client(&hub).await;
+    subscriber.subscribe("t").await;
+    let pad = "x".repeat(1000);
+
+    // Publish until the disk is full: every acknowledged one numbered in
+    // turn, then a clear refusal.
+    let mut acked = 0u64;
+    let refusal = loop {
+        assert!(acked < 1000, "the 100 KiB left never filled up");
+        let reply = publisher
+            .request(json!({"op": "publish", "channel": "t", "id": acked + 1,
+                            "data": {"n": acked + 1, "pad": pad}}))
+            .await;
+        match reply["op"].as_str() {
+            Some("published") => {
+                acked += 1;
+                assert_eq!(reply["offset"], acked, "{reply}");
+            }
+            Some("error") => break reply,
+            _ => panic!("unexpected {reply}"),
+        }
+    };
+    assert!(acked > 10, "only {acked} publications fitted");
+    assert_eq!(refusal["code"], "unavailable", "{refusal}");
+    let message = refusal["message"].as_str().unwrap();
+    assert!(
+        message.contains("history could not be stored") && message.contains("No space left"),
+        "{refusal}"
+    );
+    // The write was cut back out of the log: the hub stays healthy, and
+    // the subscriber saw exactly the acknowledged ones.
+    let health = common::http(hub.addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(health.status, 200, "{health:?}");
+    for n in 1..=acked {
+        let m = subscriber.recv().await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"]["n"].as_u64()),
+            (Some(n), Some(n)),
+            "{m}"
+        );
+    }
+    subscriber.expect_nothing_pending().await;
+
+    // Room again: the next publication takes the next offset, no gap.
+    std::fs::remove_file(inside.join("filler")).expect("the filler, through /proc/PID/root");
+    let next = publisher
+        .publish("t", json!({"n": acked + 1, "pad": pad}))
+        .await;
+    assert_eq!(next, acked + 1);
+    let m = subscriber.recv().await;
+    assert_eq!(m["offset"], acked + 1, "{m}");
+
+    // What the log holds is exactly what was acknowledged: a hub started
+    // on a copy of it (the tmpfs goes with the process) replays 1..=next.
+    let copy = data_dir("full-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(inside.join("history.log"), copy.join("history.log")).unwrap();
+    kill(&mut hub).await;
+    let mut hub = serve_on(&copy, "always").await;
+    let mut c = client(&hub).await;
+    let epoch = {
+        let reply = c.subscribe("t").await;
+        assert_eq!(reply["offset"], next, "{reply}");
+        reply["epoch"].as_str().unwrap().to_owned()
+    };
+    let mut c = client(&hub).await;
+    let (_, got) = recover(&mut c, "t", 0, &epoch).await;
+    let numbers: Vec<(u64, u64)> = got
+        .iter()
+        .map(|(o, d)| (*o, d["n"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(numbers, (1..=next).map(|n| (n, n)).collect::<Vec<_>>());
+    drop(c);
+    kill(&mut hub).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&copy);
 }
