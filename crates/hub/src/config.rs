@@ -1003,6 +1003,57 @@ impl FileConfig {
 mod tests {
     use super::*;
 
+    fn with_webhooks(toml: &str) -> Result<HubConfig, String> {
+        HubConfig::merge(&Flags::default(), FileConfig::parse(toml)?)
+    }
+
+    #[test]
+    fn webhooks_are_checked_and_their_secret_is_masked() {
+        let c = with_webhooks(
+            "[webhooks]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s3cr3t\"\nevents = [\"channel_vacated\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.events, ["channel_vacated"]);
+        assert_eq!(c.webhooks.batch_size, 100, "defaults for the rest");
+        let shown = c.to_toml_masked();
+        assert!(
+            shown.contains("[webhooks]") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        let back = with_webhooks(&shown).unwrap();
+        assert_eq!(back.webhooks.url, c.webhooks.url);
+        for (toml, why) in [
+            ("[webhooks]\nurl = \"http://h/\"\n", "secret"),
+            (
+                "[webhooks]\nurl = \"ftp://h/\"\nsecret = \"s\"\n",
+                "webhooks.url",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecret = \"s\"\nevents = [\"joined\"]\n",
+                "\"joined\" is not one of",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecret = \"s\"\nqueue_size = 0\n",
+                "queue_size",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecret = \"s\"\ntimeout = 0\n",
+                "webhooks.timeout",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecrets = \"s\"\n",
+                "unknown field",
+            ),
+        ] {
+            let e = with_webhooks(toml).unwrap_err();
+            assert!(e.contains(why), "{toml:?}: {e}");
+        }
+        assert!(
+            with_webhooks("[webhooks]\nbatch_size = 0\n").is_ok(),
+            "off: unchecked"
+        );
+    }
+
     #[test]
     fn a_password_in_a_url_is_masked_and_nothing_else() {
         assert_eq!(

@@ -267,3 +267,84 @@ async fn a_full_queue_drops_and_counts() {
     let (_, events) = receiver.until(|e| e.len() as f64 >= queued).await;
     assert_eq!(events.len() as f64, queued);
 }
+
+/// The Python receiver of docs/hooks.md, behind a hub configured with its
+/// secret: it verifies and prints what the hub sends, and refuses a body
+/// whose signature does not match. Skipped (with a note) without python3.
+#[tokio::test]
+async fn the_example_receiver_of_the_docs_verifies_the_signature() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/hooks.md"),
+    )
+    .expect("docs/hooks.md");
+    let script = docs
+        .split_once("# Webhooks\n")
+        .and_then(|(_, rest)| rest.split_once("```python\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("docs/hooks.md has a Python webhook receiver")
+        .0;
+    let secret = script
+        .split_once("SECRET = b\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .expect("the example's SECRET")
+        .0;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("python3 not found: the example receiver is not tested");
+        return;
+    };
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    within("the example receiver to listen", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let forged = common::http(
+        ([127, 0, 0, 1], port).into(),
+        "POST",
+        "/",
+        &[("X-Wsline-Signature", "sha256=00")],
+        Some(r#"{"time_ms":1,"events":[]}"#),
+    )
+    .await;
+    assert_eq!(forged.status, 401, "a forged signature is refused");
+
+    let mut c = config();
+    c.webhooks.url = Some(format!("http://127.0.0.1:{port}/wsline/webhooks"));
+    c.webhooks.secret = Some(secret.to_owned());
+    let hub = start(c).await;
+    let mut ann = hub.client().await;
+    ann.subscribe("room:42").await;
+    let mut printed = Vec::new();
+    while printed.len() < 3 {
+        let line = within("the receiver's output", lines.next_line())
+            .await
+            .unwrap()
+            .expect("the receiver runs");
+        printed.push(line);
+    }
+    assert_eq!(
+        printed,
+        [
+            format!("client_connected None {} None", ann.id),
+            "channel_occupied room:42 None None".to_owned(),
+            format!("member_added room:42 {} None", ann.id),
+        ]
+    );
+}
