@@ -273,6 +273,13 @@ async fn serve_hub(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // What the last clients did (their leaves, disconnects) is sent
+    // before the process may exit, within the close timeout.
+    if let Some(w) = &hub.webhooks {
+        if !w.flush(config.server.protocol.close_timeout).await {
+            tracing::warn!("webhooks: events still unsent when the hub stopped are lost");
+        }
+    }
     tracing::info!(
         closed = drained.closed,
         left = hub.open_sessions(),

@@ -15,14 +15,14 @@
 //! cluster emits each), and the session emits the client events.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::config::{HubConfig, WEBHOOK_EVENTS};
 use crate::http_client::Endpoint;
@@ -84,6 +84,14 @@ struct Delivery {
     timeout: Duration,
     retry_window: Duration,
     metrics: Arc<Metrics>,
+    unsent: Arc<Unsent>,
+}
+
+/// Events queued or being sent, and who waits for none to be left.
+#[derive(Default)]
+struct Unsent {
+    count: AtomicUsize,
+    none_left: Notify,
 }
 
 /// The webhooks of a hub: where events are queued. Dropping the last
@@ -100,6 +108,7 @@ pub(crate) struct Webhooks {
     /// at most one a second (every drop is counted).
     warned: AtomicU64,
     started: Instant,
+    unsent: Arc<Unsent>,
 }
 
 impl Webhooks {
@@ -121,6 +130,7 @@ impl Webhooks {
             .filter_map(|e| WEBHOOK_EVENTS.iter().position(|k| k == e))
             .fold(0u8, |m, i| m | 1 << i);
         let (queue, rx) = mpsc::channel(w.queue_size.max(1));
+        let unsent = Arc::new(Unsent::default());
         let delivery = Delivery {
             url: url.clone(),
             endpoint,
@@ -130,6 +140,7 @@ impl Webhooks {
             timeout: secs(w.timeout).max(Duration::from_millis(1)),
             retry_window: secs(w.retry_window),
             metrics: metrics.clone(),
+            unsent: unsent.clone(),
         };
         tokio::spawn(delivery.run(rx));
         Ok(Some(Arc::new(Self {
@@ -140,6 +151,7 @@ impl Webhooks {
             metrics,
             warned: AtomicU64::new(0),
             started: Instant::now(),
+            unsent,
         })))
     }
 
@@ -162,11 +174,14 @@ impl Webhooks {
             client: member.map(|m| m.client.clone()),
             id: format!("{}-{n}", self.prefix),
         };
+        // Counted before it can be sent, so a flush never sees it gone early.
+        self.unsent.count.fetch_add(1, SeqCst);
         match self.queue.try_send(event) {
             Ok(()) => {
                 self.metrics.webhook_events[kind as usize].fetch_add(1, Relaxed);
             }
             Err(mpsc::error::TrySendError::Full(event)) => {
+                self.unsent.done(1);
                 self.metrics.webhook_dropped[0].fetch_add(1, Relaxed);
                 if self.may_warn() {
                     tracing::warn!(
@@ -178,8 +193,26 @@ impl Webhooks {
                 }
             }
             // The delivery task is gone (the runtime is shutting down).
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => self.unsent.done(1),
         }
+    }
+
+    /// Waits until every event queued so far has been sent (or dropped
+    /// after its retries), for at most `at_most`; false if some are left.
+    /// How a hub that stops delivers what its last clients did.
+    pub(crate) async fn flush(&self, at_most: Duration) -> bool {
+        let none_left = async {
+            loop {
+                let told = self.unsent.none_left.notified();
+                tokio::pin!(told);
+                told.as_mut().enable();
+                if self.unsent.count.load(SeqCst) == 0 {
+                    return;
+                }
+                told.await;
+            }
+        };
+        tokio::time::timeout(at_most, none_left).await.is_ok()
     }
 
     /// Whether an overflow may be logged now.
@@ -191,6 +224,15 @@ impl Webhooks {
                 .warned
                 .compare_exchange(prev, now, Relaxed, Relaxed)
                 .is_ok()
+    }
+}
+
+impl Unsent {
+    /// `n` events sent or dropped.
+    fn done(&self, n: usize) {
+        if self.count.fetch_sub(n, SeqCst) == n {
+            self.none_left.notify_waiters();
+        }
     }
 }
 
@@ -236,6 +278,7 @@ impl Delivery {
                 }
             }
             self.send(&batch).await;
+            self.unsent.done(batch.len());
             batch.clear();
         }
     }

@@ -348,3 +348,33 @@ async fn the_example_receiver_of_the_docs_verifies_the_signature() {
         ]
     );
 }
+
+/// A hub that stops (a drain) sends what its last clients did before
+/// `serve` returns, so a process that exits then loses none of it.
+#[tokio::test]
+async fn a_stopping_hub_sends_its_last_events_before_serve_returns() {
+    let mut receiver = Receiver::start().await;
+    let mut c = webhooks_config(&receiver.url);
+    // Longer than the drain takes: without the flush, serve would return
+    // with these events still waiting for their batch.
+    c.webhooks.batch_delay = 0.3;
+    let mut hub = start(c).await;
+    let mut ann = hub.client().await;
+    ann.subscribe("last").await;
+    hub.stop();
+    let (code, _) = ann.closed().await;
+    assert_eq!(code, 1001);
+    hub.finished().await.unwrap();
+    let events = receiver.events_now();
+    assert_eq!(
+        names(&events),
+        [
+            "client_connected",
+            "channel_occupied",
+            "member_added",
+            "member_removed",
+            "channel_vacated",
+            "client_disconnected",
+        ]
+    );
+}
