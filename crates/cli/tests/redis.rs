@@ -94,6 +94,18 @@ impl Redis {
         child.kill().await.expect("kill redis-server");
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a server that stops answering without
+    /// closing its connections, then answers what waited.
+    fn pause(&self, stop: bool) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running");
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// One command in RESP; the raw reply.
     async fn command(&self, args: &[&str]) -> std::io::Result<String> {
         let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
@@ -963,4 +975,42 @@ async fn webhooks_report_a_killed_nodes_members_removed_and_channels_vacated_onc
     assert_eq!(count(&rest, "member_removed", "shared", Some(&bob.id)), 1);
     assert_eq!(count(&rest, "channel_vacated", "solo", None), 1);
     assert_eq!(count(&rest, "channel_vacated", "shared", None), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn webhooks_count_an_unsubscribe_made_while_redis_was_unreachable() {
+    let redis = Redis::start().await;
+    let mut receiver = Receiver::start().await;
+    let file = webhooks_file(
+        &redis,
+        &receiver,
+        "webhooks-pause",
+        &["channel_occupied", "channel_vacated"],
+    );
+    // A short refresh period: the unsubscribe is uncounted at the first
+    // refresh once Redis is back.
+    let node = Node::start(&redis, &["--presence-timeout", "3", "--config", &file]).await;
+    let mut ann = node.client().await;
+    ann.subscribe("paused").await;
+    let events = events_until_markers(&mut receiver, &[node.client().await.id]).await;
+    assert_eq!(count(&events, "channel_occupied", "paused", None), 1);
+
+    redis.pause(true);
+    node.wait_health(503).await;
+    let reply = ann
+        .request(json!({"op": "unsubscribe", "channel": "paused"}))
+        .await;
+    assert_eq!(reply["op"], "unsubscribed", "{reply}");
+    redis.pause(false);
+    node.wait_health(200).await;
+    let (_, events) = receiver
+        .until(|e| count(e, "channel_vacated", "paused", None) > 0)
+        .await;
+    assert_eq!(count(&events, "channel_vacated", "paused", None), 1);
+    // The count is back at 0: the next subscriber occupies it again.
+    ann.subscribe("paused").await;
+    let events = events_until_markers(&mut receiver, &[node.client().await.id]).await;
+    assert_eq!(count(&events, "channel_occupied", "paused", None), 1);
+    assert_eq!(count(&events, "channel_vacated", "paused", None), 0);
 }

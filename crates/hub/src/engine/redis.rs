@@ -55,6 +55,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A channel's epoch and offset outlive its history by at least this, so
 /// a quiet channel keeps its numbering.
 const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
+/// Webhooks: unsubscribes made while Redis was unreachable, kept to be
+/// uncounted once it is back; more are only logged.
+const MAX_UNCOUNTED: usize = 65_536;
 /// Channels per SUBSCRIBE when re-subscribing after a reconnect.
 const SUBSCRIBE_CHUNK: usize = 256;
 
@@ -727,6 +730,9 @@ struct Inner {
     counts_changed: Notify,
     /// Where channel and member events go, when webhooks are on.
     webhooks: OnceLock<Arc<Webhooks>>,
+    /// Webhooks: unsubscribes not sent to Redis (it was unreachable), by
+    /// channel and member, uncounted at the next refresh once it is back.
+    uncounted: Mutex<Vec<(String, Member)>>,
 }
 
 /// The Redis engine. See the module documentation.
@@ -781,6 +787,7 @@ impl RedisEngine {
             counts_changed: Notify::new(),
             scripts: Scripts::new(),
             webhooks: OnceLock::new(),
+            uncounted: Mutex::new(Vec::new()),
         });
         let tasks = vec![
             tokio::spawn(inner.clone().health_loop()),
@@ -1047,6 +1054,7 @@ impl Inner {
                 }
             }
             if let Some(webhooks) = self.webhooks.get() {
+                self.uncount_later_ones(webhooks).await;
                 if let Err(e) = self.reap(webhooks).await {
                     tracing::debug!("webhooks: claiming dead nodes failed: {e}");
                 }
@@ -1544,31 +1552,85 @@ impl Inner {
             webhooks.emit(Kind::MemberRemoved, Some(channel), Some(member));
         }
         if !self.up.load(Relaxed) {
-            tracing::warn!(
-                channel,
-                "webhooks: Redis is unreachable, an unsubscribe is not counted (the channel may never be reported vacated)"
-            );
+            // Not sent: uncounted once Redis is back.
+            let mut later = lock(&self.uncounted);
+            if later.len() < MAX_UNCOUNTED {
+                later.push((channel.to_owned(), member.clone()));
+                tracing::debug!(
+                    channel,
+                    "webhooks: Redis is unreachable, an unsubscribe is uncounted when it is back"
+                );
+            } else {
+                tracing::warn!(
+                    channel,
+                    "webhooks: Redis is unreachable and {MAX_UNCOUNTED} unsubscribes wait already: this one is not counted (the channel may never be reported vacated)"
+                );
+            }
             return;
         }
+        let presence = policy.presence.then_some(member);
+        match self.uncount(channel, policy, presence).await {
+            Ok(true) => webhooks.emit(Kind::ChannelVacated, Some(channel), None),
+            Ok(false) => {}
+            // Maybe run, maybe not: not tried again (it could uncount
+            // another subscription).
+            Err(e) => tracing::warn!(
+                channel,
+                "webhooks: an unsubscribe could not be counted ({e}); the channel may never be reported vacated"
+            ),
+        }
+    }
+
+    /// The leave script with the uncounting: `member` leaves presence
+    /// (when given) and one subscription of this node to `channel` is
+    /// uncounted. True when that took the cluster's count to 0.
+    async fn uncount(
+        &self,
+        channel: &str,
+        policy: &ChannelPolicy,
+        member: Option<&Member>,
+    ) -> Result<bool, EngineError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.leave_counted.key(keys::presence(channel));
         call.key(keys::subscribers(channel))
             .key(keys::webhook_node_channels(&self.node))
             .key(keys::webhook_node_members(&self.node))
-            .arg(if policy.presence {
-                member_json(member)
-            } else {
-                String::new()
-            })
+            .arg(member.map(member_json).unwrap_or_default())
             .arg(events_to(channel, policy))
             .arg(channel);
-        match bounded("leave", call.invoke_async::<i64>(&mut conn)).await {
-            Ok(1) => webhooks.emit(Kind::ChannelVacated, Some(channel), None),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                channel,
-                "webhooks: an unsubscribe could not be counted ({e}); the channel may never be reported vacated"
-            ),
+        Ok(bounded("leave", call.invoke_async::<i64>(&mut conn)).await? == 1)
+    }
+
+    /// Webhooks: the unsubscribes made while Redis was unreachable, now
+    /// that it answers (the `channel_vacated` they imply).
+    async fn uncount_later_ones(&self, webhooks: &Webhooks) {
+        let waiting = std::mem::take(&mut *lock(&self.uncounted));
+        let mut left = waiting.into_iter();
+        while let Some((channel, member)) = left.next() {
+            if !self.up.load(Relaxed) {
+                let mut later = lock(&self.uncounted);
+                later.push((channel, member));
+                later.extend(left);
+                return;
+            }
+            let policy = self.config.policy(&channel);
+            // Subscribed again meanwhile: that subscription is counted
+            // and listed; only the old one is uncounted.
+            let again = lock(&self.channels).get(&channel).is_some_and(|ch| {
+                lock(ch)
+                    .subs
+                    .iter()
+                    .any(|s| s.sub.member.client == member.client)
+            });
+            let presence = (policy.presence && !again).then_some(&member);
+            match self.uncount(&channel, &policy, presence).await {
+                Ok(true) => webhooks.emit(Kind::ChannelVacated, Some(&channel), None),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    channel,
+                    "webhooks: an unsubscribe could not be counted ({e}); the channel may never be reported vacated"
+                ),
+            }
         }
     }
 
