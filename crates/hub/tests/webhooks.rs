@@ -246,7 +246,9 @@ async fn a_full_queue_drops_and_counts() {
     c.webhooks.batch_delay = 0.0;
     c.webhooks.batch_size = 1;
     c.webhooks.queue_size = 2;
-    c.webhooks.timeout = 1.0;
+    // Long enough for the eight clients to connect while it hangs, on a
+    // slow machine too; short enough to deliver the rest within a wait.
+    c.webhooks.timeout = 3.0;
     c.webhooks.events = vec!["client_connected".into()];
     let hub = start(c).await;
     let mut clients = Vec::new();
