@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::receiver::Receiver;
 use common::{http, within, Client};
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,6 +92,18 @@ impl Redis {
     async fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().await.expect("kill redis-server");
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT: a server that stops answering without
+    /// closing its connections, then answers what waited.
+    fn pause(&self, stop: bool) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("running");
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// One command in RESP; the raw reply.
@@ -770,4 +784,233 @@ async fn the_memory_engine_is_the_default_and_reports_up() {
     let node = Node::spawn(&[]).await;
     node.wait_health(200).await;
     assert_eq!(node.engine_up().await, "1");
+}
+
+/// `[webhooks]` for nodes of `redis` posting to `receiver`, sending
+/// `events` (client_connected always: the tests' markers).
+fn webhooks_file(redis: &Redis, receiver: &Receiver, name: &str, events: &[&str]) -> String {
+    let mut events: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+    events.push("\"client_connected\"".into());
+    config_file(
+        redis,
+        name,
+        &format!(
+            "[webhooks]\nurl = {:?}\nsecret = \"s\"\nbatch_delay = 0.01\nevents = [{}]\n",
+            receiver.url,
+            events.join(", ")
+        ),
+    )
+}
+
+/// The events received until a `client_connected` of each of `markers`
+/// has come, repeats (same id) dropped. Each node sends its events in the
+/// order it emitted them, one POST at a time, so once a node's marker is
+/// in, everything it emitted before is too.
+async fn events_until_markers(receiver: &mut Receiver, markers: &[String]) -> Vec<Value> {
+    let (_, events) = receiver
+        .until(|events| {
+            markers.iter().all(|m| {
+                events
+                    .iter()
+                    .any(|e| e["name"] == "client_connected" && e["client"] == json!(m))
+            })
+        })
+        .await;
+    let mut seen = std::collections::HashSet::new();
+    events
+        .into_iter()
+        .filter(|e| seen.insert(e["id"].as_str().expect("an id").to_owned()))
+        .collect()
+}
+
+/// How many of `events` are `name` on `channel` (and about `client`, if
+/// given).
+fn count(events: &[Value], name: &str, channel: &str, client: Option<&str>) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e["name"] == name && e["channel"] == channel && client.is_none_or(|c| e["client"] == c)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn webhooks_report_occupied_and_vacated_once_across_three_nodes() {
+    let redis = Redis::start().await;
+    let mut receiver = Receiver::start().await;
+    let file = webhooks_file(
+        &redis,
+        &receiver,
+        "webhooks",
+        &["channel_occupied", "channel_vacated"],
+    );
+    let nodes = [
+        Node::start(&redis, &["--config", &file]).await,
+        Node::start(&redis, &["--config", &file]).await,
+        Node::start(&redis, &["--config", &file]).await,
+    ];
+    let mut clients = Vec::new();
+    for node in &nodes {
+        for _ in 0..4 {
+            clients.push(node.client().await);
+        }
+    }
+    const ROUNDS: usize = 5;
+    for round in 0..ROUNDS {
+        // All twelve, on three nodes, join the empty channel at once, then
+        // all leave at once: one node's subscribe takes it from 0, one
+        // node's unsubscribe takes it back.
+        let channel = format!("round{round}");
+        join_all(clients.iter_mut().map(|c| c.subscribe(&channel))).await;
+        join_all(clients.iter_mut().map(|c| async {
+            let reply = c
+                .request(json!({"op": "unsubscribe", "channel": &channel}))
+                .await;
+            assert_eq!(reply["op"], "unsubscribed", "{reply}");
+        }))
+        .await;
+    }
+    // Churn: each client joins and leaves `churn` three times, all at once.
+    join_all(clients.iter_mut().map(|c| async {
+        for _ in 0..3 {
+            c.subscribe("churn").await;
+            let reply = c
+                .request(json!({"op": "unsubscribe", "channel": "churn"}))
+                .await;
+            assert_eq!(reply["op"], "unsubscribed", "{reply}");
+        }
+    }))
+    .await;
+
+    let mut markers = Vec::new();
+    for node in &nodes {
+        markers.push(node.client().await.id);
+    }
+    let events = events_until_markers(&mut receiver, &markers).await;
+    for round in 0..ROUNDS {
+        let channel = format!("round{round}");
+        assert_eq!(
+            (
+                count(&events, "channel_occupied", &channel, None),
+                count(&events, "channel_vacated", &channel, None)
+            ),
+            (1, 1),
+            "{channel}: {events:#?}"
+        );
+    }
+    let occupied = count(&events, "channel_occupied", "churn", None);
+    let vacated = count(&events, "channel_vacated", "churn", None);
+    assert!(occupied >= 1, "churn was occupied");
+    assert_eq!(occupied, vacated, "each occupancy of churn ended once");
+    // Nothing is left counted: a new subscriber (on the second node)
+    // occupies it again.
+    clients[5].subscribe("churn").await;
+    let marker = nodes[1].client().await.id;
+    let events = events_until_markers(&mut receiver, &[marker]).await;
+    assert_eq!(count(&events, "channel_occupied", "churn", None), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn webhooks_report_a_killed_nodes_members_removed_and_channels_vacated_once() {
+    let redis = Redis::start().await;
+    let mut receiver = Receiver::start().await;
+    let file = webhooks_file(
+        &redis,
+        &receiver,
+        "webhooks-kill",
+        &[
+            "channel_occupied",
+            "channel_vacated",
+            "member_added",
+            "member_removed",
+        ],
+    );
+    let args = ["--presence-timeout", "1.5", "--config", &file];
+    let mut a = Node::start(&redis, &args).await;
+    let b = Node::start(&redis, &args).await;
+    let c = Node::start(&redis, &args).await;
+    let mut alice = a.client().await;
+    alice.subscribe("solo").await;
+    alice.subscribe("shared").await;
+    let mut bob = b.client().await;
+    bob.subscribe("shared").await;
+    let markers = [a.client().await.id, b.client().await.id];
+    let events = events_until_markers(&mut receiver, &markers).await;
+    assert_eq!(count(&events, "channel_occupied", "solo", None), 1);
+    assert_eq!(count(&events, "channel_occupied", "shared", None), 1);
+    assert_eq!(count(&events, "member_added", "shared", None), 2);
+
+    // Node A dies without a word. Once the presence timeout has passed,
+    // one survivor claims it: Alice leaves both channels, `solo` is empty.
+    a.kill();
+    let started = Instant::now();
+    let (_, events) = receiver
+        .until(|events| {
+            count(events, "member_removed", "solo", Some(&alice.id)) > 0
+                && count(events, "member_removed", "shared", Some(&alice.id)) > 0
+                && count(events, "channel_vacated", "solo", None) > 0
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000),
+        "after the timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "claimed after {took:?}");
+    assert_eq!(
+        count(&events, "channel_vacated", "shared", None),
+        0,
+        "Bob is still in `shared`: {events:#?}"
+    );
+    // Bob leaves: now `shared` is empty, once.
+    bob.request(json!({"op": "unsubscribe", "channel": "shared"}))
+        .await;
+    let markers = [b.client().await.id, c.client().await.id];
+    let mut rest = events_until_markers(&mut receiver, &markers).await;
+    rest.extend(events);
+    assert_eq!(count(&rest, "member_removed", "solo", Some(&alice.id)), 1);
+    assert_eq!(count(&rest, "member_removed", "shared", Some(&alice.id)), 1);
+    assert_eq!(count(&rest, "member_removed", "shared", Some(&bob.id)), 1);
+    assert_eq!(count(&rest, "channel_vacated", "solo", None), 1);
+    assert_eq!(count(&rest, "channel_vacated", "shared", None), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: ./scripts/test.sh --only redis"]
+async fn webhooks_count_an_unsubscribe_made_while_redis_was_unreachable() {
+    let redis = Redis::start().await;
+    let mut receiver = Receiver::start().await;
+    let file = webhooks_file(
+        &redis,
+        &receiver,
+        "webhooks-pause",
+        &["channel_occupied", "channel_vacated"],
+    );
+    // A short refresh period: the unsubscribe is uncounted at the first
+    // refresh once Redis is back.
+    let node = Node::start(&redis, &["--presence-timeout", "3", "--config", &file]).await;
+    let mut ann = node.client().await;
+    ann.subscribe("paused").await;
+    let events = events_until_markers(&mut receiver, &[node.client().await.id]).await;
+    assert_eq!(count(&events, "channel_occupied", "paused", None), 1);
+
+    redis.pause(true);
+    node.wait_health(503).await;
+    let reply = ann
+        .request(json!({"op": "unsubscribe", "channel": "paused"}))
+        .await;
+    assert_eq!(reply["op"], "unsubscribed", "{reply}");
+    redis.pause(false);
+    node.wait_health(200).await;
+    let (_, events) = receiver
+        .until(|e| count(e, "channel_vacated", "paused", None) > 0)
+        .await;
+    assert_eq!(count(&events, "channel_vacated", "paused", None), 1);
+    // The count is back at 0: the next subscriber occupies it again.
+    ann.subscribe("paused").await;
+    let events = events_until_markers(&mut receiver, &[node.client().await.id]).await;
+    assert_eq!(count(&events, "channel_occupied", "paused", None), 1);
+    assert_eq!(count(&events, "channel_vacated", "paused", None), 0);
 }

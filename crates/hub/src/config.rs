@@ -100,6 +100,9 @@ macro_rules! settings {
             /// The backend hooks (`[hooks]`, docs/hooks.md): none by
             /// default.
             pub hooks: HooksConfig,
+            /// The webhooks (`[webhooks]`, docs/hooks.md#webhooks): off by
+            /// default.
+            pub webhooks: WebhooksConfig,
             /// The WebSocket server's part: protocol limits and timers, the
             /// handshake's bounds, the Origin allow-list and the caps of the
             /// accept loop's [`wsline::Gate`]. The settings written into it
@@ -115,6 +118,7 @@ macro_rules! settings {
                     $($oname: $odefault,)*
                     channels: default_channels(),
                     hooks: HooksConfig::default(),
+                    webhooks: WebhooksConfig::default(),
                     server: wsline::ServerConfig::default(),
                 };
                 $({
@@ -141,6 +145,9 @@ macro_rules! settings {
             /// The backend hooks.
             #[serde(default)]
             pub hooks: HooksConfig,
+            /// The webhooks.
+            #[serde(default)]
+            pub webhooks: WebhooksConfig,
         }
 
         /// The settings given as flags of `wsline serve` (with the `clap`
@@ -200,6 +207,7 @@ macro_rules! settings {
                     c.channels = file.channels;
                 }
                 c.hooks = file.hooks;
+                c.webhooks = file.webhooks;
                 c.check(&set)?;
                 Ok(c)
             }
@@ -513,7 +521,8 @@ impl HubConfig {
         if self.server.handshake_timeout.is_zero() {
             return Err("handshake_timeout must be more than 0 seconds".into());
         }
-        self.check_hooks()
+        self.check_hooks()?;
+        self.check_webhooks()
     }
 
     /// The `[hooks]` table against itself and the channel patterns: URLs
@@ -661,6 +670,14 @@ impl HubConfig {
         if self.hooks != HooksConfig::default() {
             out.push_str("\n[hooks]\n");
             out.push_str(&toml::to_string(&self.hooks).unwrap_or_default());
+        }
+        if self.webhooks != WebhooksConfig::default() {
+            let mut webhooks = self.webhooks.clone();
+            if webhooks.secret.is_some() {
+                webhooks.secret = Some("********".to_owned());
+            }
+            out.push_str("\n[webhooks]\n");
+            out.push_str(&toml::to_string(&webhooks).unwrap_or_default());
         }
         out
     }
@@ -822,6 +839,107 @@ impl Default for HooksConfig {
     }
 }
 
+/// The webhook events, in the order of [`WebhooksConfig::events`]' default
+/// and of the `name` label of `wsline_webhook_events_total`.
+pub const WEBHOOK_EVENTS: [&str; 6] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_connected",
+    "client_disconnected",
+];
+
+/// The webhooks: `[webhooks]` in the config file (docs/hooks.md#webhooks).
+///
+/// On when `url` is set: the events named in `events` are POSTed there in
+/// batches, signed with `secret`, retried for `retry_window`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Where the batches are POSTed (`http://` or `https://`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key of the `X-Wsline-Signature` header; required
+    /// with `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The events sent (of [`WEBHOOK_EVENTS`]); all of them by default.
+    pub events: Vec<String>,
+    /// Events per POST at most.
+    pub batch_size: usize,
+    /// Seconds an event may wait for others to share its POST.
+    pub batch_delay: f64,
+    /// Seconds one POST (connect, request, answer) may take.
+    pub timeout: f64,
+    /// Seconds a batch is retried (with exponential backoff) before its
+    /// events are dropped.
+    pub retry_window: f64,
+    /// Events waiting to be sent on this node at most; more are dropped
+    /// (counted, logged).
+    pub queue_size: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            events: WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            batch_size: 100,
+            batch_delay: 0.05,
+            timeout: 5.0,
+            retry_window: 60.0,
+            queue_size: 10_000,
+        }
+    }
+}
+
+impl HubConfig {
+    /// The `[webhooks]` table: a URL that parses, a secret with it, known
+    /// event names, bounds above 0.
+    fn check_webhooks(&self) -> Result<(), String> {
+        let w = &self.webhooks;
+        let Some(url) = &w.url else {
+            return Ok(());
+        };
+        crate::http_client::Endpoint::new(url).map_err(|e| format!("webhooks.url {url:?}: {e}"))?;
+        if w.secret.as_deref().is_none_or(str::is_empty) {
+            return Err("webhooks.url is set but webhooks.secret is not: add a secret the receiver checks the signature with".into());
+        }
+        if let Some(bad) = w
+            .events
+            .iter()
+            .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+        {
+            return Err(format!(
+                "webhooks.events: {bad:?} is not one of {}",
+                WEBHOOK_EVENTS.join(", ")
+            ));
+        }
+        for (key, secs, min) in [
+            ("batch_delay", w.batch_delay, 0.0),
+            ("timeout", w.timeout, f64::MIN_POSITIVE),
+            ("retry_window", w.retry_window, 0.0),
+        ] {
+            if !(secs.is_finite() && secs >= min && secs <= 86_400.0) {
+                return Err(format!(
+                    "webhooks.{key} must be {} seconds (and at most a day), not {secs}",
+                    if min > 0.0 {
+                        "more than 0"
+                    } else {
+                        "0 or more"
+                    }
+                ));
+            }
+        }
+        if w.batch_size == 0 || w.queue_size == 0 {
+            return Err("webhooks.batch_size and webhooks.queue_size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// The channel pattern of the demo chat at `/` (`chat.ROOM`), which shows
 /// who joins and leaves: the one entry of the default
 /// [`HubConfig::channels`], with `join_leave = true`. A config file with
@@ -884,6 +1002,57 @@ impl FileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_webhooks(toml: &str) -> Result<HubConfig, String> {
+        HubConfig::merge(&Flags::default(), FileConfig::parse(toml)?)
+    }
+
+    #[test]
+    fn webhooks_are_checked_and_their_secret_is_masked() {
+        let c = with_webhooks(
+            "[webhooks]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s3cr3t\"\nevents = [\"channel_vacated\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.events, ["channel_vacated"]);
+        assert_eq!(c.webhooks.batch_size, 100, "defaults for the rest");
+        let shown = c.to_toml_masked();
+        assert!(
+            shown.contains("[webhooks]") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        let back = with_webhooks(&shown).unwrap();
+        assert_eq!(back.webhooks.url, c.webhooks.url);
+        for (toml, why) in [
+            ("[webhooks]\nurl = \"http://h/\"\n", "secret"),
+            (
+                "[webhooks]\nurl = \"ftp://h/\"\nsecret = \"s\"\n",
+                "webhooks.url",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecret = \"s\"\nevents = [\"joined\"]\n",
+                "\"joined\" is not one of",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecret = \"s\"\nqueue_size = 0\n",
+                "queue_size",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecret = \"s\"\ntimeout = 0\n",
+                "webhooks.timeout",
+            ),
+            (
+                "[webhooks]\nurl = \"http://h/\"\nsecrets = \"s\"\n",
+                "unknown field",
+            ),
+        ] {
+            let e = with_webhooks(toml).unwrap_err();
+            assert!(e.contains(why), "{toml:?}: {e}");
+        }
+        assert!(
+            with_webhooks("[webhooks]\nbatch_size = 0\n").is_ok(),
+            "off: unchecked"
+        );
+    }
 
     #[test]
     fn a_password_in_a_url_is_masked_and_nothing_else() {

@@ -15,7 +15,8 @@
 //! [`auth`] (JWT), [`jwks`] (the key set behind `jwks_url`), `hooks`
 //! (asking the application's backend before a connect, subscribe or
 //! publish), `http_client` (the small HTTP/1.1 client of both), [`metrics`],
-//! `drain` (how the hub leaves: health first, closes paced).
+//! `drain` (how the hub leaves: health first, closes paced), `webhooks`
+//! (telling the backend what happened, in signed batches).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod outbox;
 pub mod protocol;
 mod session;
 pub mod settings;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -74,16 +76,24 @@ pub(crate) struct Hub {
     /// Set when a drain's grace is over: new upgrades are refused and a
     /// session that opens anyway is closed at once.
     stopping: AtomicBool,
+    /// The webhooks (`[webhooks]`), when configured.
+    pub(crate) webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 impl Hub {
     fn new(config: Arc<HubConfig>) -> std::io::Result<Self> {
         let metrics = Arc::new(Metrics::default());
+        let webhooks =
+            webhooks::Webhooks::start(&config, metrics.clone()).map_err(std::io::Error::other)?;
+        let engine =
+            AnyEngine::new(config.clone(), metrics.clone()).map_err(std::io::Error::other)?;
+        if let Some(w) = &webhooks {
+            engine.set_webhooks(w.clone());
+        }
         Ok(Hub {
             auth: auth::Auth::from_config(&config).map_err(std::io::Error::other)?,
             hooks: hooks::Hooks::new(&config, metrics.clone()).map_err(std::io::Error::other)?,
-            engine: AnyEngine::new(config.clone(), metrics.clone())
-                .map_err(std::io::Error::other)?,
+            engine,
             config,
             metrics,
             next_client: AtomicU64::new(1),
@@ -93,6 +103,7 @@ impl Hub {
             draining: AtomicBool::new(false),
             drain_asked: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
+            webhooks,
         })
     }
 
@@ -262,6 +273,13 @@ async fn serve_hub(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // What the last clients did (their leaves, disconnects) is sent
+    // before the process may exit, within the close timeout.
+    if let Some(w) = &hub.webhooks {
+        if !w.flush(config.server.protocol.close_timeout).await {
+            tracing::warn!("webhooks: events still unsent when the hub stopped are lost");
+        }
+    }
     tracing::info!(
         closed = drained.closed,
         left = hub.open_sessions(),

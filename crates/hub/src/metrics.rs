@@ -20,6 +20,13 @@ pub const HOOKS: [&str; 3] = ["connect", "subscribe", "publish"];
 /// took past the timeout, or was refused at once by `max_in_flight`.
 pub const HOOK_RESULTS: [&str; 5] = ["allow", "deny", "error", "timeout", "overload"];
 
+/// The `result` label of `wsline_webhook_requests_total`: the receiver
+/// answered 2xx; something else (down, not 2xx); no answer in time.
+pub const WEBHOOK_RESULTS: [&str; 3] = ["ok", "error", "timeout"];
+/// The `reason` label of `wsline_webhook_events_dropped_total`: the queue
+/// was full; the retry window passed without a 2xx.
+pub const WEBHOOK_DROPS: [&str; 2] = ["overflow", "retries"];
+
 /// Publish-to-delivery latencies of a batch of deliveries, added to the
 /// metrics at once with [`Metrics::record_latencies`].
 #[derive(Debug, Default, Clone)]
@@ -74,6 +81,13 @@ pub struct Metrics {
     /// Backend hook calls by hook ([`HOOKS`]) and result
     /// ([`HOOK_RESULTS`]).
     pub hook_requests: [[AtomicU64; HOOK_RESULTS.len()]; HOOKS.len()],
+    /// Webhook events queued, by name
+    /// ([`crate::config::WEBHOOK_EVENTS`]).
+    pub webhook_events: [AtomicU64; 6],
+    /// Webhook POSTs by result ([`WEBHOOK_RESULTS`]).
+    pub webhook_requests: [AtomicU64; WEBHOOK_RESULTS.len()],
+    /// Webhook events dropped, by reason ([`WEBHOOK_DROPS`]).
+    pub webhook_dropped: [AtomicU64; WEBHOOK_DROPS.len()],
     closes: Mutex<BTreeMap<u16, u64>>,
     /// Deliveries per latency bucket, not cumulative (the exposition adds
     /// them up); those above the last bound are only in the count.
@@ -204,6 +218,33 @@ impl Metrics {
                     n.load(Relaxed)
                 );
             }
+        }
+        let _ = writeln!(s, "# HELP wsline_webhook_events_total Webhook events queued, by name.\n# TYPE wsline_webhook_events_total counter");
+        for (name, n) in crate::config::WEBHOOK_EVENTS
+            .iter()
+            .zip(&self.webhook_events)
+        {
+            let _ = writeln!(
+                s,
+                "wsline_webhook_events_total{{name=\"{name}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(s, "# HELP wsline_webhook_requests_total Webhook POSTs by result.\n# TYPE wsline_webhook_requests_total counter");
+        for (result, n) in WEBHOOK_RESULTS.iter().zip(&self.webhook_requests) {
+            let _ = writeln!(
+                s,
+                "wsline_webhook_requests_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(s, "# HELP wsline_webhook_events_dropped_total Webhook events dropped: the queue was full, or the retry window passed.\n# TYPE wsline_webhook_events_dropped_total counter");
+        for (reason, n) in WEBHOOK_DROPS.iter().zip(&self.webhook_dropped) {
+            let _ = writeln!(
+                s,
+                "wsline_webhook_events_dropped_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
         }
         let _ = writeln!(s, "# HELP wsline_closes_total Closed connections by close code.\n# TYPE wsline_closes_total counter");
         for (code, n) in self.closes.lock().unwrap_or_else(|e| e.into_inner()).iter() {

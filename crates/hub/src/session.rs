@@ -333,7 +333,21 @@ impl Session {
         async move {
             self.hub.metrics.connections.fetch_add(1, Relaxed);
             self.hub.enter(self.number, &self.outbox);
+            if let Some(w) = &self.hub.webhooks {
+                w.emit(
+                    crate::webhooks::Kind::ClientConnected,
+                    None,
+                    Some(&self.member),
+                );
+            }
             let code = self.run(&mut ws).await;
+            if let Some(w) = &self.hub.webhooks {
+                w.emit(
+                    crate::webhooks::Kind::ClientDisconnected,
+                    None,
+                    Some(&self.member),
+                );
+            }
             self.hub.leave(self.number);
             self.hub.metrics.connections.fetch_sub(1, Relaxed);
             self.hub.metrics.closed(code);

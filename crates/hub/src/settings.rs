@@ -325,7 +325,7 @@ pub fn docs_table(settings: &[Setting]) -> String {
     let mut out = String::from(
         "| flag | key | default | meaning |\n\
          | --- | --- | --- | --- |\n\
-         | `--config FILE` | — | none | the TOML file with these keys, `[channels.\"pattern\"]` tables and the `[hooks]` table ([hooks.md](hooks.md)) |\n",
+         | `--config FILE` | — | none | the TOML file with these keys, `[channels.\"pattern\"]` tables, the `[hooks]` table and the `[webhooks]` table ([hooks.md](hooks.md)) |\n",
     );
     for s in settings {
         out.push_str(&s.docs_row());

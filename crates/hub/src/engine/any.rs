@@ -81,6 +81,15 @@ impl AnyEngine {
         })
     }
 
+    /// Hands the engine the webhooks to emit channel and member events
+    /// into (once, before the hub serves).
+    pub(crate) fn set_webhooks(&self, webhooks: Arc<crate::webhooks::Webhooks>) {
+        match self {
+            Self::Memory(e) => e.set_webhooks(webhooks),
+            Self::Redis(e) => e.set_webhooks(webhooks),
+        }
+    }
+
     /// Periodic housekeeping (every 5 s): the memory engine forgets idle
     /// channels; the Redis engine has its own timers and does nothing here.
     pub fn sweep(&self) {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use super::{text_frame, Engine, EngineError, Subscribed, Subscriber};
 use crate::config::{ChannelPolicy, HubConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Member};
+use crate::webhooks::{Kind, Webhooks};
 
 struct ChannelState {
     offset: u64,
@@ -68,6 +69,9 @@ pub struct MemoryEngine {
     boot: String,
     generation: AtomicU64,
     store: Option<Arc<Store>>,
+    /// Where channel and member events go, when webhooks are on: emitted
+    /// under the channel's lock, so they come in the order they happened.
+    webhooks: OnceLock<Arc<Webhooks>>,
 }
 
 /// Now, in ms since the Unix epoch (how the log dates entries).
@@ -92,7 +96,13 @@ impl MemoryEngine {
             boot: format!("{:08x}", rand::random::<u32>()),
             generation: AtomicU64::new(0),
             store: None,
+            webhooks: OnceLock::new(),
         }
+    }
+
+    /// Emits channel and member events into `webhooks` from now on.
+    pub(crate) fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
+        let _ = self.webhooks.set(webhooks);
     }
 
     /// The engine `config` asks for: with `data_dir`, the history the log
@@ -331,6 +341,14 @@ impl MemoryEngine {
                     ));
                     st.broadcast(&join, &subscriber.member.client);
                 }
+                if let Some(w) = self.webhooks.get() {
+                    if st.subscribers.is_empty() {
+                        w.emit(Kind::ChannelOccupied, Some(channel), None);
+                    }
+                    if st.policy.presence {
+                        w.emit(Kind::MemberAdded, Some(channel), Some(&subscriber.member));
+                    }
+                }
                 if st.subscribers.capacity() == 0 {
                     // Most channels have one subscriber: room for exactly one
                     // (a Vec's first push would make room for four).
@@ -398,6 +416,14 @@ impl MemoryEngine {
         if st.policy.join_leave {
             let leave = text_frame(&protocol::presence_event("leave", channel, &gone.member));
             st.broadcast(&leave, client);
+        }
+        if let Some(w) = self.webhooks.get() {
+            if st.policy.presence {
+                w.emit(Kind::MemberRemoved, Some(channel), Some(&gone.member));
+            }
+            if st.subscribers.is_empty() {
+                w.emit(Kind::ChannelVacated, Some(channel), None);
+            }
         }
         true
     }

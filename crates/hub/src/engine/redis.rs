@@ -26,7 +26,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use super::{text_frame, Engine, EngineError, Subscribed, Subscriber};
 use crate::config::{ChannelPolicy, HubConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Member};
+use crate::webhooks::{Kind, Webhooks};
 
 /// How often the health check pings Redis while it is up.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -54,6 +55,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A channel's epoch and offset outlive its history by at least this, so
 /// a quiet channel keeps its numbering.
 const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
+/// Webhooks: unsubscribes made while Redis was unreachable, kept to be
+/// uncounted once it is back; more are only logged.
+const MAX_UNCOUNTED: usize = 65_536;
 /// Channels per SUBSCRIBE when re-subscribing after a reconnect.
 const SUBSCRIBE_CHUNK: usize = 256;
 
@@ -119,6 +123,32 @@ pub mod keys {
         format!("wsline:node:{node}:channels")
     }
 
+    /// Webhooks: the channel's subscriptions on every node together (a
+    /// counter, missing at 0). The scripts that change it say which node
+    /// took it from 0 or to 0, and only that node emits
+    /// `channel_occupied`/`channel_vacated`.
+    pub fn subscribers(channel: &str) -> String {
+        format!("wsline:{{{channel}}}:subscribers")
+    }
+
+    /// Webhooks: sorted set of the nodes counted in [`subscribers`],
+    /// scored by the Redis time in ms when the node counts as dead unless
+    /// it refreshes itself. A dead node is claimed (removed) by exactly one
+    /// other node, which undoes its counts and emits what they imply.
+    pub const WEBHOOK_NODES: &str = "wsline:webhooks:nodes";
+
+    /// Webhooks: hash channel → subscriptions on one node (what its death
+    /// takes from [`subscribers`]).
+    pub fn webhook_node_channels(node: &str) -> String {
+        format!("wsline:webhooks:node:{node}:channels")
+    }
+
+    /// Webhooks: set of `CHANNEL\nMEMBER` (the member's JSON) present
+    /// through one node (the `member_removed` its death implies).
+    pub fn webhook_node_members(node: &str) -> String {
+        format!("wsline:webhooks:node:{node}:members")
+    }
+
     /// The hub channel of a pub/sub channel name from [`live`].
     pub fn channel_of_live(name: &str) -> Option<&str> {
         name.strip_prefix("wsline:{")?.strip_suffix("}:live")
@@ -156,12 +186,19 @@ const PUBLISH_BODY: &str = "local offset = redis.call('HINCRBY', KEYS[1], 'offse
 /// KEYS meta, history, presence. ARGV new epoch, since (-1: none), history
 /// ttl ms, meta ttl ms, member JSON ('' for none), presence ttl ms, join
 /// (1 publishes a join event), live channel, count. Returns {epoch, offset,
-/// end (1 when no entry after those returned is left), then OFFSET, FROM,
-/// DATA for up to `count` entries after `since` still in history}. Read
-/// `count` at a time (expired entries, always the oldest, are skipped), so
-/// a replay is paged rather than read whole.
+/// end (1 when no entry after those returned is left), occupied (below),
+/// then OFFSET, FROM, DATA for up to `count` entries after `since` still
+/// in history}. Read `count` at a time (expired entries, always the
+/// oldest, are skipped), so a replay is paged rather than read whole.
+///
+/// With webhooks, a new subscription is counted: KEYS also subscribers,
+/// node channels, node members, webhook nodes; ARGV also '1', channel,
+/// node ID. The node is listed, the subscription counted for the channel
+/// and the node (the member too), and occupied is 1 when this took the
+/// channel's count from 0: Redis runs one script at a time, so exactly
+/// one subscribe in the cluster sees it.
 const SUBSCRIBE_BODY: &str = "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n\
-    local out = {epoch, offset, 1}\n\
+    local out = {epoch, offset, 1, 0}\n\
     local since = tonumber(ARGV[2])\n\
     if since >= 0 and since < offset then\n\
       local oldest = now - tonumber(ARGV[3])\n\
@@ -181,13 +218,19 @@ const SUBSCRIBE_BODY: &str = "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n\
           end\n\
         end\n\
         if #batch < count then break end\n\
-        if #out > 3 then out[3] = 0 break end\n\
+        if #out > 4 then out[3] = 0 break end\n\
       end\n\
     end\n\
     if ARGV[5] ~= '' then\n\
       redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])\n\
       redis.call('PEXPIRE', KEYS[3], ARGV[6])\n\
       if ARGV[7] == '1' then redis.call('PUBLISH', ARGV[8], 'j\\n' .. ARGV[5]) end\n\
+    end\n\
+    if ARGV[10] == '1' then\n\
+      redis.call('ZADD', KEYS[7], now + tonumber(ARGV[6]), ARGV[12])\n\
+      redis.call('HINCRBY', KEYS[5], ARGV[11], 1)\n\
+      if redis.call('INCR', KEYS[4]) == 1 then out[4] = 1 end\n\
+      if ARGV[5] ~= '' then redis.call('SADD', KEYS[6], ARGV[11] .. '\\n' .. ARGV[5]) end\n\
     end\n\
     return out\n";
 
@@ -198,6 +241,53 @@ const LEAVE_LUA: &str = "if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and ARGV[2
       redis.call('PUBLISH', ARGV[2], 'l\\n' .. ARGV[1])\n\
     end\n\
     return 1\n";
+
+/// With webhooks, [`LEAVE_LUA`] and the subscription uncounted. KEYS
+/// presence, subscribers, node channels, node members. ARGV member JSON
+/// ('' without presence), live channel ('' for no event), channel.
+/// Returns 1 when this took the channel's count to 0 (vacated). A node
+/// whose counts were claimed as dead (it was cut off past the presence
+/// timeout) has nothing left to uncount: nothing changes then.
+const LEAVE_COUNTED_LUA: &str = "if ARGV[1] ~= '' then\n\
+      if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and ARGV[2] ~= '' then\n\
+        redis.call('PUBLISH', ARGV[2], 'l\\n' .. ARGV[1])\n\
+      end\n\
+      redis.call('SREM', KEYS[4], ARGV[3] .. '\\n' .. ARGV[1])\n\
+    end\n\
+    local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')\n\
+    if mine <= 0 then return 0 end\n\
+    if mine == 1 then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HINCRBY', KEYS[3], ARGV[3], -1) end\n\
+    local n = redis.call('DECR', KEYS[2])\n\
+    if n > 0 then return 0 end\n\
+    redis.call('DEL', KEYS[2])\n\
+    if n == 0 then return 1 end\n\
+    return 0\n";
+
+/// Webhooks. KEYS webhook nodes. ARGV this node's ID, presence ttl ms.
+/// Keeps this node listed, then claims every node gone quiet (removing
+/// it from the list is the claim: one script at a time, so one node
+/// claims each) and undoes its counts. Returns 'm', CHANNEL\nMEMBER for
+/// each member it had, then 'v', CHANNEL for each channel its death
+/// vacated. (Reads keys it is not given: fine on one Redis server.)
+const REAP_BODY: &str = "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n\
+    local out = {}\n\
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do\n\
+      redis.call('ZREM', KEYS[1], id)\n\
+      local ck = 'wsline:webhooks:node:' .. id .. ':channels'\n\
+      local mk = 'wsline:webhooks:node:' .. id .. ':members'\n\
+      for _, m in ipairs(redis.call('SMEMBERS', mk)) do out[#out + 1] = 'm' out[#out + 1] = m end\n\
+      local counts = redis.call('HGETALL', ck)\n\
+      for i = 1, #counts, 2 do\n\
+        local key = 'wsline:{' .. counts[i] .. '}:subscribers'\n\
+        local n = redis.call('DECRBY', key, counts[i + 1])\n\
+        if n <= 0 then\n\
+          redis.call('DEL', key)\n\
+          if n == 0 then out[#out + 1] = 'v' out[#out + 1] = counts[i] end\n\
+        end\n\
+      end\n\
+      redis.call('DEL', ck, mk)\n\
+    end\n\
+    return out\n";
 
 /// KEYS meta, presence. ARGV meta ttl ms, presence ttl ms, live channel
 /// ('' for no events: no `join_leave`), then this node's members.
@@ -248,6 +338,8 @@ struct Scripts {
     presence: Script,
     counts: Script,
     channels: Script,
+    leave_counted: Script,
+    reap: Script,
 }
 
 impl Scripts {
@@ -260,6 +352,8 @@ impl Scripts {
             presence: Script::new(&format!("{NOW_LUA}{PRESENCE_BODY}")),
             counts: Script::new(&format!("{NOW_LUA}{COUNTS_BODY}")),
             channels: Script::new(&format!("{NOW_LUA}{CHANNELS_BODY}")),
+            leave_counted: Script::new(LEAVE_COUNTED_LUA),
+            reap: Script::new(&format!("{NOW_LUA}{REAP_BODY}")),
         }
     }
 }
@@ -576,6 +670,8 @@ struct Snapshot {
     latest: u64,
     /// No history entry is left after those returned.
     end: bool,
+    /// This subscribe took the channel's count from 0 (webhooks).
+    occupied: bool,
     /// (offset, frame) of the history entries returned.
     entries: Vec<(u64, Bytes)>,
 }
@@ -585,8 +681,9 @@ impl Snapshot {
         let epoch = text(values.first()?)?;
         let latest = number(values.get(1)?)?;
         let end = number(values.get(2)?)? != 0;
+        let occupied = number(values.get(3)?)? == 1;
         let mut entries = Vec::new();
-        for e in values[3..].chunks(3) {
+        for e in values[4..].chunks(3) {
             let [o, f, d] = e else { return None };
             let offset = number(o)?;
             let from: Option<String> = serde_json::from_str(&text(f)?).ok()?;
@@ -599,6 +696,7 @@ impl Snapshot {
             epoch,
             latest,
             end,
+            occupied,
             entries,
         })
     }
@@ -630,6 +728,11 @@ struct Inner {
     node: String,
     /// Local subscriber counts changed: write them to Redis.
     counts_changed: Notify,
+    /// Where channel and member events go, when webhooks are on.
+    webhooks: OnceLock<Arc<Webhooks>>,
+    /// Webhooks: unsubscribes not sent to Redis (it was unreachable), by
+    /// channel and member, uncounted at the next refresh once it is back.
+    uncounted: Mutex<Vec<(String, Member)>>,
 }
 
 /// The Redis engine. See the module documentation.
@@ -683,6 +786,8 @@ impl RedisEngine {
             node: format!("{:016x}", rand::random::<u64>()),
             counts_changed: Notify::new(),
             scripts: Scripts::new(),
+            webhooks: OnceLock::new(),
+            uncounted: Mutex::new(Vec::new()),
         });
         let tasks = vec![
             tokio::spawn(inner.clone().health_loop()),
@@ -691,6 +796,12 @@ impl RedisEngine {
             tokio::spawn(inner.clone().counts_loop()),
         ];
         Ok(Self { inner, tasks })
+    }
+
+    /// Counts subscriptions in Redis and emits channel and member events
+    /// into `webhooks` from now on (set before the hub serves).
+    pub(crate) fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
+        let _ = self.inner.webhooks.set(webhooks);
     }
 }
 
@@ -851,7 +962,9 @@ impl Inner {
                 continue;
             }
             let count = policy.history_size.saturating_add(1);
-            let snap = self.snapshot(&name, &policy, since, None, count).await?;
+            let snap = self
+                .snapshot(&name, &policy, since, None, count, false)
+                .await?;
             let offsets = snap.offsets();
             self.catch_up_channel(&name, &ch, &snap, &offsets);
             self.refresh_channel(&name, &ch).await?;
@@ -940,7 +1053,45 @@ impl Inner {
                     tracing::debug!("presence refresh of {name} failed: {e}");
                 }
             }
+            if let Some(webhooks) = self.webhooks.get() {
+                self.uncount_later_ones(webhooks).await;
+                if let Err(e) = self.reap(webhooks).await {
+                    tracing::debug!("webhooks: claiming dead nodes failed: {e}");
+                }
+            }
         }
+    }
+
+    /// Webhooks: keeps this node listed, claims the nodes gone quiet, and
+    /// emits the `member_removed` and `channel_vacated` their deaths imply.
+    async fn reap(&self, webhooks: &Webhooks) -> Result<(), EngineError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.reap.key(keys::WEBHOOK_NODES);
+        call.arg(&self.node).arg(self.presence_ttl_ms());
+        let out = bounded("webhook nodes", call.invoke_async::<Vec<String>>(&mut conn)).await?;
+        for pair in out.chunks(2) {
+            match pair {
+                [kind, member] if kind == "m" => {
+                    let Some((channel, json)) = member.split_once('\n') else {
+                        continue;
+                    };
+                    if let Some(m) = parse_member(json) {
+                        webhooks.emit(Kind::MemberRemoved, Some(channel), Some(&m));
+                    }
+                }
+                [kind, channel] if kind == "v" => {
+                    webhooks.emit(Kind::ChannelVacated, Some(channel), None);
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() {
+            tracing::info!(
+                events = out.len() / 2,
+                "webhooks: claimed a dead node's subscriptions"
+            );
+        }
+        Ok(())
     }
 
     async fn refresh_channel(&self, name: &str, ch: &Mutex<Local>) -> Result<(), EngineError> {
@@ -973,6 +1124,7 @@ impl Inner {
         since: Option<u64>,
         member: Option<(&Member, bool)>,
         count: usize,
+        counted: bool,
     ) -> Result<Snapshot, EngineError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.subscribe.key(keys::meta(channel));
@@ -991,6 +1143,15 @@ impl Inner {
             })
             .arg(keys::live(channel))
             .arg(count.max(1));
+        if counted {
+            call.key(keys::subscribers(channel))
+                .key(keys::webhook_node_channels(&self.node))
+                .key(keys::webhook_node_members(&self.node))
+                .key(keys::WEBHOOK_NODES)
+                .arg("1")
+                .arg(channel)
+                .arg(&self.node);
+        }
         let values = bounded("subscribe", call.invoke_async::<Vec<Value>>(&mut conn)).await?;
         Snapshot::decode(channel, values)
             .ok_or_else(|| failed("subscribe", "unexpected answer from the script"))
@@ -1178,7 +1339,10 @@ impl Inner {
                 let join = !already && policy.join_leave;
                 let member = policy.presence.then_some((&member, join));
                 // Only the first entry after `since`: the replay is paged.
-                self.snapshot(channel, &policy, since, member, 1).await
+                // With webhooks, a new subscription is counted in Redis.
+                let counted = !already && self.webhooks.get().is_some();
+                self.snapshot(channel, &policy, since, member, 1, counted)
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -1189,6 +1353,14 @@ impl Inner {
                 return Err(e);
             }
         };
+        if let Some(w) = self.webhooks.get().filter(|_| !already) {
+            if snap.occupied {
+                w.emit(Kind::ChannelOccupied, Some(channel), None);
+            }
+            if policy.presence {
+                w.emit(Kind::MemberAdded, Some(channel), Some(&member));
+            }
+        }
         let first = snap.entries.first().map(|(o, _)| *o);
         let (recovered, replay) = recovery::rule(since, epoch, &snap.epoch, snap.latest, first);
         let mut result = Subscribed {
@@ -1244,7 +1416,7 @@ impl Inner {
             (s.after, count, st.policy.clone())
         };
         let snap = self
-            .snapshot(channel, &policy, Some(after), None, count)
+            .snapshot(channel, &policy, Some(after), None, count, false)
             .await;
         let mut st = lock(&ch);
         let Some(s) = st.subs.iter_mut().find(|s| s.sub.member.client == client) else {
@@ -1348,7 +1520,10 @@ impl Inner {
             };
             (st.subs.swap_remove(i), st.policy.clone())
         };
-        if policy.presence && self.up.load(Relaxed) {
+        if let Some(w) = self.webhooks.get() {
+            self.leave_counted(w, channel, &policy, &gone.sub.member)
+                .await;
+        } else if policy.presence && self.up.load(Relaxed) {
             let mut conn = self.conn.clone();
             let mut call = self.scripts.leave.key(keys::presence(channel));
             call.arg(member_json(&gone.sub.member))
@@ -1361,6 +1536,102 @@ impl Inner {
         self.forget_if_idle(channel).await;
         self.counts_changed.notify_one();
         true
+    }
+
+    /// Webhooks: an unsubscribe (the leave and the uncounting in one
+    /// script); emits `member_removed`, and `channel_vacated` when this
+    /// took the cluster's count to 0.
+    async fn leave_counted(
+        &self,
+        webhooks: &Webhooks,
+        channel: &str,
+        policy: &ChannelPolicy,
+        member: &Member,
+    ) {
+        if policy.presence {
+            webhooks.emit(Kind::MemberRemoved, Some(channel), Some(member));
+        }
+        if !self.up.load(Relaxed) {
+            // Not sent: uncounted once Redis is back.
+            let mut later = lock(&self.uncounted);
+            if later.len() < MAX_UNCOUNTED {
+                later.push((channel.to_owned(), member.clone()));
+                tracing::debug!(
+                    channel,
+                    "webhooks: Redis is unreachable, an unsubscribe is uncounted when it is back"
+                );
+            } else {
+                tracing::warn!(
+                    channel,
+                    "webhooks: Redis is unreachable and {MAX_UNCOUNTED} unsubscribes wait already: this one is not counted (the channel may never be reported vacated)"
+                );
+            }
+            return;
+        }
+        let presence = policy.presence.then_some(member);
+        match self.uncount(channel, policy, presence).await {
+            Ok(true) => webhooks.emit(Kind::ChannelVacated, Some(channel), None),
+            Ok(false) => {}
+            // Maybe run, maybe not: not tried again (it could uncount
+            // another subscription).
+            Err(e) => tracing::warn!(
+                channel,
+                "webhooks: an unsubscribe could not be counted ({e}); the channel may never be reported vacated"
+            ),
+        }
+    }
+
+    /// The leave script with the uncounting: `member` leaves presence
+    /// (when given) and one subscription of this node to `channel` is
+    /// uncounted. True when that took the cluster's count to 0.
+    async fn uncount(
+        &self,
+        channel: &str,
+        policy: &ChannelPolicy,
+        member: Option<&Member>,
+    ) -> Result<bool, EngineError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.leave_counted.key(keys::presence(channel));
+        call.key(keys::subscribers(channel))
+            .key(keys::webhook_node_channels(&self.node))
+            .key(keys::webhook_node_members(&self.node))
+            .arg(member.map(member_json).unwrap_or_default())
+            .arg(events_to(channel, policy))
+            .arg(channel);
+        Ok(bounded("leave", call.invoke_async::<i64>(&mut conn)).await? == 1)
+    }
+
+    /// Webhooks: the unsubscribes made while Redis was unreachable, now
+    /// that it answers (the `channel_vacated` they imply).
+    async fn uncount_later_ones(&self, webhooks: &Webhooks) {
+        let waiting = std::mem::take(&mut *lock(&self.uncounted));
+        let mut left = waiting.into_iter();
+        while let Some((channel, member)) = left.next() {
+            if !self.up.load(Relaxed) {
+                let mut later = lock(&self.uncounted);
+                later.push((channel, member));
+                later.extend(left);
+                return;
+            }
+            let policy = self.config.policy(&channel);
+            // Subscribed again meanwhile: that subscription is counted
+            // and listed; only the old one is uncounted.
+            let again = lock(&self.channels).get(&channel).is_some_and(|ch| {
+                lock(ch)
+                    .subs
+                    .iter()
+                    .any(|s| s.sub.member.client == member.client)
+            });
+            let presence = (policy.presence && !again).then_some(&member);
+            match self.uncount(&channel, &policy, presence).await {
+                Ok(true) => webhooks.emit(Kind::ChannelVacated, Some(&channel), None),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    channel,
+                    "webhooks: an unsubscribe could not be counted ({e}); the channel may never be reported vacated"
+                ),
+            }
+        }
     }
 
     async fn presence(&self, channel: &str) -> Result<Vec<Member>, EngineError> {

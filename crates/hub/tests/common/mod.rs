@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 use wsline::{ClientConfig, MaybeTlsStream, Message, WebSocket};
 use wsline_hub::HubConfig;
 
+pub mod receiver;
+
 /// The bound on any single wait: generous, so a slow machine passes, but a
 /// hang fails the test instead of stalling the suite.
 pub const WAIT: Duration = Duration::from_secs(10);
