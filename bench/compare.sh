@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/compare.sh: `wsline echo` against echo servers built on
-# tokio-tungstenite, fastwebsockets and tokio-websockets (bench/peers/),
-# driven by `wsline bench`. Not part of CI; see docs/performance.md.
+# bench/compare.sh: `wsline echo` against uWebSockets (uws, the anchor:
+# the field's fastest server, built outside the repo by
+# ../shared/uws/build.sh) and echo servers built on tokio-tungstenite,
+# fastwebsockets and tokio-websockets (bench/peers/), driven by `wsline
+# bench`. Not part of CI; see docs/performance.md.
 #
 # For each workload, round by round, each server in turn (the order rotates
 # every round): start it pinned to one core (taskset -c $SERVER_CORE), run
@@ -28,12 +30,16 @@
 #   WORKLOADS      subset, space-separated, of:
 #                  echo16 pipe16 text1k bin64k handshake idle, and
 #                  text64k idlewarm [all of the first line]
-#   SERVERS        subset of: wsline tokio-tungstenite fastwebsockets
+#   SERVERS        subset of: wsline uws tokio-tungstenite fastwebsockets
 #                  tokio-websockets, the references wsline-defer floor
 #                  floor-defer wsline-tokio, and wsline-deflate [wsline
-#                  wsline-defer tokio-tungstenite fastwebsockets
-#                  tokio-websockets floor]. References are never the "best
-#                  peer"; each gets a column "REF ÷ best peer":
+#                  wsline-defer uws tokio-tungstenite fastwebsockets
+#                  tokio-websockets floor; uws only when built]. References
+#                  are never the "best peer"; each gets a column "REF ÷ best
+#                  peer". With uws in the run, the target column holds
+#                  issue 19's targets against it: CPU per message (per
+#                  handshake) ≤ 1.0× uws, msgs/s ≥ uws, idle ≤ 256 B per
+#                  connection; without it, the old ≤ 0.8× the best peer:
 #                  wsline-defer   `wsline echo --defer-accept` (TCP_DEFER_ACCEPT)
 #                  wsline-tokio   `wsline echo --runtime tokio`
 #                  wsline-base    `$WSLINE_BASE_BIN echo`: another build of
@@ -47,6 +53,9 @@
 #                  floor-defer    the same with TCP_DEFER_ACCEPT
 #   PEER_DEFER_ACCEPT  set (to anything): the peers' listeners defer
 #                  accepts too (a level field for wsline-defer)
+#   UWS_DIR        where ../shared/uws/build.sh put uws-echo [/tmp/uws-build]
+#   UWS_PORT       the fixed port uws-echo listens on (it cannot pick
+#                  one) [19432]
 #   SERVER_CORE    [0]   CLIENT_CORE [1]
 #   WSLINE_BIN     a wsline binary to use instead of building one
 #   WSLINE_DESC    how the table describes that binary (e.g. its commit)
@@ -72,9 +81,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SUITE="${1:-peers}"
+UWS_DIR="${UWS_DIR:-/tmp/uws-build}"
+UWS_PORT="${UWS_PORT:-19432}"
 case "$SUITE" in
     peers)
         DEFAULT_SERVERS="wsline wsline-defer tokio-tungstenite fastwebsockets tokio-websockets floor"
+        [[ -x "$UWS_DIR/uws-echo" ]] && DEFAULT_SERVERS="wsline wsline-defer uws tokio-tungstenite fastwebsockets tokio-websockets floor"
         DEFAULT_WORKLOADS="echo16 pipe16 text1k bin64k handshake idle"
         ME=wsline TARGETS=1 ;;
     compression)
@@ -183,6 +195,9 @@ server_cmd() {
         wsline-defer) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --defer-accept" ;;
         tokio-tungstenite | fastwebsockets | tokio-websockets | floor) echo "$PEER_BIN/echo-$1 127.0.0.1:0" ;;
         floor-defer) echo "$PEER_BIN/echo-floor 127.0.0.1:0 --defer-accept" ;;
+        # uws-echo takes a port and prints "listening on PORT".
+        uws) [[ -x "$UWS_DIR/uws-echo" ]] || die "no $UWS_DIR/uws-echo: build it with ../shared/uws/build.sh"
+            echo "$UWS_DIR/uws-echo $UWS_PORT" ;;
         *) die "unknown server $1" ;;
     esac
 }
@@ -244,7 +259,11 @@ measure_once() {
     SERVER_PID=$!
     local addr=""
     for _ in $(seq 100); do
-        addr="$(sed -n 's/^listening on ws:\/\/\(.*\)$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
+        if [[ "$s" == uws ]]; then
+            grep -q "^listening on $UWS_PORT\$" "$tag.server.log" 2>/dev/null && addr="127.0.0.1:$UWS_PORT"
+        else
+            addr="$(sed -n 's/^listening on ws:\/\/\(.*\)$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
+        fi
         [[ -n "$addr" ]] && break
         sleep 0.1
     done
@@ -355,6 +374,7 @@ done
         git -C "$ROOT" diff --quiet HEAD -- crates 2>/dev/null || WSLINE_DESC="$WSLINE_DESC with uncommitted changes"
     fi
     echo "wsline: $("$WSLINE_BIN" --version 2>/dev/null), $WSLINE_DESC"
+    [[ " $SERVERS " == *" uws "* && -f "$UWS_DIR/versions.txt" ]] && echo "uws: $(cat "$UWS_DIR/versions.txt") (../shared/uws/build.sh)"
     echo "Peers: $(awk '/^name = "(tokio-tungstenite|fastwebsockets|tokio-websockets)"$/ { n = $3; getline; printf "%s %s  ", n, $3 }' "$PEERS/Cargo.lock" | tr -d '"')${PEER_DEFER_ACCEPT:+ (their listeners with TCP_DEFER_ACCEPT: PEER_DEFER_ACCEPT set)}"
     echo
 } >"$OUT/table.md"
@@ -396,6 +416,7 @@ END {
         if (f[1] !~ /^idle/) add("user" SUBSEP k, f[16])
     }
     ns = split(servers, S, " "); nw = split(workloads, W, " "); minused = 1e9; maxused = 0
+    uw = 0; for (i = 1; i <= ns; i++) if (S[i] == "uws") uw = i
     hdr = "| Workload |"; sep = "|---|"
     for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
     for (i = 1; i <= ns; i++) if (S[i] != me_name && !isref(S[i])) { hdr = hdr " " me_name " ÷ " S[i] " |"; sep = sep "---|" }
@@ -426,7 +447,17 @@ END {
             if (t[i] != "" && (bt == "" || t[i] > t[bt])) bt = i
             if (m[i] != "" && (bm == "" || m[i] < m[bm])) bm = i
         }
-        if (w ~ /^idle/) {
+        if (w ~ /^idle/ && uw) {
+            line = line " mem " ratio(m[me], (bm == "" ? "" : m[bm])) (bm == "" ? "" : " (" S[bm] ")") " |"
+            target = (m[me] == "") ? "—" : ((m[me] <= 256) ? "≤ 256 B/conn: met" : "≤ 256 B/conn: MISSED")
+        } else if (uw) {
+            rc = (c[uw] == "" || c[uw] == 0) ? "" : c[me] / c[uw]; rt = (t[uw] == "" || t[uw] == 0) ? "" : t[me] / t[uw]
+            line = line " CPU " ratio(c[me], (bc == "" ? "" : c[bc])) (bc == "" ? "" : " (" S[bc] ")") " · thr " ratio(t[me], (bt == "" ? "" : t[bt])) (bt == "" ? "" : " (" S[bt] ")") " |"
+            target = ""
+            if (rc != "") target = (rc <= 1.0) ? "CPU ≤ 1.0× uws: met" : "CPU ≤ 1.0× uws: MISSED"
+            if (rt != "" && w != "handshake") target = target ((rt >= 0.995) ? "; thr ≥ uws: met" : "; thr ≥ uws: MISSED")
+            if (target == "") target = "—"
+        } else if (w ~ /^idle/) {
             line = line " mem " ratio(m[me], (bm == "" ? "" : m[bm])) (bm == "" ? "" : " (" S[bm] ")") " |"
             target = (m[me] == "") ? "—" : ((m[me] <= 1024) ? "≤ 1 KiB/conn: met" : "≤ 1 KiB/conn: MISSED")
         } else {
