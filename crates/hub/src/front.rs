@@ -15,10 +15,14 @@
 //!
 //! Does not own what is answered (`http.rs`), the session (`session.rs`)
 //! or TLS configuration (`tls.rs`). The gate's handshake slot is held by a
-//! connection until it becomes a WebSocket; a connection served by hyper
-//! keeps it to its end (it is bounded by hyper's header read timeout,
-//! `handshake_timeout`, between requests), and a drain's end shuts those
-//! connections down gracefully.
+//! connection until it becomes a WebSocket; a keep-alive HTTP/1.1
+//! connection keeps it to its end (bounded by hyper's header read timeout,
+//! `handshake_timeout`, between requests); an HTTP/2 connection, which a
+//! browser keeps open as long as its WebSockets on it, trades it for an
+//! open-connection permit once its preface is in (so that it never counts
+//! as a stalled handshake of its address), and a dead peer is found by
+//! HTTP/2 PINGs (`ping_interval`, `ping_timeout`). A drain's end shuts
+//! these connections down gracefully.
 
 use std::convert::Infallible;
 use std::io;
@@ -76,8 +80,9 @@ where
             return None;
         }
         Start::Http2(read) => {
-            serve_http2(hub, Prefixed::new(read, io), peer).await;
-            drop(handshake);
+            if let Some(_open) = http2_permit(&hub, peer, handshake) {
+                serve_http2(hub, Prefixed::new(read, io), peer).await;
+            }
             return None;
         }
     };
@@ -192,6 +197,24 @@ where
     let _ = conn.await;
 }
 
+/// The open-connection permit an HTTP/2 connection holds instead of its
+/// handshake slot, or `None` (counted, and the connection dropped) past
+/// `max_connections`.
+pub(crate) fn http2_permit(
+    hub: &Hub,
+    peer: SocketAddr,
+    handshake: wsline::Handshake,
+) -> Option<wsline::Connected> {
+    match handshake.open() {
+        Ok(open) => Some(open),
+        Err(refusal) => {
+            hub.metrics.refused.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "HTTP/2 connection refused: {refusal}");
+            None
+        }
+    }
+}
+
 /// Serves HTTP/2 on `io` (its WebSockets as extended CONNECT streams)
 /// until the client goes away or a drain ends and its streams are over.
 pub(crate) async fn serve_http2<S>(hub: Arc<Hub>, io: S, peer: SocketAddr)
@@ -211,6 +234,14 @@ where
         .timer(TokioTimer::new())
         // RFC 8441 §3: without it, clients send no extended CONNECT.
         .enable_connect_protocol()
+        .keep_alive_interval(hub.config.server.protocol.ping_interval)
+        .keep_alive_timeout(
+            hub.config
+                .server
+                .protocol
+                .ping_timeout
+                .unwrap_or(std::time::Duration::from_secs(20)),
+        )
         .max_header_list_size(hub.config.server.max_head_size.max(1024) as u32);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -414,8 +414,9 @@ async fn handle_tls(incoming: Box<Incoming>) {
         }
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        front::serve_http2(hub, stream, peer).await;
-        drop(handshake);
+        if let Some(_open) = front::http2_permit(&hub, peer, handshake) {
+            front::serve_http2(hub, stream, peer).await;
+        }
         return;
     }
     if let Some((session, ws)) = Box::pin(front::serve(hub, stream, peer, handshake)).await {

@@ -392,3 +392,42 @@ async fn unusable_certificate_files_stop_the_hub_before_it_serves() {
         .expect("an unusable key");
     assert!(e.to_string().contains("key.pem"), "{e}");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_handshake_timeout() {
+    let mut c = config();
+    c.server.handshake_timeout = std::time::Duration::from_millis(300);
+    let (hub, _) = start(c).await;
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    assert_eq!(request_on(&mut tcp, "GET", "/healthz", "").await.0, 200);
+    let mut rest = Vec::new();
+    let n = within(
+        "the idle connection to be closed",
+        tcp.read_to_end(&mut rest),
+    )
+    .await
+    .expect("read");
+    assert_eq!(n, 0, "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_drain_ends_idle_keep_alive_and_http2_connections() {
+    let (mut hub, _) = start(config()).await;
+    let mut h1 = TcpStream::connect(hub.addr).await.expect("connect");
+    assert_eq!(request_on(&mut h1, "GET", "/healthz", "").await.0, 200);
+    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let (_send, conn) = within("h2 handshake", h2::client::handshake(tcp))
+        .await
+        .expect("h2 handshake");
+    let h2_conn = tokio::spawn(conn);
+    hub.stop();
+    hub.finished().await.expect("serve");
+    let mut rest = Vec::new();
+    within("the HTTP/1.1 connection to end", h1.read_to_end(&mut rest))
+        .await
+        .expect("read");
+    within("the HTTP/2 connection to end", h2_conn)
+        .await
+        .expect("join")
+        .expect("a clean end (GOAWAY)");
+}
