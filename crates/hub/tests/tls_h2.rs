@@ -431,3 +431,38 @@ async fn a_drain_ends_idle_keep_alive_and_http2_connections() {
         .expect("join")
         .expect("a clean end (GOAWAY)");
 }
+
+/// A WebSocket upgrade that arrives as a later request of a keep-alive
+/// HTTP/1.1 connection (hyper serves the connection by then) opens a
+/// session as the first request of a connection does.
+#[tokio::test]
+async fn an_upgrade_after_other_requests_on_a_keep_alive_connection() {
+    let (hub, _) = start(config()).await;
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    assert_eq!(request_on(&mut tcp, "GET", "/healthz", "").await.0, 200);
+    let (ws, _) = within(
+        "the upgrade",
+        wsline::client_handshake(
+            wsline::MaybeTlsStream::Plain(tcp),
+            "localhost",
+            "/ws",
+            &common::client_config(),
+        ),
+    )
+    .await
+    .expect("upgraded");
+    let mut client = Client {
+        ws,
+        id: String::new(),
+        welcome: serde_json::Value::Null,
+    };
+    assert_eq!(client.recv().await["op"], "welcome");
+    client.subscribe("k").await;
+    let offset = hub.api_publish("k", json!(1)).await;
+    assert_eq!(client.recv().await["offset"], offset);
+    let m = hub.metrics().await;
+    assert_eq!(
+        m.value("wsline_connections_opened_total{transport=\"http1\"}"),
+        1.0
+    );
+}
