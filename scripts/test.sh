@@ -606,14 +606,18 @@ suite_interop_python() {
   [ "${WSLINE_EXPECT_COMPRESSION:-1}" = 1 ] && flags+=(--expect-compression)
   run_step "$T_INTEROP" "$VENV/bin/python" tests/interop/py_client_vs_echo.py "${flags[@]}" </dev/null || rc=1
   run_step "$T_INTEROP" "$VENV/bin/python" tests/interop/py_server_for_connect.py </dev/null || rc=1
+  run_step "$T_INTEROP" "$VENV/bin/python" tests/interop/py_hub_wss.py </dev/null || rc=1
   return "$rc"
 }
 
 suite_interop_node() {
   need_bin || return
   ensure_node_ws || return 1
+  # node_hub_tls.test.mjs: curl (HTTP/2 and HTTP/1.1 keep-alive) and openssl (its certificate).
+  apt_tools curl openssl || return 1
   run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
-    tests/interop/node_client_vs_echo.test.mjs tests/interop/node_server_for_connect.test.mjs </dev/null
+    tests/interop/node_client_vs_echo.test.mjs tests/interop/node_server_for_connect.test.mjs \
+    tests/interop/node_hub_tls.test.mjs </dev/null
 }
 
 suite_interop_browser() {
@@ -627,7 +631,7 @@ suite_browser_e2e() {
   need_bin || return
   ensure_browser || return 1
   run_step "$T_INTEROP" env NODE_PATH="$NODE_PREFIX/node_modules${NODE_PATH:+:$NODE_PATH}" node --test --test-reporter=spec \
-    tests/browser/client_unit.test.mjs tests/browser/chat_e2e.test.mjs </dev/null
+    tests/browser/client_unit.test.mjs tests/browser/chat_e2e.test.mjs tests/browser/hub_https_h2.test.mjs </dev/null
 }
 
 # apt_install PKG...: apt-get update and install (as root, or through

@@ -140,6 +140,12 @@ pub(crate) struct BenchArgs {
     /// their sum.
     #[arg(long, value_name = "PID")]
     server_pid: Vec<u32>,
+    /// Open each WebSocket as a stream of an HTTP/2 connection (RFC 8441
+    /// extended CONNECT, one HTTP/2 connection per WebSocket) instead of
+    /// an HTTP/1.1 upgrade: against a server that takes them (`wsline
+    /// serve`, the hyper_echo example), to compare the cost of each.
+    #[arg(long)]
+    http2: bool,
 }
 
 impl BenchArgs {
@@ -181,6 +187,9 @@ impl BenchArgs {
         config.protocol.max_message_size = config.protocol.max_message_size.max(self.size);
         config.protocol.max_frame_size = config.protocol.max_frame_size.max(self.size);
         config.tls.insecure = self.insecure;
+        if self.http2 {
+            config.http_version = wsline::HttpVersion::Http2;
+        }
         if !self.compression {
             config.deflate = None;
         }

@@ -60,9 +60,10 @@ pub(crate) async fn run(config: HubConfig) -> i32 {
         }
     };
     let shutdown = drain_signal();
-    ignore_hangup();
+    on_hangup(hub.tls());
+    let scheme = if hub.is_tls() { "https" } else { "http" };
     match listener.local_addr() {
-        Ok(addr) => println!("listening on http://{addr}"),
+        Ok(addr) => println!("listening on {scheme}://{addr}"),
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
@@ -97,9 +98,11 @@ fn drain_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// SIGHUP (`systemctl reload`) must not end the hub, as it would by
-/// default: it is logged and otherwise ignored (the settings are read at
-/// start; nothing reloads yet).
-fn ignore_hangup() {
+/// default: with TLS it rereads the certificate and key (new handshakes
+/// use them; open connections keep theirs; files that cannot be used are
+/// logged and the certificate in use stays); without, it is logged and
+/// otherwise ignored (the other settings are read at start).
+fn on_hangup(tls: Option<wsline_hub::tls::TlsReloader>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -107,11 +110,25 @@ fn ignore_hangup() {
             Ok(mut hup) => {
                 tokio::spawn(async move {
                     while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: nothing to reload (settings are read at start)");
+                        match &tls {
+                            None => tracing::info!(
+                                "SIGHUP: nothing to reload (settings are read at start)"
+                            ),
+                            Some(tls) => match tls.reload() {
+                                Ok(()) => tracing::info!(
+                                    "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                                ),
+                                Err(e) => tracing::error!(
+                                    "SIGHUP: {e}; the certificate in use stays"
+                                ),
+                            },
+                        }
                     }
                 });
             }
             Err(e) => tracing::warn!("cannot handle SIGHUP: {e}"),
         }
     }
+    #[cfg(not(unix))]
+    let _ = tls;
 }

@@ -240,7 +240,7 @@ async fn serve_takes_the_caps_from_its_config_file() {
         loop {
             let mut tcp = TcpStream::connect(addr).await.expect("connect");
             let _ = tcp
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await;
             let mut buf = Vec::new();
             let _ = tcp.read_to_end(&mut buf).await;
@@ -264,7 +264,7 @@ async fn serve_drops_a_stalled_half_request_after(args: &[&str]) -> Duration {
     let mut tcp = within("connect", TcpStream::connect(server.addr))
         .await
         .expect("connect");
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .expect("write");
     let mut reply = Vec::new();

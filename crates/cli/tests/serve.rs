@@ -70,6 +70,7 @@ async fn spawn_serve_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
         .unwrap_or_else(|| panic!("wsline serve exited before listening"));
     let addr = line
         .strip_prefix("listening on http://")
+        .or_else(|| line.strip_prefix("listening on https://"))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
@@ -968,4 +969,91 @@ async fn bench_fanout_counts_every_delivery() {
     }
     serve.signal("-TERM");
     assert!(serve.wait().await.success());
+}
+
+/// A self-signed certificate for localhost in `dir`: its DER.
+fn write_cert(dir: &std::path::Path) -> Vec<u8> {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).expect("write key");
+    made.cert.der().to_vec()
+}
+
+/// The certificate a new TLS handshake with `addr` gets (verification
+/// off: only the certificate is looked at).
+async fn served_cert(addr: SocketAddr) -> Vec<u8> {
+    let options = wsline::TlsOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    let config = wsline::tls::client_config(&options).expect("client config");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.get_ref().1.peer_certificates().expect("certificates")[0].to_vec()
+}
+
+#[tokio::test]
+async fn tls_prints_https_reloads_on_sighup_and_unusable_files_exit_2() {
+    let dir = std::env::temp_dir().join(format!("wsline-serve-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let first = write_cert(&dir);
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    // The key from the environment, as every setting may come.
+    let mut server = spawn_serve_env(
+        &["--listen", "127.0.0.1:0", "--tls-cert", &cert],
+        &[("WSLINE_TLS_KEY", &key)],
+    )
+    .await;
+    let mut config = common::client_config();
+    config.tls.insecure = true;
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let mut open = Client::connect_with(&url, &config).await;
+    open.subscribe("t").await;
+    assert_eq!(served_cert(server.addr).await, first);
+
+    let second = write_cert(&dir);
+    server.signal("-HUP");
+    // New handshakes get the new certificate once the signal is handled.
+    within("the reloaded certificate", async {
+        while served_cert(server.addr).await != second {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // The connection opened before is still served.
+    let offset = open.publish("t", json!("after reload")).await;
+    assert_eq!(open.recv().await["offset"], offset);
+    within("close", open.ws.close(wsline::CloseCode::NORMAL, ""))
+        .await
+        .expect("clean close");
+
+    server.signal("-TERM");
+    let (status, _, stderr) = server.finish().await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reloaded"), "{stderr}");
+
+    // Unusable files: exit 2 before listening, naming the file.
+    let missing = dir.join("missing.pem").display().to_string();
+    let (status, stdout, stderr) = serve_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &missing,
+        "--tls-key",
+        &key,
+    ])
+    .await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("missing.pem"), "{stderr}");
+    let (status, _, stderr) = serve_fails(&["--listen", "127.0.0.1:0", "--tls-cert", &cert]).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tls_key"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

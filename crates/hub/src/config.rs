@@ -461,6 +461,18 @@ settings! {
         help: "Redis engine: seconds before a dead node's members vanish",
         docs: "`redis` engine: a killed node's members vanish within this (nodes refresh every third of it); more than 0",
     }
+    tls_cert: Option<String> {
+        default: None,
+        value: "FILE",
+        help: "PEM certificate chain (server certificate first): serve TLS (https://, wss://, ALPN h2 and http/1.1); needs tls_key; reread on SIGHUP",
+        docs: "PEM file of the certificate chain, the server's certificate first: the port then speaks TLS only (`https://`, `wss://`), offering HTTP/2 and HTTP/1.1 by ALPN. Needs `tls_key`. Read at start (an unusable file stops the hub) and again on SIGHUP; see [TLS](#tls)",
+    }
+    tls_key: Option<String> {
+        default: None,
+        value: "FILE",
+        help: "PEM private key of tls_cert (PKCS#8, PKCS#1 or SEC1); reread on SIGHUP",
+        docs: "PEM file of `tls_cert`'s private key (PKCS#8, PKCS#1 or SEC1); read with it",
+    }
 }
 
 impl HubConfig {
@@ -489,6 +501,11 @@ impl HubConfig {
         }
         if set.contains(&"fsync") && self.data_dir.is_none() {
             return Err("fsync is set but data_dir is not: add --data-dir DIR".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(
+                "tls_cert and tls_key go together: give both (or neither, for plain HTTP)".into(),
+            );
         }
         if self.presence_timeout.is_zero() {
             return Err("presence_timeout must be more than 0 seconds".into());
@@ -1187,7 +1204,7 @@ mod tests {
             let file = FileConfig::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
             // Alone, these are refused: redis_url needs engine = "redis",
             // jwt_issuer and jwt_audience need a key setting, fsync needs
-            // data_dir, and
+            // data_dir, tls_cert and tls_key need each other, and
             // jwks_url's default shown ("none") is not a URL.
             if ![
                 "redis_url",
@@ -1195,6 +1212,8 @@ mod tests {
                 "jwt_audience",
                 "jwks_url",
                 "fsync",
+                "tls_cert",
+                "tls_key",
             ]
             .contains(&s.key)
             {

@@ -1,25 +1,34 @@
-//! Plain HTTP on the hub's port: the publish API, channel and presence
-//! queries, `POST /api/drain`, `/metrics`, `/healthz` and the demo page.
+//! HTTP on the hub's port: the publish API, channel and presence
+//! queries, `POST /api/drain`, `/metrics`, `/healthz` and the demo page,
+//! and WebSocket upgrades that arrive through hyper (RFC 8441 extended
+//! CONNECTs over HTTP/2, and `/ws` on a keep-alive HTTP/1.1 connection).
 //!
 //! Owns the API's access rule (a bearer key when configured, else loopback
-//! clients only) and its JSON answers. One request per connection
-//! (`Connection: close`).
+//! clients only) and its JSON answers, as hyper requests (keep-alive
+//! HTTP/1.1 and HTTP/2: `front.rs` chooses). Not the HTTP/1.1 WebSocket
+//! fast path (`front.rs`, `session.rs`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use wsline::{Headers, Request, Response};
 use wsline_proto::handshake::reason_phrase;
 
 use crate::config::valid_channel;
 use crate::engine::Engine;
+use crate::session;
 use crate::Hub;
+
+/// The answers the hub gives through hyper.
+pub(crate) type Answer = http::Response<Full<Bytes>>;
 
 /// The demo chat page (crates/hub/static/index.html).
 const INDEX_HTML: &str = include_str!("../static/index.html");
@@ -31,7 +40,6 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response {
     headers.push("Content-Type", content_type);
     headers.push("Content-Length", body.len().to_string());
     headers.push("Cache-Control", "no-store");
-    headers.push("Connection", "close");
     Response {
         status,
         reason: reason_phrase(status).to_owned(),
@@ -58,23 +66,120 @@ pub(crate) fn draining() -> Response {
     response
 }
 
-pub(crate) async fn answer(
-    hub: &Arc<Hub>,
-    mut tcp: TcpStream,
+/// Answers one request hyper has read (HTTP/1.1 or HTTP/2). `/ws`
+/// becomes a WebSocket (an HTTP/1.1 upgrade, or an RFC 8441 extended
+/// CONNECT over HTTP/2) whose session runs on a task of its own.
+pub(crate) async fn serve_request(
+    hub: Arc<Hub>,
     peer: SocketAddr,
-    request: Request,
-    leftover: Vec<u8>,
-) {
-    let response = route(hub, &mut tcp, peer, &request, leftover).await;
-    wsline::refuse(&mut tcp, &response).await;
+    request: http::Request<Incoming>,
+) -> Answer {
+    if request.uri().path() == "/ws" {
+        return upgrade(hub, peer, request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let head = head_of(&parts.method, &parts.uri, parts.version, &parts.headers);
+    let response = route(&hub, peer, &head, parts.version, body).await;
+    to_http(response)
+}
+
+/// The hub's view of a request head hyper parsed: HTTP/2's `:authority`
+/// is its `Host`.
+fn head_of(
+    method: &http::Method,
+    uri: &http::Uri,
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Request {
+    let mut fields = Headers::new();
+    if let (Some(authority), false) = (uri.authority(), headers.contains_key(http::header::HOST)) {
+        fields.push("host", authority.as_str());
+    }
+    for (name, value) in headers {
+        fields.push(name.as_str(), String::from_utf8_lossy(value.as_bytes()));
+    }
+    Request {
+        method: method.as_str().to_owned(),
+        target: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        version_minor: u8::from(version != http::Version::HTTP_10),
+        headers: fields,
+    }
+}
+
+/// `response` as hyper sends it (without connection-specific fields,
+/// which HTTP/2 forbids and hyper writes itself on HTTP/1.1).
+fn to_http(response: Response) -> Answer {
+    let mut answer = http::Response::new(Full::new(Bytes::from(response.body)));
+    *answer.status_mut() = http::StatusCode::from_u16(response.status)
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in response.headers.iter() {
+        if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            answer.headers_mut().append(name, value);
+        }
+    }
+    answer
+}
+
+/// A WebSocket through hyper: the upgrade's checks, the gate, the hub's
+/// admission (connection cap, token, connect hook), then the session on a
+/// task of its own once hyper hands the stream over.
+async fn upgrade(hub: Arc<Hub>, peer: SocketAddr, mut request: http::Request<Incoming>) -> Answer {
+    if hub.is_stopping() {
+        return to_http(draining());
+    }
+    let transport = usize::from(request.version() == http::Version::HTTP_2);
+    let (response, websocket) = match wsline::upgrade(&mut request, &hub.config.server) {
+        Ok(upgrade) => upgrade,
+        Err(refused) => {
+            tracing::debug!(%peer, "upgrade refused: {refused}");
+            return refused.into_response();
+        }
+    };
+    let open = match hub.gate.admit(peer.ip()).and_then(|h| h.open()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            hub.metrics.refused.fetch_add(1, Relaxed);
+            return to_http(refusal.response());
+        }
+    };
+    let head = head_of(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+    );
+    let admitted = match session::admit(&hub, peer, &head, true).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return to_http(refusal),
+    };
+    tokio::spawn(async move {
+        let mut ws = match websocket.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(%peer, "upgrade failed: {e}");
+                return;
+            }
+        };
+        hub.metrics.opened[transport].fetch_add(1, Relaxed);
+        if let Some(session) = admitted.into_session(hub, &mut ws, open).await {
+            session.serve(ws).await;
+        }
+    });
+    response
 }
 
 async fn route(
     hub: &Arc<Hub>,
-    tcp: &mut TcpStream,
     peer: SocketAddr,
     request: &Request,
-    leftover: Vec<u8>,
+    version: http::Version,
+    body: Incoming,
 ) -> Response {
     let path = request.path();
     let method = request.method.as_str();
@@ -107,7 +212,7 @@ async fn route(
             if let Some(refusal) = check_api_access(hub.config.api_key.as_deref(), peer, request) {
                 return refusal;
             }
-            api(hub, tcp, method, p, request, leftover).await
+            api(hub, method, p, request, version, body).await
         }
         (_, "/healthz" | "/metrics" | "/" | "/wsline.js") => error(405, "method not allowed"),
         _ => error(404, "not found"),
@@ -158,15 +263,15 @@ struct PublishBody<'a> {
 
 async fn api(
     hub: &Arc<Hub>,
-    tcp: &mut TcpStream,
     method: &str,
     path: &str,
     request: &Request,
-    leftover: Vec<u8>,
+    version: http::Version,
+    body: Incoming,
 ) -> Response {
     match (method, path) {
         ("POST", "/api/publish") => {
-            let body = match read_body(hub, tcp, request, leftover).await {
+            let body = match read_body(hub, request, version, body).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -239,39 +344,34 @@ async fn api(
     }
 }
 
-/// Reads a request body of `Content-Length` bytes, at most the hub's max
-/// message size, within the handshake timeout.
+/// Reads a request body: at most the hub's max message size, within 10
+/// seconds. HTTP/1.x bodies need a `Content-Length` (HTTP/2 ones may end
+/// with their stream instead).
 async fn read_body(
     hub: &Hub,
-    tcp: &mut TcpStream,
     request: &Request,
-    mut body: Vec<u8>,
-) -> Result<Vec<u8>, Response> {
-    let Some(len) = request
-        .headers
-        .get("content-length")
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    else {
-        return Err(error(411, "a Content-Length header is required"));
+    version: http::Version,
+    body: Incoming,
+) -> Result<Bytes, Response> {
+    let max = hub.config.server.protocol.max_message_size;
+    let declared = request.headers.get("content-length");
+    let len = match declared.map(|v| v.trim().parse::<usize>()) {
+        Some(Ok(len)) => Some(len),
+        Some(Err(_)) => return Err(error(400, "an invalid Content-Length")),
+        None if version == http::Version::HTTP_2 => None,
+        None => return Err(error(411, "a Content-Length header is required")),
     };
-    if len > hub.config.server.protocol.max_message_size {
+    if len.is_some_and(|len| len > max) {
         return Err(error(413, "body larger than the max message size"));
     }
-    let read = async {
-        while body.len() < len {
-            let mut chunk = [0u8; 8192];
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-            }
+    let read = Limited::new(body, max).collect();
+    match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error(413, "body larger than the max message size"))
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
-    if body.len() < len {
-        return Err(error(400, "the body ended before Content-Length bytes"));
+        Ok(Err(_)) | Err(_) => Err(error(400, "the body ended before Content-Length bytes")),
     }
-    body.truncate(len);
-    Ok(body)
 }
 
 #[cfg(test)]

@@ -16,13 +16,17 @@
 //! (asking the application's backend before a connect, subscribe or
 //! publish), `http_client` (the small HTTP/1.1 client of both), [`metrics`],
 //! `drain` (how the hub leaves: health first, closes paced), `webhooks`
-//! (telling the backend what happened, in signed batches).
+//! (telling the backend what happened, in signed batches), `front`
+//! (what each connection speaks: the WebSocket fast path, keep-alive
+//! HTTP/1.1 or HTTP/2 through hyper), [`tls`] (the certificate in use,
+//! reloaded on SIGHUP).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
 pub mod config;
 mod drain;
 pub mod engine;
+mod front;
 mod hooks;
 mod http;
 mod http_client;
@@ -32,6 +36,7 @@ pub mod outbox;
 pub mod protocol;
 mod session;
 pub mod settings;
+pub mod tls;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -44,13 +49,14 @@ use std::time::Duration;
 
 use futures_util::future::{FutureExt, OptionFuture};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use config::HubConfig;
 use engine::AnyEngine;
 use metrics::Metrics;
 use outbox::Outbox;
-use wsline::WebSocket;
+use tls::TlsReloader;
 
 /// Shared state of a running hub.
 pub(crate) struct Hub {
@@ -78,6 +84,14 @@ pub(crate) struct Hub {
     stopping: AtomicBool,
     /// The webhooks (`[webhooks]`), when configured.
     pub(crate) webhooks: Option<Arc<webhooks::Webhooks>>,
+    /// The accept loop's caps; WebSockets over HTTP/2 take their
+    /// open-connection permits from it too.
+    pub(crate) gate: wsline::Gate,
+    /// True once a drain's grace is over: connections served by hyper
+    /// (keep-alive HTTP/1.1, HTTP/2) shut down gracefully.
+    stopped: watch::Sender<bool>,
+    /// TLS on the port (`tls_cert`, `tls_key`), if configured.
+    tls: Option<TlsReloader>,
 }
 
 impl Hub {
@@ -90,7 +104,16 @@ impl Hub {
         if let Some(w) = &webhooks {
             engine.set_webhooks(w.clone());
         }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                TlsReloader::load(cert.as_ref(), key.as_ref()).map_err(std::io::Error::other)?,
+            ),
+            _ => None,
+        };
         Ok(Hub {
+            gate: wsline::Gate::new(config.server.limits),
+            stopped: watch::Sender::new(false),
+            tls,
             auth: auth::Auth::from_config(&config).map_err(std::io::Error::other)?,
             hooks: hooks::Hooks::new(&config, metrics.clone()).map_err(std::io::Error::other)?,
             engine,
@@ -168,6 +191,11 @@ impl Hub {
         self.stopping.load(SeqCst)
     }
 
+    /// Becomes true once a drain's grace is over.
+    pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
+
     fn sessions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Outbox>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -180,6 +208,7 @@ impl Hub {
         // Set before the list is taken: a session that enters after it is
         // either in the list or sees the flag.
         self.stopping.store(true, SeqCst);
+        self.stopped.send_replace(true);
         self.sessions_lock().values().cloned().collect()
     }
 }
@@ -221,6 +250,17 @@ pub fn prepare(config: HubConfig) -> std::io::Result<Prepared> {
 }
 
 impl Prepared {
+    /// Whether the hub serves TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.tls.is_some()
+    }
+
+    /// The handle that rereads the certificate and key (on SIGHUP), if
+    /// the hub serves TLS.
+    pub fn tls(&self) -> Option<TlsReloader> {
+        self.0.tls.clone()
+    }
+
     /// Serves on `listener` until `shutdown` completes, as [`serve`].
     pub async fn serve(
         self,
@@ -237,7 +277,7 @@ async fn serve_hub(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let config = hub.config.clone();
-    let acceptor = wsline::Acceptor::new(listener, wsline::Gate::new(config.server.limits));
+    let acceptor = wsline::Acceptor::new(listener, hub.gate.clone());
     // The JWKS: fetched once before the first client (a failure is logged,
     // the hub starts with no keys), then every `jwks_refresh`.
     let _refresher = match hub.auth.jwks() {
@@ -308,7 +348,11 @@ async fn accept(
             accepted = acceptor.accept() => match accepted {
                 wsline::Accepted::Admitted { tcp, peer, handshake } => {
                     let incoming = Box::new(Incoming { hub: hub.clone(), tcp, peer, handshake });
-                    tasks.spawn(handle(incoming));
+                    if hub.tls.is_some() {
+                        tasks.spawn(handle_tls(incoming));
+                    } else {
+                        tasks.spawn(handle(incoming));
+                    }
                 }
                 // Past a cap: answered 503 and closed already, no task.
                 wsline::Accepted::Refused { .. } => {
@@ -348,40 +392,54 @@ fn handle(incoming: Box<Incoming>) -> impl Future<Output = ()> + Send {
         .map(drop)
 }
 
-/// Reads the request; answers it if it is plain HTTP; otherwise upgrades
-/// it and gives the new session.
-async fn open(incoming: Incoming) -> Option<(session::Session, WebSocket<TcpStream>)> {
+/// Reads the request; answers it (and what follows on the connection) if
+/// it is plain HTTP or HTTP/2; otherwise upgrades it and gives the new
+/// session (see `front`).
+async fn open(incoming: Incoming) -> Option<(session::Session, wsline::WebSocket<TcpStream>)> {
     let Incoming {
         hub,
-        mut tcp,
+        tcp,
         peer,
         handshake,
     } = incoming;
-    let (request, leftover) = match wsline::read_head(&mut tcp, &hub.config.server).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%peer, "bad request: {e}");
-            return None;
+    front::serve(hub, tcp, peer, handshake).await
+}
+
+/// One TLS connection: the TLS handshake (within the handshake timeout),
+/// then HTTP/2 if ALPN chose it, else what `handle` does over TLS. The
+/// TLS stream is boxed: its state is large, and a session holds it.
+#[allow(clippy::boxed_local)] // as `handle`
+async fn handle_tls(incoming: Box<Incoming>) {
+    let Incoming {
+        hub,
+        tcp,
+        peer,
+        handshake,
+    } = *incoming;
+    let Some(tls) = hub.tls.as_ref().map(TlsReloader::acceptor) else {
+        return;
+    };
+    let timeout = hub.config.server.handshake_timeout;
+    let stream = match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => Box::new(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
         }
     };
-    if request.path() != "/ws" {
-        http::answer(&hub, tcp, peer, request, leftover).await;
-        drop(handshake);
-        return None;
-    }
-    if hub.is_stopping() {
-        wsline::refuse(&mut tcp, &http::draining()).await;
-        return None;
-    }
-    let open = match handshake.open() {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            hub.metrics.refused.fetch_add(1, Relaxed);
-            wsline::refuse(&mut tcp, &refusal.response()).await;
-            return None;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        if let Some(_open) = front::http2_permit(&hub, peer, handshake) {
+            front::serve_http2(hub, stream, peer).await;
         }
-    };
-    session::open(hub, tcp, peer, request, leftover, open).await
+        return;
+    }
+    if let Some((session, ws)) = Box::pin(front::serve(hub, stream, peer, handshake)).await {
+        session.serve(ws).await;
+    }
 }
 
 #[cfg(test)]

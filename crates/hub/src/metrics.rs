@@ -19,6 +19,10 @@ pub const HOOKS: [&str; 3] = ["connect", "subscribe", "publish"];
 /// allowed, denied; the call failed (down, not 200, a malformed answer),
 /// took past the timeout, or was refused at once by `max_in_flight`.
 pub const HOOK_RESULTS: [&str; 5] = ["allow", "deny", "error", "timeout", "overload"];
+/// The `transport` label of `wsline_connections_opened_total`, in the
+/// order of [`Metrics::opened`]: an HTTP/1.1 upgrade (over TCP or TLS),
+/// or an RFC 8441 extended CONNECT stream of an HTTP/2 connection.
+pub const TRANSPORTS: [&str; 2] = ["http1", "h2"];
 
 /// The `result` label of `wsline_webhook_requests_total`: the receiver
 /// answered 2xx; something else (down, not 2xx); no answer in time.
@@ -94,6 +98,8 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
+    /// WebSocket connections opened, by transport ([`TRANSPORTS`]).
+    pub opened: [AtomicU64; TRANSPORTS.len()],
 }
 
 impl Metrics {
@@ -243,6 +249,14 @@ impl Metrics {
             let _ = writeln!(
                 s,
                 "wsline_webhook_events_dropped_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(s, "# HELP wsline_connections_opened_total WebSocket connections opened, by transport (http1: an HTTP/1.1 upgrade; h2: a stream of an HTTP/2 connection, RFC 8441).\n# TYPE wsline_connections_opened_total counter");
+        for (transport, n) in TRANSPORTS.iter().zip(&self.opened) {
+            let _ = writeln!(
+                s,
+                "wsline_connections_opened_total{{transport=\"{transport}\"}} {}",
                 n.load(Relaxed)
             );
         }

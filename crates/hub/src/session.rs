@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
 
@@ -83,67 +83,68 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Upgrades a `/ws` request: the session and its WebSocket, or `None`
-/// once refused. `open` is the gate's permit, held by the session.
-pub(crate) async fn open(
+/// Upgrades a `/ws` request read by the hub itself (HTTP/1.1, over TCP or
+/// TLS): the session and its WebSocket, or `None` once refused. `open` is
+/// the gate's permit, held by the session.
+pub(crate) async fn open<S>(
     hub: Arc<Hub>,
-    tcp: TcpStream,
+    mut io: S,
     peer: SocketAddr,
     request: Request,
     leftover: Vec<u8>,
     open: wsline::Connected,
-) -> Option<(Session, WebSocket<TcpStream>)> {
-    let Upgraded {
-        ws,
-        claims,
-        number,
-        member,
-        hook,
-    } = upgrade(&hub, tcp, peer, request, leftover).await?;
-    let outbox = Arc::new(Outbox::new(hub.config.max_queue));
-    Some((
-        Session {
-            rate: Bucket::new(hub.config.publish_rate),
-            limited: None,
-            hub,
-            number,
-            member,
-            outbox,
-            claims: claims.map(Box::new),
-            subscriptions: HashSet::new(),
-            replays: VecDeque::new(),
-            hook,
-            _open: open,
-        },
-        ws,
-    ))
+) -> Option<(Session, WebSocket<S>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let admitted = match admit(&hub, peer, &request, false).await {
+        Ok(admitted) => admitted,
+        Err(response) => {
+            wsline::refuse(&mut io, &response).await;
+            return None;
+        }
+    };
+    let mut ws = match wsline::accept_request(io, request, &leftover, &hub.config.server, |_| {
+        Ok(Acceptance::default())
+    })
+    .await
+    {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%peer, "upgrade refused: {e}");
+            return None;
+        }
+    };
+    hub.metrics.opened[0].fetch_add(1, Relaxed);
+    let session = admitted.into_session(hub, &mut ws, open).await?;
+    Some((session, ws))
 }
 
-/// What [`upgrade`] gives a new session.
-struct Upgraded {
-    ws: WebSocket<TcpStream>,
+/// A client [`admit`] let in, to be upgraded.
+pub(crate) struct Admitted {
     claims: Option<Claims>,
     number: u64,
     member: Member,
     hook: Option<Box<hooks::Context>>,
+    /// The connect hook's refusal with a close code: upgraded only to say
+    /// so where a browser's script can read it.
+    close_with: Option<(u16, String)>,
 }
 
-/// The connection cap, the token, the connect hook, then the upgrade, or
-/// `None` once refused.
-async fn upgrade(
+/// The connection cap, the token, the connect hook: what the hub asks
+/// before a WebSocket upgrade, or the response that refuses it. With
+/// `validated`, the request has passed the upgrade's checks already (the
+/// hyper path: RFC 8441 requests have rules of their own); otherwise a
+/// request the upgrade would refuse is refused before the backend is
+/// asked.
+pub(crate) async fn admit(
     hub: &Hub,
-    mut tcp: TcpStream,
     peer: SocketAddr,
-    request: Request,
-    leftover: Vec<u8>,
-) -> Option<Upgraded> {
+    request: &Request,
+    validated: bool,
+) -> Result<Admitted, Response> {
     if hub.metrics.connections.load(Relaxed) as usize >= hub.config.server.limits.max_connections {
-        wsline::refuse(
-            &mut tcp,
-            &Response::reject(503, "too many connections; retry later"),
-        )
-        .await;
-        return None;
+        return Err(Response::reject(503, "too many connections; retry later"));
     }
     let token = query_param(request.query(), "token");
     let claims = if hub.auth.is_on() {
@@ -159,8 +160,7 @@ async fn upgrade(
                 } else {
                     format!("token refused: {e}")
                 };
-                wsline::refuse(&mut tcp, &Response::reject(401, &text)).await;
-                return None;
+                return Err(Response::reject(401, &text));
             }
         }
     } else {
@@ -179,17 +179,18 @@ async fn upgrade(
             .as_ref()
             .and(token.as_deref())
             .and_then(hooks::claims_json);
-        let mut context = hooks.context(peer, &request, claims_json);
+        let mut context = hooks.context(peer, request, claims_json);
         if hooks.is_on(Event::Connect) {
             // A request the upgrade would refuse (not a WebSocket request,
             // an Origin not allowed) is refused before the backend is asked.
             use wsline::proto::handshake::{check_origin, validate_request};
-            if let Err(e) = validate_request(&request)
-                .and_then(|()| check_origin(&request, &hub.config.server.allowed_origins))
-            {
-                tracing::debug!(%peer, "upgrade refused: {e}");
-                wsline::refuse(&mut tcp, &Response::from_error(&e)).await;
-                return None;
+            if !validated {
+                if let Err(e) = validate_request(request)
+                    .and_then(|()| check_origin(request, &hub.config.server.allowed_origins))
+                {
+                    tracing::debug!(%peer, "upgrade refused: {e}");
+                    return Err(Response::from_error(&e));
+                }
             }
             let call = Call::new(
                 Event::Connect,
@@ -206,49 +207,64 @@ async fn upgrade(
                 }
                 Verdict::Deny(denial) => match denial.close() {
                     Some(code) => close_with = Some((code, denial.message().to_owned())),
-                    None => {
-                        let response = Response::reject(denial.status(), denial.message());
-                        wsline::refuse(&mut tcp, &response).await;
-                        return None;
-                    }
+                    None => return Err(Response::reject(denial.status(), denial.message())),
                 },
-                Verdict::Unavailable => {
-                    let response = Response::reject(503, HOOK_UNAVAILABLE);
-                    wsline::refuse(&mut tcp, &response).await;
-                    return None;
-                }
+                Verdict::Unavailable => return Err(Response::reject(503, HOOK_UNAVAILABLE)),
             }
         }
         if hooks.per_channel() || !context.subscribe.is_empty() {
             hook = Some(Box::new(context));
         }
     }
-    let mut ws = match wsline::accept_request(tcp, request, &leftover, &hub.config.server, |_| {
-        Ok(Acceptance::default())
-    })
-    .await
-    {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::debug!(%peer, "upgrade refused: {e}");
-            return None;
-        }
-    };
-    if let Some((code, reason)) = close_with {
-        // Refused by the connect hook with a close code: upgraded only to
-        // say so where a browser's script can read it.
-        let reason = truncate(&reason, 123);
-        let wait = wsline::shutdown_grace(hub.config.server.protocol.close_timeout);
-        let _ = tokio::time::timeout(wait, ws.close(close_code(code), reason)).await;
-        return None;
-    }
-    Some(Upgraded {
-        ws,
+    Ok(Admitted {
         claims,
         number,
         member,
         hook,
+        close_with,
     })
+}
+
+impl Admitted {
+    /// The session of the WebSocket `ws` just opened, or `None` when the
+    /// connect hook refused it with a close code (sent here).
+    pub(crate) async fn into_session<S>(
+        self,
+        hub: Arc<Hub>,
+        ws: &mut WebSocket<S>,
+        open: wsline::Connected,
+    ) -> Option<Session>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Admitted {
+            claims,
+            number,
+            member,
+            hook,
+            close_with,
+        } = self;
+        if let Some((code, reason)) = close_with {
+            let reason = truncate(&reason, 123);
+            let wait = wsline::shutdown_grace(hub.config.server.protocol.close_timeout);
+            let _ = tokio::time::timeout(wait, ws.close(close_code(code), reason)).await;
+            return None;
+        }
+        let outbox = Arc::new(Outbox::new(hub.config.max_queue));
+        Some(Session {
+            rate: Bucket::new(hub.config.publish_rate),
+            limited: None,
+            hub,
+            number,
+            member,
+            outbox,
+            claims: claims.map(Box::new),
+            subscriptions: HashSet::new(),
+            replays: VecDeque::new(),
+            hook,
+            _open: open,
+        })
+    }
 }
 
 /// `text` cut to at most `max` bytes at a character boundary.
@@ -329,7 +345,10 @@ impl Session {
     /// Not an `async fn`: that would move its arguments into locals of
     /// the future, and keep room for both.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub(crate) fn serve(mut self, mut ws: WebSocket<TcpStream>) -> impl Future<Output = ()> + Send {
+    pub(crate) fn serve<S>(mut self, mut ws: WebSocket<S>) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         async move {
             self.hub.metrics.connections.fetch_add(1, Relaxed);
             self.hub.enter(self.number, &self.outbox);
@@ -355,7 +374,10 @@ impl Session {
     }
 
     /// Runs until the connection ends; returns the close code to count.
-    async fn run(&mut self, ws: &mut WebSocket<TcpStream>) -> u16 {
+    async fn run<S>(&mut self, ws: &mut WebSocket<S>) -> u16
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         self.push(&protocol::welcome(
             &self.member.client,
             self.member.user.as_deref(),
@@ -715,13 +737,16 @@ thread_local! {
 /// lets it write and read, and returns the next client message, the
 /// slow-consumer verdict, or (with `refill`, a replay in progress) that
 /// the outbox holds no more than `refill` bytes.
-fn poll_step(
-    ws: &mut WebSocket<TcpStream>,
+fn poll_step<S>(
+    ws: &mut WebSocket<S>,
     outbox: &Outbox,
     hub: &Hub,
     refill: Option<usize>,
     cx: &mut Context<'_>,
-) -> Poll<Step> {
+) -> Poll<Step>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     loop {
         let mut budget = WRITE_LIMIT.saturating_sub(ws.buffered_output());
         let mut moved = false;

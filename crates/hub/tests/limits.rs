@@ -88,7 +88,7 @@ async fn per_ip_connecting_cap_refuses_a_second_stalled_handshake_from_one_addre
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let mut other = within("connect", socket.connect(hub.addr)).await.unwrap();
     other
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();

@@ -81,6 +81,20 @@ pub fn start_on(listener: TcpListener, config: HubConfig) -> Hub {
 }
 
 impl Hub {
+    /// A hub already serving on `addr` (from `wsline_hub::prepare`):
+    /// `stop` completes its shutdown future, `task` is its `serve`.
+    pub fn from_parts(
+        addr: SocketAddr,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<std::io::Result<()>>,
+    ) -> Hub {
+        Hub {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// `ws://ADDR/ws` plus `query` (e.g. `?token=…`).
     pub fn url(&self, query: &str) -> String {
         format!("ws://{}/ws{query}", self.addr)
