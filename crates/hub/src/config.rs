@@ -8,7 +8,8 @@
 //! [`HubConfig`], [`FileConfig`], [`Flags`] and the merge (flags over the
 //! file over the defaults, [`HubConfig::merge`]). Per-channel options
 //! (`[channels."pattern"]`, [`ChannelOptions`]) and the backend hooks
-//! (`[hooks]`, [`HooksConfig`]) are file-only and declared by hand below. How values are written is [`crate::settings`]'s.
+//! (`[hooks]`, [`HooksConfig`]) and the bridges (`[[bridge.nats]]`,
+//! [`BridgeConfig`]) are file-only and declared by hand below. How values are written is [`crate::settings`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::bridge::BridgeConfig;
 use crate::engine::{EngineKind, Fsync};
 pub use crate::settings::{Setting, Shown, Value};
 
@@ -100,6 +102,9 @@ macro_rules! settings {
             /// The backend hooks (`[hooks]`, docs/hooks.md): none by
             /// default.
             pub hooks: HooksConfig,
+            /// The message-queue bridges (`[[bridge.nats]]`,
+            /// docs/bridges.md): none by default.
+            pub bridge: BridgeConfig,
             /// The WebSocket server's part: protocol limits and timers, the
             /// handshake's bounds, the Origin allow-list and the caps of the
             /// accept loop's [`wsline::Gate`]. The settings written into it
@@ -115,6 +120,7 @@ macro_rules! settings {
                     $($oname: $odefault,)*
                     channels: default_channels(),
                     hooks: HooksConfig::default(),
+                    bridge: BridgeConfig::default(),
                     server: wsline::ServerConfig::default(),
                 };
                 $({
@@ -141,6 +147,9 @@ macro_rules! settings {
             /// The backend hooks.
             #[serde(default)]
             pub hooks: HooksConfig,
+            /// The message-queue bridges.
+            #[serde(default)]
+            pub bridge: BridgeConfig,
         }
 
         /// The settings given as flags of `wsline serve` (with the `clap`
@@ -200,6 +209,7 @@ macro_rules! settings {
                     c.channels = file.channels;
                 }
                 c.hooks = file.hooks;
+                c.bridge = file.bridge;
                 c.check(&set)?;
                 Ok(c)
             }
@@ -513,7 +523,8 @@ impl HubConfig {
         if self.server.handshake_timeout.is_zero() {
             return Err("handshake_timeout must be more than 0 seconds".into());
         }
-        self.check_hooks()
+        self.check_hooks()?;
+        self.bridge.check()
     }
 
     /// The `[hooks]` table against itself and the channel patterns: URLs
@@ -661,6 +672,19 @@ impl HubConfig {
         if self.hooks != HooksConfig::default() {
             out.push_str("\n[hooks]\n");
             out.push_str(&toml::to_string(&self.hooks).unwrap_or_default());
+        }
+        if self.bridge != BridgeConfig::default() {
+            #[derive(Serialize)]
+            struct File<'a> {
+                bridge: &'a BridgeConfig,
+            }
+            out.push('\n');
+            out.push_str(
+                &toml::to_string(&File {
+                    bridge: &self.bridge,
+                })
+                .unwrap_or_default(),
+            );
         }
         out
     }

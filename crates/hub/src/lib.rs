@@ -15,10 +15,12 @@
 //! [`auth`] (JWT), [`jwks`] (the key set behind `jwks_url`), `hooks`
 //! (asking the application's backend before a connect, subscribe or
 //! publish), `http_client` (the small HTTP/1.1 client of both), [`metrics`],
-//! `drain` (how the hub leaves: health first, closes paced).
+//! `drain` (how the hub leaves: health first, closes paced), [`bridge`]
+//! (message queues such as NATS into and out of channels).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 mod drain;
 pub mod engine;
@@ -238,6 +240,10 @@ async fn serve_hub(
         }
         None => None,
     };
+
+    // The message-queue bridges (`[[bridge.nats]]`): connect in the
+    // background, stop when the hub returns.
+    let _bridges = bridge::start(&hub);
 
     let mut tasks = JoinSet::new();
     let drained = {
