@@ -80,7 +80,11 @@ struct Nats {
 
 impl Nats {
     async fn start() -> Nats {
-        let port = free_port();
+        Nats::start_on(free_port()).await
+    }
+
+    /// A server on `port` (again, after [`Nats::kill`]).
+    async fn start_on(port: u16) -> Nats {
         let monitor_port = free_port();
         let store = temp_dir("js");
         let child = Command::new("nats-server")
@@ -108,6 +112,11 @@ impl Nats {
 
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, and waits for the process to end.
+    async fn kill(mut self) {
+        self._child.kill().await.expect("kill nats-server");
     }
 
     async fn client(&self) -> async_nats::Client {
@@ -314,6 +323,43 @@ async fn channel_to_subject_reaches_a_nats_subscriber_and_nothing_echoes() {
     .await;
     assert_eq!(bridged(&hub, "loop", "out", "published").await, 2.0);
     assert_eq!(bridged(&hub, "loop", "in", "published").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: ./scripts/test.sh --only nats"]
+async fn nats_down_at_start_and_later_the_hub_serves_and_the_bridge_reconnects() {
+    let port = free_port();
+    let config = config_file(
+        "down",
+        &format!(
+            "[[bridge.nats]]\nname = \"late\"\nservers = [\"nats://127.0.0.1:{port}\"]\n\
+             subjects = [\"late.>\"]\nchannel = \"{{subject}}\"\n"
+        ),
+    );
+    // Nothing listens yet: the hub starts and serves all the same.
+    let hub = serve(&config, &[]).await;
+    let mut sub = client(&hub).await;
+    sub.subscribe("late.x").await;
+    let mut other = client(&hub).await;
+    assert_eq!(other.publish("late.x", json!("local")).await, 1);
+    assert_eq!(sub.recv().await["data"], "local");
+
+    for round in 0..2 {
+        let nats = Nats::start_on(port).await;
+        nats.wait_subscribed("late.>").await;
+        let publisher = nats.client().await;
+        publisher
+            .publish("late.x", format!("round {round}").into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        let m = sub.recv().await;
+        assert_eq!(m["data"], format!("round {round}"), "{m}");
+        // Down again: the hub goes on serving its clients.
+        nats.kill().await;
+        assert!(other.publish("late.x", json!("still")).await > 1);
+        assert_eq!(sub.recv().await["data"], "still");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
