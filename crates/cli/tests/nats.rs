@@ -475,8 +475,14 @@ async fn jetstream_after_a_sigkill_and_restart_every_message_is_stored_exactly_o
     hub.child.start_kill().expect("SIGKILL");
     let _ = support::within("the killed hub to exit", hub.child.wait()).await;
 
-    let mut hub = serve(&config, &args).await;
     let stream = js.get_stream("ORDERS").await.unwrap();
+    let mut consumer = stream
+        .get_consumer::<jetstream::consumer::pull::Config>("hub")
+        .await
+        .expect("the bridge's consumer");
+    let acked = consumer.info().await.unwrap().ack_floor.stream_sequence;
+    assert!(acked < N, "killed mid-way: {acked} of {N} acknowledged");
+    let mut hub = serve(&config, &args).await;
     consumer_done(&stream, N).await;
     let (reply, got) = history(&mut client(&hub).await, "orders").await;
     let want: Vec<Value> = (0..N).map(|n| json!({ "n": n })).collect();

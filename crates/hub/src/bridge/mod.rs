@@ -404,6 +404,37 @@ mod tests {
         assert!(check("[[nats]]\nsubjcts = [\"a\"]\n").is_err());
     }
 
+    #[test]
+    fn the_tap_mirrors_matching_channels_skips_bridged_ones_and_counts_what_a_full_queue_drops() {
+        let metrics = Arc::new(Metrics::default());
+        let (queue, mut rx) = mpsc::channel(1);
+        let tap = Tap {
+            routes: vec![Route {
+                bridge: "b".into(),
+                patterns: vec!["room.*".into()],
+                queue,
+            }],
+            metrics: metrics.clone(),
+        };
+        let data = RawValue::from_string("[1]".into()).unwrap();
+        tap.published("other", 1, &data, None);
+        tap.published("room.a", 7, &data, Some("client-1"));
+        tap.published("room.a", 8, &data, Some("client-1"));
+        tap.published("room.a", 9, &data, Some("bridge:nats:x"));
+        let out = rx.try_recv().unwrap();
+        assert_eq!(
+            (out.channel.as_str(), out.offset, out.data.get()),
+            ("room.a", 7, "[1]")
+        );
+        assert!(rx.try_recv().is_err(), "nothing else queued");
+        let counts = metrics.bridge_messages.lock().unwrap().clone();
+        assert_eq!(counts.get(&("b".into(), "out", "dropped")), Some(&1));
+        assert_eq!(counts.get(&("b".into(), "out", "echo")), Some(&1));
+        assert!(metrics.render().contains(
+            "wsline_bridge_messages_total{bridge=\"b\",direction=\"out\",result=\"dropped\"} 1"
+        ));
+    }
+
     #[cfg(feature = "nats")]
     #[test]
     fn print_config_shows_the_bridges_and_reads_back_the_same() {

@@ -88,6 +88,20 @@ impl Entry {
         self.hub.metrics.bridge_count(&self.name, direction, result);
     }
 
+    /// Whether `message` is one this hub mirrored out (counted as an
+    /// echo): it is not published in again.
+    fn is_own(&self, message: &async_nats::Message) -> bool {
+        let own = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HUB_HEADER))
+            .is_some_and(|v| v.as_str() == self.hub_id);
+        if own {
+            self.count("in", "echo");
+        }
+        own
+    }
+
     /// The channel for `subject`, or None (counted, logged).
     fn channel_for(&self, subject: &str) -> Option<String> {
         match self.channel.render(subject) {
@@ -269,13 +283,7 @@ async fn subscribe(
     };
     tracing::info!(bridge = %entry.name, subject, "subscribed");
     while let Some(message) = sub.next().await {
-        let own = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HUB_HEADER))
-            .is_some_and(|v| v.as_str() == entry.hub_id);
-        if own {
-            entry.count("in", "echo");
+        if entry.is_own(&message) {
             continue;
         }
         if let Err(e) = queue.try_send(message) {
@@ -459,7 +467,9 @@ async fn consume_once(
                     continue;
                 }
             };
-            if let Some(channel) = entry.channel_for(&message.subject) {
+            if entry.is_own(&message) {
+                // Acknowledged below, never published.
+            } else if let Some(channel) = entry.channel_for(&message.subject) {
                 let last = match applied.get(&channel) {
                     Some(&last) => last,
                     None => last_stored(entry, &channel, id_prefix),
