@@ -1,9 +1,12 @@
 //! `wsline serve` with `[[bridge.nats]]` against a real `nats-server`
 //! (JetStream on): subject → channel to a WebSocket subscriber, channel →
 //! subject to a NATS subscriber, no echo when a channel is both, order per
-//! subject under a burst, and a JetStream stream read through a durable
-//! consumer while the hub is SIGKILLed and restarted on its `--data-dir`:
-//! every message in the channel's history exactly once.
+//! subject under a burst, NATS down at start and killed later (the hub
+//! serves, the bridge reconnects), a JetStream stream that appears after
+//! the hub started, and a JetStream stream read through a durable
+//! consumer while the hub is SIGKILLed and restarted on its `--data-dir`
+//! (and read again from its start by a new consumer): every message in
+//! the channel's history exactly once.
 //!
 //! Each test starts its own `nats-server` on free loopback ports (its
 //! JetStream store in a fresh directory), killed when the test ends, and
@@ -519,4 +522,46 @@ async fn consumer_done(stream: &jetstream::stream::Stream, n: u64) {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: ./scripts/test.sh --only nats"]
+async fn a_jetstream_stream_created_after_the_hub_started_is_read_once_it_exists() {
+    let nats = Nats::start().await;
+    let config = config_file(
+        "late-stream",
+        &format!(
+            "[[bridge.nats]]\nname = \"late\"\nservers = [\"{}\"]\nstream = \"LATE\"\n\
+             channel = \"late\"\n",
+            nats.url()
+        ),
+    );
+    let hub = serve(&config, &[]).await;
+    let mut sub = client(&hub).await;
+    sub.subscribe("late").await;
+    // The bridge is retrying (no such stream yet); the hub serves.
+    let mut other = client(&hub).await;
+    assert_eq!(other.publish("late", json!("local")).await, 1);
+    assert_eq!(sub.recv().await["data"], "local");
+
+    let js = jetstream::new(nats.client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: "LATE".into(),
+        subjects: vec!["late.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("create the stream");
+    for i in 0..3 {
+        js.publish("late.x", json!({ "i": i }).to_string().into())
+            .await
+            .unwrap()
+            .await
+            .expect("stored in the stream");
+    }
+    for i in 0..3 {
+        let m = sub.recv().await;
+        assert_eq!(m["data"], json!({ "i": i }), "{m}");
+        assert_eq!(m["from"], format!("bridge:nats:LATE#{}", i + 1));
+    }
 }
