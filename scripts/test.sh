@@ -43,8 +43,9 @@
 #   nats             crates/cli/tests/nats.rs: `wsline serve` with `[[bridge.nats]]` against a real
 #                    nats-server with JetStream (Debian's, apt-installed when missing; each test
 #                    starts its own): subject -> channel, channel -> subject, no echo, order per
-#                    subject, NATS down and back, a stream created late, a JetStream stream through a SIGKILL and restart
-#                    on --data-dir with every message stored exactly once
+#                    subject, NATS down and back, a stream created late, a JetStream stream
+#                    through a SIGKILL and restart on --data-dir with every message stored
+#                    exactly once
 #   proxy            crates/cli/tests/proxy.rs: `wsline connect --proxy` through real proxies,
 #                    Debian's tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), with and without
 #                    credentials, ws:// and wss:// (apt-installed when missing; each test starts its own)
