@@ -619,7 +619,8 @@ const SECRETS: [&str; 2] = ["api_key", "jwt_secret"];
 impl HubConfig {
     /// The effective configuration as a TOML file (`wsline serve
     /// --print-config`): every setting, unset ones as comments, secrets
-    /// masked (`api_key`, `jwt_secret`, and a password in `redis_url`),
+    /// masked (`api_key`, `jwt_secret`, and a password in `redis_url` or
+    /// a bridge's `servers`),
     /// then the channel patterns.
     ///
     /// A setting at its default is shown as a comment (`# history_size =
@@ -678,20 +679,21 @@ impl HubConfig {
             struct File<'a> {
                 bridge: &'a BridgeConfig,
             }
+            let mut bridge = self.bridge.clone();
+            for entry in &mut bridge.nats {
+                for url in &mut entry.servers {
+                    *url = mask_password(url);
+                }
+            }
             out.push('\n');
-            out.push_str(
-                &toml::to_string(&File {
-                    bridge: &self.bridge,
-                })
-                .unwrap_or_default(),
-            );
+            out.push_str(&toml::to_string(&File { bridge: &bridge }).unwrap_or_default());
         }
         out
     }
 }
 
 /// `scheme://user:password@host…` with the password replaced by stars.
-fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

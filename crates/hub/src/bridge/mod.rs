@@ -336,8 +336,11 @@ pub(crate) fn start(hub: &Arc<crate::Hub>) -> Bridges {
     #[allow(unused_mut)]
     let mut routes = Vec::new();
     #[cfg(feature = "nats")]
-    for (i, entry) in hub.config.bridge.nats.iter().enumerate() {
-        nats::start(hub, entry, i, &mut routes, &mut tasks);
+    {
+        let hub_id = format!("{:016x}", rand::random::<u64>());
+        for (i, entry) in hub.config.bridge.nats.iter().enumerate() {
+            nats::start(hub, entry, i, &hub_id, &mut routes, &mut tasks);
+        }
     }
     if !routes.is_empty() {
         hub.engine.set_tap(Tap {
@@ -442,7 +445,7 @@ mod tests {
         let merge =
             |text: &str| HubConfig::merge(&Flags::default(), FileConfig::parse(text).unwrap());
         let c = merge(
-            "[[bridge.nats]]\nname = \"feed\"\nservers = [\"nats://10.0.0.1:4222\"]\n\
+            "[[bridge.nats]]\nname = \"feed\"\nservers = [\"nats://10.0.0.1:4222\", \"nats://u:secret@h:4222\"]\n\
              stream = \"S\"\nsubjects = [\"a.>\"]\nchannel = \"a:{2}\"\n\
              [[bridge.nats]]\nchannels = [\"x:*\"]\nsubject = \"x.{channel}\"\n",
         )
@@ -456,7 +459,13 @@ mod tests {
         );
         let text = c.to_toml_masked();
         assert!(text.contains("[[bridge.nats]]"), "{text}");
-        assert_eq!(merge(&text).unwrap().bridge, c.bridge);
+        assert!(
+            !text.contains("u:secret@") && text.contains("nats://u:********@h:4222"),
+            "{text}"
+        );
+        let mut masked = c.bridge.clone();
+        masked.nats[0].servers[1] = "nats://u:********@h:4222".into();
+        assert_eq!(merge(&text).unwrap().bridge, masked);
         let err =
             merge("[[bridge.nats]]\nservers = [\"::nope\"]\nsubjects = [\"a\"]\n").unwrap_err();
         assert!(err.contains("not a NATS URL"), "{err}");

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{payload_to_data, Outbound, Route, Template, FROM_PREFIX};
-use crate::config::valid_channel;
+use crate::config::{mask_password, valid_channel};
 use crate::engine::Engine;
 use crate::Hub;
 
@@ -79,7 +79,8 @@ struct Entry {
     name: String,
     /// Inbound: the channel from the subject.
     channel: Template,
-    /// This hub's id in [`HUB_HEADER`].
+    /// This hub's id in [`HUB_HEADER`] (one for all the entries, so what
+    /// one entry mirrors out another does not feed back in).
     hub_id: String,
 }
 
@@ -163,11 +164,13 @@ impl Backoff {
 }
 
 /// Starts entry `index`: its connection, and its tasks in `tasks`; its
-/// outbound route, if any, in `routes`.
+/// outbound route, if any, in `routes`. `hub_id` is this hub's id in
+/// [`HUB_HEADER`], the same for every entry.
 pub(super) fn start(
     hub: &Arc<Hub>,
     config: &super::NatsBridgeConfig,
     index: usize,
+    hub_id: &str,
     routes: &mut Vec<Route>,
     tasks: &mut JoinSet<()>,
 ) {
@@ -183,10 +186,11 @@ pub(super) fn start(
         hub: hub.clone(),
         name: name.clone(),
         channel,
-        hub_id: format!("{:016x}", rand::random::<u64>()),
+        hub_id: hub_id.to_owned(),
     });
     let log_name = name.clone();
     let servers = config.servers.clone();
+    let shown: Vec<String> = servers.iter().map(|u| mask_password(u)).collect();
     let options = async_nats::ConnectOptions::new()
         .name(format!("wsline {name}"))
         .retry_on_initial_connect()
@@ -216,12 +220,12 @@ pub(super) fn start(
     });
     let config = config.clone();
     tasks.spawn(async move {
-        tracing::info!(bridge = %entry.name, servers = ?servers, "connecting to NATS");
+        tracing::info!(bridge = %entry.name, servers = ?shown, "connecting to NATS");
         let client = match options.connect(servers.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 // Only for what retrying cannot fix (e.g. a TLS setup).
-                tracing::error!(bridge = %entry.name, "cannot connect to NATS at {servers:?}: {e}");
+                tracing::error!(bridge = %entry.name, "cannot connect to NATS at {shown:?}: {e}");
                 return;
             }
         };
