@@ -12,7 +12,8 @@
 #                    defaults and answers /healthz
 #   features         wsline's cargo features: cargo check --all-targets with no features, each
 #                    feature alone (tls, reactor, hyper, axum, http2) and all of them; the
-#                    examples built with --features hyper,axum,http2
+#                    examples built with --features hyper,axum,http2; the hub and the binary
+#                    without the NATS bridge (`nats`)
 #   test             cargo test --release --workspace (the `wsline echo` tests run against
 #                    both runtimes, reactor and tokio, as separate tests), then wsline's own
 #                    tests with --features hyper,axum,http2 (the hyper, axum and HTTP/2
@@ -39,6 +40,12 @@
 #                    against `wsline serve` (drops, SIGSTOP, restart); screenshots in .cache/browser-e2e/
 #   redis            crates/cli/tests/redis.rs: `wsline serve --engine redis` nodes against a real
 #                    redis-server (Debian's, apt-installed when missing; each test starts its own)
+#   nats             crates/cli/tests/nats.rs: `wsline serve` with `[[bridge.nats]]` against a real
+#                    nats-server with JetStream (Debian's, apt-installed when missing; each test
+#                    starts its own): subject -> channel, channel -> subject, no echo, order per
+#                    subject, NATS down and back, a stream created late, a JetStream stream
+#                    through a SIGKILL and restart on --data-dir with every message stored
+#                    exactly once
 #   proxy            crates/cli/tests/proxy.rs: `wsline connect --proxy` through real proxies,
 #                    Debian's tinyproxy (HTTP CONNECT) and microsocks (SOCKS5), with and without
 #                    credentials, ws:// and wss:// (apt-installed when missing; each test starts its own)
@@ -112,7 +119,7 @@ export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
-ALL_SUITES=(fmt clippy build install features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis proxy balancer fuzz)
+ALL_SUITES=(fmt clippy build install features test autobahn-server autobahn-server-tokio autobahn-server-hyper autobahn-client interop-python interop-node interop-browser browser-e2e redis nats proxy balancer fuzz)
 NEEDS_BIN=" autobahn-server autobahn-client interop-python interop-node interop-browser browser-e2e "
 
 usage() { awk 'NR>1 && /^#/ { sub(/^# ?/, ""); print; next } NR>1 { exit }' "$0"; }
@@ -404,6 +411,16 @@ suite_features() {
     SUITE_NOTE="the examples with --features hyper,axum,http2 failed to build"
     return 1
   }
+  # The hub and the binary without the NATS bridge (`nats`, a default of
+  # the binary); the workspace builds them with it.
+  run_step "$T_BUILD" cargo check -p wsline-hub --all-targets </dev/null || {
+    SUITE_NOTE="cargo check -p wsline-hub --all-targets (without nats) failed"
+    return 1
+  }
+  run_step "$T_BUILD" cargo check -p wsline-cli --all-targets --no-default-features </dev/null || {
+    SUITE_NOTE="cargo check -p wsline-cli --all-targets --no-default-features failed"
+    return 1
+  }
 }
 
 need_bin() {
@@ -680,6 +697,19 @@ suite_redis() {
   ensure_redis_server || { SUITE_NOTE="redis-server could not be installed"; return 1; }
   log "$(redis-server --version)"
   run_step "$T_TEST" cargo test --release -p wsline-cli --test redis -- --ignored --test-threads=2
+}
+
+# Debian's nats-server (apt, only when missing; sudo only when not root).
+# The tests start their own servers (JetStream on, its store in a fresh
+# directory) on free loopback ports.
+ensure_nats_server() { apt_tools nats-server; }
+
+# The NATS bridge's tests are #[ignore]d in plain `cargo test` (they need
+# nats-server); here they run, and a missing nats-server is a failure.
+suite_nats() {
+  ensure_nats_server || { SUITE_NOTE="nats-server could not be installed"; return 1; }
+  log "$(nats-server --version)"
+  run_step "$T_TEST" cargo test --release -p wsline-cli --test nats -- --ignored --test-threads=2
 }
 
 # Debian's tinyproxy and microsocks (apt, only the missing ones; sudo only

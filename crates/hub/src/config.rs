@@ -8,7 +8,8 @@
 //! [`HubConfig`], [`FileConfig`], [`Flags`] and the merge (flags over the
 //! file over the defaults, [`HubConfig::merge`]). Per-channel options
 //! (`[channels."pattern"]`, [`ChannelOptions`]) and the backend hooks
-//! (`[hooks]`, [`HooksConfig`]) are file-only and declared by hand below. How values are written is [`crate::settings`]'s.
+//! (`[hooks]`, [`HooksConfig`]) and the bridges (`[[bridge.nats]]`,
+//! [`BridgeConfig`]) are file-only and declared by hand below. How values are written is [`crate::settings`]'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::bridge::BridgeConfig;
 use crate::engine::{EngineKind, Fsync};
 pub use crate::settings::{Setting, Shown, Value};
 
@@ -103,6 +105,9 @@ macro_rules! settings {
             /// The webhooks (`[webhooks]`, docs/hooks.md#webhooks): off by
             /// default.
             pub webhooks: WebhooksConfig,
+            /// The message-queue bridges (`[[bridge.nats]]`,
+            /// docs/bridges.md): none by default.
+            pub bridge: BridgeConfig,
             /// The WebSocket server's part: protocol limits and timers, the
             /// handshake's bounds, the Origin allow-list and the caps of the
             /// accept loop's [`wsline::Gate`]. The settings written into it
@@ -119,6 +124,7 @@ macro_rules! settings {
                     channels: default_channels(),
                     hooks: HooksConfig::default(),
                     webhooks: WebhooksConfig::default(),
+                    bridge: BridgeConfig::default(),
                     server: wsline::ServerConfig::default(),
                 };
                 $({
@@ -148,6 +154,9 @@ macro_rules! settings {
             /// The webhooks.
             #[serde(default)]
             pub webhooks: WebhooksConfig,
+            /// The message-queue bridges.
+            #[serde(default)]
+            pub bridge: BridgeConfig,
         }
 
         /// The settings given as flags of `wsline serve` (with the `clap`
@@ -208,6 +217,7 @@ macro_rules! settings {
                 }
                 c.hooks = file.hooks;
                 c.webhooks = file.webhooks;
+                c.bridge = file.bridge;
                 c.check(&set)?;
                 Ok(c)
             }
@@ -539,7 +549,8 @@ impl HubConfig {
             return Err("handshake_timeout must be more than 0 seconds".into());
         }
         self.check_hooks()?;
-        self.check_webhooks()
+        self.check_webhooks()?;
+        self.bridge.check()
     }
 
     /// The `[hooks]` table against itself and the channel patterns: URLs
@@ -634,7 +645,8 @@ const SECRETS: [&str; 2] = ["api_key", "jwt_secret"];
 impl HubConfig {
     /// The effective configuration as a TOML file (`wsline serve
     /// --print-config`): every setting, unset ones as comments, secrets
-    /// masked (`api_key`, `jwt_secret`, and a password in `redis_url`),
+    /// masked (`api_key`, `jwt_secret`, and a password in `redis_url` or
+    /// a bridge's `servers`),
     /// then the channel patterns.
     ///
     /// A setting at its default is shown as a comment (`# history_size =
@@ -696,12 +708,26 @@ impl HubConfig {
             out.push_str("\n[webhooks]\n");
             out.push_str(&toml::to_string(&webhooks).unwrap_or_default());
         }
+        if self.bridge != BridgeConfig::default() {
+            #[derive(Serialize)]
+            struct File<'a> {
+                bridge: &'a BridgeConfig,
+            }
+            let mut bridge = self.bridge.clone();
+            for entry in &mut bridge.nats {
+                for url in &mut entry.servers {
+                    *url = mask_password(url);
+                }
+            }
+            out.push('\n');
+            out.push_str(&toml::to_string(&File { bridge: &bridge }).unwrap_or_default());
+        }
         out
     }
 }
 
 /// `scheme://user:password@host…` with the password replaced by stars.
-fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -181,15 +181,24 @@ where
             async move { Ok::<_, Infallible>(http::serve_request(hub, peer, request).await) }
         })
     };
+    // A connection that arrives once a drain's grace is over still gets
+    // its answer (`/healthz` 503, an upgrade's 503): one request, then
+    // closed. A graceful shutdown would close it before it is read.
+    let stopped_already = *stop.borrow_and_update();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
+        .keep_alive(!stopped_already)
         .header_read_timeout(hub.config.server.handshake_timeout)
         .max_header_size(hub.config.server.max_head_size.max(1024));
     let conn = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
+    if stopped_already {
+        let _ = conn.await;
+        return;
+    }
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = stop.wait_for(|stopped| *stopped) => conn.as_mut().graceful_shutdown(),

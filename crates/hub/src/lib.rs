@@ -19,10 +19,12 @@
 //! (telling the backend what happened, in signed batches), `front`
 //! (what each connection speaks: the WebSocket fast path, keep-alive
 //! HTTP/1.1 or HTTP/2 through hyper), [`tls`] (the certificate in use,
-//! reloaded on SIGHUP).
+//! reloaded on SIGHUP), [`bridge`] (message queues such as NATS into and
+//! out of channels).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 mod drain;
 pub mod engine;
@@ -289,6 +291,10 @@ async fn serve_hub(
         }
         None => None,
     };
+
+    // The message-queue bridges (`[[bridge.nats]]`): connect in the
+    // background, stop when the hub returns.
+    let _bridges = bridge::start(&hub);
 
     let mut tasks = JoinSet::new();
     let drained = {

@@ -100,6 +100,9 @@ pub struct Metrics {
     latency_sum_ns: AtomicU64,
     /// WebSocket connections opened, by transport ([`TRANSPORTS`]).
     pub opened: [AtomicU64; TRANSPORTS.len()],
+    /// Bridge messages by bridge, direction (`in`, `out`) and result
+    /// (`crate::bridge`).
+    pub(crate) bridge_messages: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -264,6 +267,20 @@ impl Metrics {
         for (code, n) in self.closes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(s, "wsline_closes_total{{code=\"{code}\"}} {n}");
         }
+        let bridged = self
+            .bridge_messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !bridged.is_empty() {
+            let _ = writeln!(s, "# HELP wsline_bridge_messages_total Message-queue bridge messages by bridge, direction and result.\n# TYPE wsline_bridge_messages_total counter");
+            for ((bridge, direction, result), n) in bridged.iter() {
+                let _ = writeln!(
+                    s,
+                    "wsline_bridge_messages_total{{bridge=\"{bridge}\",direction=\"{direction}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        drop(bridged);
         let _ = writeln!(s, "# HELP wsline_publish_delivery_seconds From publish to the write to the subscriber's socket.\n# TYPE wsline_publish_delivery_seconds histogram");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {

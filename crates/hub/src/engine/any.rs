@@ -4,18 +4,20 @@
 //! Owns [`EngineKind`] (the `engine` setting) and [`AnyEngine`], which
 //! forwards every [`Engine`] call to the chosen one. The [`Engine`] trait
 //! returns `impl Future`, so it cannot be a trait object; a two-armed enum
-//! costs one match per call instead. Nothing here knows how either engine
-//! works.
+//! costs one match per call instead. Every publication this node accepts
+//! is also offered to the bridges' tap (`crate::bridge`), the one place
+//! all publishers pass. Nothing here knows how either engine works.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::redis::{RedisEngine, RedisSetupError};
 use super::{Engine, EngineError, MemoryEngine, Subscribed, Subscriber};
+use crate::bridge::Tap;
 use crate::config::HubConfig;
 use crate::metrics::Metrics;
 use crate::protocol::Member;
@@ -51,8 +53,17 @@ impl fmt::Display for EngineKind {
     }
 }
 
-/// The engine of a running hub.
-pub enum AnyEngine {
+/// The engine of a running hub, and the bridges' [`Tap`] on what it
+/// publishes.
+pub struct AnyEngine {
+    kind: Kind,
+    /// Told of every publication this node accepts, once bridges that
+    /// mirror channels out have started (`crate::bridge`).
+    tap: OnceLock<Tap>,
+}
+
+/// The chosen engine.
+enum Kind {
     /// [`MemoryEngine`].
     Memory(MemoryEngine),
     /// [`RedisEngine`].
@@ -75,27 +86,44 @@ impl AnyEngine {
     /// background tasks (it must be called inside a tokio runtime) and does
     /// not wait for Redis: until it is reachable the engine is down.
     pub fn new(config: Arc<HubConfig>, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
-        Ok(match config.engine {
-            EngineKind::Memory => Self::Memory(MemoryEngine::open(config, metrics)?),
-            EngineKind::Redis => Self::Redis(RedisEngine::start(config, metrics)?),
+        let kind = match config.engine {
+            EngineKind::Memory => Kind::Memory(MemoryEngine::open(config, metrics)?),
+            EngineKind::Redis => Kind::Redis(RedisEngine::start(config, metrics)?),
+        };
+        Ok(Self {
+            kind,
+            tap: OnceLock::new(),
         })
     }
 
     /// Hands the engine the webhooks to emit channel and member events
     /// into (once, before the hub serves).
     pub(crate) fn set_webhooks(&self, webhooks: Arc<crate::webhooks::Webhooks>) {
-        match self {
-            Self::Memory(e) => e.set_webhooks(webhooks),
-            Self::Redis(e) => e.set_webhooks(webhooks),
+        match &self.kind {
+            Kind::Memory(e) => e.set_webhooks(webhooks),
+            Kind::Redis(e) => e.set_webhooks(webhooks),
+        }
+    }
+
+    /// Installs the bridges' tap (once; a second is ignored).
+    pub(crate) fn set_tap(&self, tap: Tap) {
+        let _ = self.tap.set(tap);
+    }
+
+    /// The memory engine, if that is the one running.
+    pub fn memory(&self) -> Option<&MemoryEngine> {
+        match &self.kind {
+            Kind::Memory(e) => Some(e),
+            Kind::Redis(_) => None,
         }
     }
 
     /// Periodic housekeeping (every 5 s): the memory engine forgets idle
     /// channels; the Redis engine has its own timers and does nothing here.
     pub fn sweep(&self) {
-        match self {
-            Self::Memory(e) => e.sweep(),
-            Self::Redis(_) => {}
+        match &self.kind {
+            Kind::Memory(e) => e.sweep(),
+            Kind::Redis(_) => {}
         }
     }
 }
@@ -108,10 +136,14 @@ impl Engine for AnyEngine {
         from: Option<&str>,
         before_delivery: impl FnOnce(u64) + Send,
     ) -> Result<u64, EngineError> {
-        match self {
-            Self::Memory(e) => e.publish(channel, data, from, before_delivery).await,
-            Self::Redis(e) => e.publish(channel, data, from, before_delivery).await,
+        let offset = match &self.kind {
+            Kind::Memory(e) => e.publish(channel, data, from, before_delivery).await,
+            Kind::Redis(e) => e.publish(channel, data, from, before_delivery).await,
+        }?;
+        if let Some(tap) = self.tap.get() {
+            tap.published(channel, offset, data, from);
         }
+        Ok(offset)
     }
 
     async fn subscribe(
@@ -122,44 +154,44 @@ impl Engine for AnyEngine {
         epoch: Option<&str>,
         reply: impl FnOnce(&Subscribed) -> Bytes + Send,
     ) -> Result<Subscribed, EngineError> {
-        match self {
-            Self::Memory(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
-            Self::Redis(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
+        match &self.kind {
+            Kind::Memory(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
+            Kind::Redis(e) => e.subscribe(channel, subscriber, since, epoch, reply).await,
         }
     }
 
     async fn replay(&self, channel: &str, client: &str, room: usize) -> bool {
-        match self {
-            Self::Memory(e) => e.replay(channel, client, room).await,
-            Self::Redis(e) => e.replay(channel, client, room).await,
+        match &self.kind {
+            Kind::Memory(e) => e.replay(channel, client, room).await,
+            Kind::Redis(e) => e.replay(channel, client, room).await,
         }
     }
 
     async fn unsubscribe(&self, channel: &str, client: &str) -> bool {
-        match self {
-            Self::Memory(e) => e.unsubscribe(channel, client).await,
-            Self::Redis(e) => e.unsubscribe(channel, client).await,
+        match &self.kind {
+            Kind::Memory(e) => e.unsubscribe(channel, client).await,
+            Kind::Redis(e) => e.unsubscribe(channel, client).await,
         }
     }
 
     async fn presence(&self, channel: &str) -> Result<Vec<Member>, EngineError> {
-        match self {
-            Self::Memory(e) => e.presence(channel).await,
-            Self::Redis(e) => e.presence(channel).await,
+        match &self.kind {
+            Kind::Memory(e) => e.presence(channel).await,
+            Kind::Redis(e) => e.presence(channel).await,
         }
     }
 
     async fn channels(&self) -> Vec<(String, usize)> {
-        match self {
-            Self::Memory(e) => e.channels().await,
-            Self::Redis(e) => e.channels().await,
+        match &self.kind {
+            Kind::Memory(e) => e.channels().await,
+            Kind::Redis(e) => e.channels().await,
         }
     }
 
     fn is_up(&self) -> bool {
-        match self {
-            Self::Memory(e) => e.is_up(),
-            Self::Redis(e) => e.is_up(),
+        match &self.kind {
+            Kind::Memory(e) => e.is_up(),
+            Kind::Redis(e) => e.is_up(),
         }
     }
 }

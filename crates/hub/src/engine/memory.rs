@@ -252,6 +252,19 @@ impl MemoryEngine {
         }
     }
 
+    /// The `from` of the latest publication in `channel`'s history whose
+    /// `from` starts with `prefix` (how a bridge finds the last message
+    /// id it stored there, after a restart with `data_dir`).
+    pub fn last_from(&self, channel: &str, prefix: &str) -> Option<String> {
+        let ch = lock(&self.channels).get(channel)?.clone();
+        let st = lock(&ch);
+        st.history
+            .iter()
+            .rev()
+            .filter_map(|(_, _, frame)| frame_from(frame))
+            .find(|from| from.starts_with(prefix))
+    }
+
     fn publish_now(
         &self,
         channel: &str,
@@ -429,6 +442,23 @@ impl MemoryEngine {
     }
 }
 
+/// The `from` of a publication's frame (an unmasked server text frame
+/// holding `protocol::message`'s JSON).
+fn frame_from(frame: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct From {
+        from: Option<String>,
+    }
+    let start = match frame.get(1)? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    serde_json::from_slice::<From>(frame.get(start..)?)
+        .ok()?
+        .from
+}
+
 impl Engine for MemoryEngine {
     fn publish(
         &self,
@@ -517,5 +547,34 @@ mod tests {
             "the publication is in the live channel"
         );
         assert!(lock(&stale).history.is_empty());
+    }
+
+    #[test]
+    fn last_from_finds_the_latest_publication_whose_from_has_a_prefix() {
+        let engine = MemoryEngine::new(Arc::new(HubConfig::default()), Arc::default());
+        let small = RawValue::from_string("1".to_owned()).unwrap();
+        // Frames of each header length: 2, 4 and 10 bytes.
+        let medium = RawValue::from_string(format!("\"{}\"", "m".repeat(300))).unwrap();
+        let big = RawValue::from_string(format!("\"{}\"", "b".repeat(70_000))).unwrap();
+        for (data, from) in [(&small, "bridge:nats:S#1"), (&medium, "bridge:nats:S#2")] {
+            engine.publish_now("c", data, Some(from), |_| {}).unwrap();
+        }
+        assert_eq!(
+            engine.last_from("c", "bridge:nats:S#").as_deref(),
+            Some("bridge:nats:S#2")
+        );
+        engine
+            .publish_now("c", &big, Some("bridge:nats:S#3"), |_| {})
+            .unwrap();
+        engine
+            .publish_now("c", &small, Some("client-1"), |_| {})
+            .unwrap();
+        engine.publish_now("c", &small, None, |_| {}).unwrap();
+        assert_eq!(
+            engine.last_from("c", "bridge:nats:S#").as_deref(),
+            Some("bridge:nats:S#3")
+        );
+        assert_eq!(engine.last_from("c", "bridge:nats:T#"), None);
+        assert_eq!(engine.last_from("elsewhere", ""), None);
     }
 }
