@@ -54,29 +54,9 @@ impl Backend {
                 let tx = tx.clone();
                 let answer = answers.lock().unwrap().clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let (head_end, length) = loop {
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                            break (end + 4, length);
-                        }
+                    let Some((head, body)) = common::read_request(&mut tcp).await else {
+                        return;
                     };
-                    while buf.len() < head_end + length {
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
                     assert!(head.starts_with("POST /"), "{head}");
                     assert!(
                         head.to_ascii_lowercase()
@@ -84,7 +64,7 @@ impl Backend {
                         "{head}"
                     );
                     let path = head.split(' ').nth(1).unwrap().to_owned();
-                    let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap();
+                    let body: Value = serde_json::from_slice(&body).unwrap();
                     let reply = answer(&path, &body);
                     let _ = tx.send((path, body));
                     let (status, body) = match reply {
@@ -92,7 +72,7 @@ impl Backend {
                         Reply::Status(s, b) => (s, b.to_owned()),
                         Reply::Hang => {
                             // Until the hub closes its end.
-                            let _ = tcp.read(&mut chunk).await;
+                            let _ = tcp.read(&mut [0u8; 1]).await;
                             return;
                         }
                     };

@@ -356,6 +356,37 @@ pub async fn http(
     parse_http(&raw)
 }
 
+/// Reads one HTTP/1.1 request from `tcp`: its head (up to the blank
+/// line, as sent) and its body (`Content-Length` bytes); `None` when the
+/// connection ends or fails first. For the test backends that stand in
+/// for an application (hooks, webhooks).
+pub async fn read_request(tcp: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head_end, length) = loop {
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            break (end + 4, length);
+        }
+    };
+    while buf.len() < head_end + length {
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    Some((head, buf[head_end..head_end + length].to_vec()))
+}
+
 /// Parses a response head and body (the body is what follows the head).
 pub fn parse_http(raw: &[u8]) -> HttpReply {
     let text = String::from_utf8_lossy(raw);

@@ -70,40 +70,19 @@ impl Receiver {
                 n += 1;
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let (head_end, length) = loop {
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                            break (end + 4, length);
-                        }
+                    let Some((head, body)) = super::read_request(&mut tcp).await else {
+                        return;
                     };
-                    while buf.len() < head_end + length {
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
                     assert!(head.starts_with("POST /hooks "), "{head}");
                     let signature = head.lines().find_map(|l| {
                         let (name, value) = l.split_once(':')?;
                         name.eq_ignore_ascii_case("x-wsline-signature")
                             .then(|| value.trim().to_owned())
                     });
-                    let body = buf[head_end..head_end + length].to_vec();
                     let status = match answer {
                         Answer::Status(s) => s,
                         Answer::Hang => {
-                            let _ = tcp.read(&mut chunk).await;
+                            let _ = tcp.read(&mut [0u8; 1]).await;
                             return;
                         }
                     };
