@@ -17,6 +17,7 @@ use wsline_proto::frame::MAX_HEADER_LEN;
 use wsline_proto::handshake::{Request, Response};
 use wsline_proto::{CloseCode, Event, Message};
 
+use super::timers::{Tick, NOT_SCHEDULED};
 use super::{ConnId, Handler};
 use crate::driver::{
     answer_request, Accepted, Driver, HeadProgress, Refused, RequestHead, Timeouts,
@@ -62,8 +63,9 @@ pub(super) struct Slot {
     pub(super) readable: bool,
     /// The socket may take output (until a write says no).
     pub(super) writable: bool,
-    /// The deadline this slot has in the loop's heap, if any.
-    pub(super) scheduled: Option<Instant>,
+    /// The deadline this slot has in the loop's heap
+    /// ([`NOT_SCHEDULED`] if none).
+    pub(super) scheduled: Tick,
     phase: Phase,
 }
 
@@ -84,7 +86,8 @@ struct Open {
     /// The core and the transport timers.
     driver: Driver,
     _permit: Connected,
-    protocol: Option<String>,
+    /// Boxed `str`: no spare capacity kept.
+    protocol: Option<Box<str>>,
     /// `on_close` was called.
     reported: bool,
 }
@@ -205,7 +208,7 @@ impl Slot {
             gen,
             readable: false,
             writable: false,
-            scheduled: None,
+            scheduled: NOT_SCHEDULED,
             phase: Phase::Handshake(Box::new(Handshaking { permit, head })),
         }
     }
@@ -345,7 +348,7 @@ impl Slot {
         let mut open = Box::new(Open {
             driver,
             _permit: permit,
-            protocol,
+            protocol: protocol.map(String::into_boxed_str),
             reported: false,
         });
         lp.handler.on_open(&mut Conn {
@@ -512,5 +515,34 @@ fn report_end<H: Handler>(id: ConnId, open: &mut Open, lp: &mut Loop<H>) {
                 lp.handler.on_close(id, &termination);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// What an idle open connection costs in the loop, pinned: its slot
+    /// in the loop's `Vec` and its boxed open state (see
+    /// docs/performance.md, "Idle memory").
+    #[test]
+    fn idle_connection_size() {
+        eprintln!(
+            "Option<Slot> {} Slot {} Phase {} Open {} Driver {} Connection {} Handshaking {}",
+            size_of::<Option<Slot>>(),
+            size_of::<Slot>(),
+            size_of::<Phase>(),
+            size_of::<Open>(),
+            size_of::<Driver>(),
+            size_of::<wsline_proto::Connection>(),
+            size_of::<Handshaking>(),
+        );
+        assert!(size_of::<Option<Slot>>() <= 40);
+        // The box malloc gives it: 304 bytes with glibc (296 + 8, in
+        // steps of 16). The core alone is pinned in wsline-proto.
+        assert!(size_of::<Open>() <= 296);
+        assert!(size_of::<Driver>() <= 264);
+        assert!(size_of::<wsline_proto::Connection>() <= 232);
     }
 }
