@@ -293,6 +293,9 @@ pub(crate) struct Driver {
     failed: bool,
     /// It was the write stall.
     write_timed_out: bool,
+    /// The runtime told the application how the connection ended (the
+    /// reactor's `on_close`): kept here, where it takes no room.
+    pub(crate) end_reported: bool,
 }
 
 /// What few connections ever need of the transport timers.
@@ -313,6 +316,7 @@ impl Driver {
             rare: None,
             failed: false,
             write_timed_out: false,
+            end_reported: false,
         }
     }
 
