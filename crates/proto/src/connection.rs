@@ -15,6 +15,7 @@
 //! [`Connection::handle_timeout`] at [`Connection::poll_timeout`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -201,12 +202,16 @@ enum Pending {
 
 /// Events waiting for the application, in order. The first waits inline,
 /// so a connection that gets one message at a time never allocates for
-/// its queue; the others go to a deque that is freed once drained, so an
-/// idle connection holds no queue memory after a burst.
+/// its queue; the others go to a boxed deque that exists only while it
+/// holds events, so an idle connection holds no queue memory after a
+/// burst and spends 8 bytes on it, not a deque's 32.
 #[derive(Debug, Default)]
 struct EventQueue {
     first: Option<Pending>,
-    rest: VecDeque<Pending>,
+    /// Never empty when present. Boxed on purpose: 8 bytes on every
+    /// connection, the extra allocation only during a burst.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Pending>>>,
 }
 
 /// The deque's first allocation, in events.
@@ -214,15 +219,14 @@ const QUEUE_INITIAL: usize = 16;
 
 impl EventQueue {
     fn push(&mut self, pending: Pending) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.first.is_none() && self.rest.is_none() {
             self.first = Some(pending);
         } else {
-            if self.rest.capacity() == 0 {
-                // A burst: room for several at once instead of growing
-                // through 4, 8, 16.
-                self.rest.reserve(QUEUE_INITIAL);
-            }
-            self.rest.push_back(pending);
+            // A burst: room for several at once instead of growing
+            // through 4, 8, 16.
+            self.rest
+                .get_or_insert_with(|| Box::new(VecDeque::with_capacity(QUEUE_INITIAL)))
+                .push_back(pending);
         }
     }
 
@@ -230,15 +234,16 @@ impl EventQueue {
         if let Some(p) = self.first.take() {
             return Some(p);
         }
-        let p = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
+        let rest = self.rest.as_mut()?;
+        let p = rest.pop_front();
+        if rest.is_empty() {
+            self.rest = None;
         }
         p
     }
 
     fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest.is_none()
     }
 }
 
@@ -287,15 +292,17 @@ struct Fragmented {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared: a server's connections all have the same (8 bytes each,
+    /// not 64).
+    config: Arc<Config>,
     now: Instant,
 
     in_buf: BytesMut,
-    frame: Option<InFrame>,
+    /// Boxed: only a frame split over reads has one.
+    frame: Option<Box<InFrame>>,
     /// Boxed: only a message split over several frames, or a compressed
     /// one, needs it.
     fragmented: Option<Box<Fragmented>>,
-    message_len: usize,
     utf8: Utf8Validator,
     events: EventQueue,
     /// False once a Close arrived, the connection failed, or the transport ended.
@@ -316,9 +323,10 @@ pub struct Connection {
     finished: bool,
 
     next_ping: Option<Instant>,
-    last_ping_sent: Option<Instant>,
-    ping_payload: Option<[u8; 8]>,
+    /// Pings sent; the latest one's payload is this count's 8 bytes.
     ping_count: u64,
+    /// Set while the latest Ping waits for its Pong (it was sent at this
+    /// deadline less the ping timeout).
     pong_deadline: Option<Instant>,
 }
 
@@ -354,6 +362,13 @@ struct Closing {
 impl Connection {
     /// A connection whose opening handshake just completed at `now`.
     pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        Self::with_shared_config(role, Arc::new(config), now)
+    }
+
+    /// [`Connection::new`] with a configuration shared by many
+    /// connections: a server that keeps one `Arc<Config>` for all of
+    /// them spends 8 bytes per connection on it, and no allocation.
+    pub fn with_shared_config(role: Role, config: Arc<Config>, now: Instant) -> Self {
         let next_ping = config.ping_interval.map(|i| now + i);
         Self {
             role,
@@ -362,7 +377,6 @@ impl Connection {
             in_buf: BytesMut::new(),
             frame: None,
             fragmented: None,
-            message_len: 0,
             utf8: Utf8Validator::default(),
             events: EventQueue::default(),
             reading: true,
@@ -374,8 +388,6 @@ impl Connection {
             eof: false,
             finished: false,
             next_ping,
-            last_ping_sent: None,
-            ping_payload: None,
             ping_count: 0,
             pong_deadline: None,
         }
@@ -562,7 +574,7 @@ impl Connection {
                 }
             };
             if rest.len() - header_len < frame.len {
-                self.frame = Some(frame);
+                self.frame = Some(Box::new(frame));
                 return at + header_len;
             }
             let mut payload = BytesMut::with_capacity(frame.len);
@@ -689,7 +701,7 @@ impl Connection {
                 match self.check_header(&header) {
                     Ok(frame) => {
                         self.in_buf.advance(header_len);
-                        self.frame = Some(frame);
+                        self.frame = Some(Box::new(frame));
                     }
                     Err(e) => {
                         self.fail_protocol(e);
@@ -720,7 +732,7 @@ impl Connection {
                 break;
             };
             let payload = self.in_buf.split_to(frame.len).freeze();
-            self.on_frame(frame, payload);
+            self.on_frame(*frame, payload);
         }
         if !self.reading {
             self.in_buf.clear();
@@ -769,10 +781,9 @@ impl Connection {
                     limit: self.config.max_frame_size,
                 });
             }
-            let so_far = if opcode == OpCode::Continuation {
-                self.message_len
-            } else {
-                0
+            let so_far = match &self.fragmented {
+                Some(f) if opcode == OpCode::Continuation => f.data.len(),
+                _ => 0,
             };
             // A compressed message is measured as it inflates.
             if !compressed && so_far as u64 + len > self.config.max_message_size as u64 {
@@ -825,16 +836,15 @@ impl Connection {
                 self.events.push(Pending::Event(Event::Ping(payload)));
             }
             OpCode::Pong => {
-                if self
-                    .ping_payload
-                    .is_some_and(|p| p.as_slice() == payload.as_ref())
-                {
-                    self.ping_payload = None;
-                    self.pong_deadline = None;
-                    if let (Some(sent), Some(interval)) =
-                        (self.last_ping_sent, self.config.ping_interval)
-                    {
-                        self.next_ping = Some(sent + interval);
+                if let Some(deadline) = self.pong_deadline {
+                    if payload.as_ref() == self.ping_count.to_be_bytes().as_slice() {
+                        self.pong_deadline = None;
+                        if let (Some(timeout), Some(interval)) =
+                            (self.config.ping_timeout, self.config.ping_interval)
+                        {
+                            let sent = deadline - timeout;
+                            self.next_ping = Some(sent + interval);
+                        }
                     }
                 }
                 self.events.push(Pending::Event(Event::Pong(payload)));
@@ -888,9 +898,7 @@ impl Connection {
         } else {
             f.data.extend_from_slice(payload);
         }
-        self.message_len = f.data.len();
         if fin {
-            self.message_len = 0;
             let Fragmented { opcode, data, .. } = *f;
             self.deliver(opcode, Bytes::from(data));
         } else {
@@ -1354,10 +1362,8 @@ impl Connection {
                 self.ping_count += 1;
                 let payload = self.ping_count.to_be_bytes();
                 self.encode_frame(OpCode::Ping, &payload, true);
-                self.last_ping_sent = Some(now);
                 match self.config.ping_timeout {
                     Some(timeout) => {
-                        self.ping_payload = Some(payload);
                         self.pong_deadline = Some(now + timeout);
                         self.next_ping = None;
                     }
@@ -1380,6 +1386,27 @@ fn truncate_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// An open connection's core, pinned (docs/performance.md, "Idle
+    /// memory"): the configuration is shared, and a partial frame, a
+    /// fragmented message, a burst of events, deflate and closing state
+    /// are boxed, allocated only while there is one.
+    #[test]
+    fn connection_size() {
+        assert!(
+            size_of::<Connection>() <= 232,
+            "{}",
+            size_of::<Connection>()
+        );
+        assert_eq!(size_of::<EventQueue>(), 8 + size_of::<Option<Pending>>());
+        assert!(size_of::<Utf8Validator>() <= 5);
+    }
 }
 
 #[cfg(test)]
@@ -1420,7 +1447,7 @@ mod event_queue_tests {
         }
         assert!(q.pop().is_none());
         assert!(q.is_empty());
-        assert_eq!(q.rest.capacity(), 0);
+        assert!(q.rest.is_none());
     }
 }
 

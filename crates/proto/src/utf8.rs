@@ -13,7 +13,7 @@ pub(crate) struct InvalidUtf8;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Utf8Validator {
     partial: [u8; 4],
-    partial_len: usize,
+    partial_len: u8,
 }
 
 impl Utf8Validator {
@@ -22,13 +22,14 @@ impl Utf8Validator {
     pub(crate) fn feed(&mut self, mut data: &[u8]) -> Result<(), InvalidUtf8> {
         // Complete a code point left over from the previous chunk.
         while self.partial_len > 0 {
+            let len = usize::from(self.partial_len);
             let Some((&b, rest)) = data.split_first() else {
                 return Ok(());
             };
-            self.partial[self.partial_len] = b;
+            self.partial[len] = b;
             self.partial_len += 1;
             data = rest;
-            match simdutf8::compat::from_utf8(&self.partial[..self.partial_len]) {
+            match simdutf8::compat::from_utf8(&self.partial[..len + 1]) {
                 Ok(_) => self.partial_len = 0,
                 Err(e) if e.error_len().is_some() => return Err(InvalidUtf8),
                 Err(_) if self.partial_len == 4 => return Err(InvalidUtf8),
@@ -44,7 +45,7 @@ impl Utf8Validator {
             Err(e) => {
                 let tail = &data[e.valid_up_to()..];
                 self.partial[..tail.len()].copy_from_slice(tail);
-                self.partial_len = tail.len();
+                self.partial_len = tail.len() as u8;
                 Ok(())
             }
         }

@@ -286,6 +286,8 @@ fn keepalive_pings_and_pongs_keep_the_connection() {
         // The ping goes out; the client answers automatically.
         drive(&mut c, &mut s, t);
         assert_eq!(s.state(), State::Open);
+        // The next Ping is an interval after this one was sent.
+        assert_eq!(s.poll_timeout(), Some(t + secs(20)));
     }
     assert!(t >= now + secs(100));
 }

@@ -238,7 +238,7 @@ where
             Response::accept_extended_connect(protocol.as_deref(), extensions, &acceptance.headers)
         }
     };
-    let mut conn = Connection::new(Role::Server, config.protocol.clone(), now);
+    let mut conn = Connection::with_shared_config(Role::Server, config.shared_protocol(), now);
     if let Some((params, _, cfg)) = &deflate {
         conn.enable_deflate(params, cfg);
     }
@@ -283,16 +283,28 @@ pub(crate) struct Expired {
 #[derive(Debug)]
 pub(crate) struct Driver {
     pub(crate) conn: Connection,
-    /// Output has waited on a full transport since then.
-    stalled_since: Option<Instant>,
     /// The last message's arrival, kept only with an idle timeout.
     last_message: Option<Instant>,
-    /// The connection is over and its last output must be gone by then.
-    finish: Option<Instant>,
+    /// The write stall and the finish deadline: allocated the first time
+    /// output stalls or the connection ends, so an idle connection spends
+    /// 8 bytes on them, not 32.
+    rare: Option<Box<Rare>>,
     /// The transport failed or stalled: nothing more is read or written.
     failed: bool,
     /// It was the write stall.
     write_timed_out: bool,
+    /// The runtime told the application how the connection ended (the
+    /// reactor's `on_close`): kept here, where it takes no room.
+    pub(crate) end_reported: bool,
+}
+
+/// What few connections ever need of the transport timers.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Output has waited on a full transport since then.
+    stalled_since: Option<Instant>,
+    /// The connection is over and its last output must be gone by then.
+    finish: Option<Instant>,
 }
 
 impl Driver {
@@ -300,11 +312,27 @@ impl Driver {
     pub(crate) fn new(conn: Connection, timeouts: Timeouts, now: Instant) -> Self {
         Self {
             conn,
-            stalled_since: None,
             last_message: timeouts.idle.map(|_| now),
-            finish: None,
+            rare: None,
             failed: false,
             write_timed_out: false,
+            end_reported: false,
+        }
+    }
+
+    fn stalled_since(&self) -> Option<Instant> {
+        self.rare.as_ref().and_then(|r| r.stalled_since)
+    }
+
+    fn finish(&self) -> Option<Instant> {
+        self.rare.as_ref().and_then(|r| r.finish)
+    }
+
+    /// Output went: no stall.
+    #[inline]
+    fn unstall(&mut self) {
+        if let Some(rare) = &mut self.rare {
+            rare.stalled_since = None;
         }
     }
 
@@ -335,13 +363,13 @@ impl Driver {
     #[inline]
     pub(crate) fn wrote(&mut self, n: usize) {
         self.conn.consume_output(n);
-        self.stalled_since = None;
+        self.unstall();
     }
 
     /// The transport took bytes written around the output (direct writes).
     #[inline]
     pub(crate) fn progressed(&mut self) {
-        self.stalled_since = None;
+        self.unstall();
     }
 
     /// The transport would take no byte while output waits: the write
@@ -349,7 +377,10 @@ impl Driver {
     #[inline]
     pub(crate) fn write_blocked(&mut self, now: Instant) {
         if !self.failed {
-            self.stalled_since.get_or_insert(now);
+            self.rare
+                .get_or_insert_with(Box::default)
+                .stalled_since
+                .get_or_insert(now);
         }
     }
 
@@ -399,12 +430,16 @@ impl Driver {
     /// timeout from `now`).
     pub(crate) fn finish_deadline(&mut self, now: Instant) -> Instant {
         let close_timeout = self.conn.config().close_timeout;
-        *self.finish.get_or_insert(now + close_timeout)
+        *self
+            .rare
+            .get_or_insert_with(Box::default)
+            .finish
+            .get_or_insert(now + close_timeout)
     }
 
     /// When the write stall runs out, if output is stalled.
     pub(crate) fn stall_deadline(&self, timeouts: Timeouts) -> Option<Instant> {
-        self.stalled_since.zip(timeouts.write).map(|(s, t)| s + t)
+        self.stalled_since().zip(timeouts.write).map(|(s, t)| s + t)
     }
 
     /// Gives the transport up if the write stall ran out by `now`; true
@@ -424,7 +459,7 @@ impl Driver {
         [
             self.conn.poll_timeout(),
             self.last_message.zip(timeouts.idle).map(|(l, t)| l + t),
-            self.finish,
+            self.finish(),
         ]
         .into_iter()
         .flatten()
@@ -457,7 +492,7 @@ impl Driver {
                 let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout", now);
             }
         }
-        if self.finish.is_some_and(|d| now >= d) && !self.failed {
+        if self.finish().is_some_and(|d| now >= d) && !self.failed {
             expired.finish = true;
             self.fail_transport(now);
         }

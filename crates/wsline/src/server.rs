@@ -55,6 +55,26 @@ pub struct ServerConfig {
     /// [`crate::Gate`] of an accept loop (`Gate::new(config.limits)`);
     /// `accept` itself does not count connections.
     pub limits: Limits,
+    /// `protocol` behind the `Arc` every connection shares (made at the
+    /// first connection; see [`ServerConfig::shared_protocol`]).
+    pub(crate) shared_protocol: std::sync::OnceLock<std::sync::Arc<Config>>,
+}
+
+impl ServerConfig {
+    /// `protocol`, shared: the same `Arc` for every connection while
+    /// `protocol` is unchanged (a connection then spends 8 bytes on its
+    /// configuration, not 64, and no allocation); a fresh one if
+    /// `protocol` was changed after the first connection.
+    pub(crate) fn shared_protocol(&self) -> std::sync::Arc<Config> {
+        let shared = self
+            .shared_protocol
+            .get_or_init(|| std::sync::Arc::new(self.protocol.clone()));
+        if **shared == self.protocol {
+            shared.clone()
+        } else {
+            std::sync::Arc::new(self.protocol.clone())
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -69,6 +89,7 @@ impl Default for ServerConfig {
             write_timeout: Some(Duration::from_secs(30)),
             idle_timeout: None,
             limits: Limits::default(),
+            shared_protocol: std::sync::OnceLock::new(),
         }
     }
 }

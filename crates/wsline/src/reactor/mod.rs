@@ -53,7 +53,7 @@ use wsline_proto::{Message, Termination};
 pub use listen::{bind_listeners, defer_accept};
 pub use slot::Conn;
 use slot::{Loop, Slot, Step};
-use timers::Timers;
+use timers::{Timers, NOT_SCHEDULED};
 
 use crate::accept::{is_transient_accept_error, ACCEPT_BACKOFF};
 use crate::driver::RequestHead;
@@ -212,7 +212,7 @@ impl<H: Handler> Reactor<H> {
             free: Vec::new(),
             freed: Vec::new(),
             next_gen: 0,
-            timers: Timers::default(),
+            timers: Timers::new(Instant::now()),
             ready: Vec::new(),
             accept_more: false,
             nodelay_inherited,
@@ -301,8 +301,8 @@ impl<H: Handler> Reactor<H> {
                 let Some(slot) = self.slot_mut(id) else {
                     continue;
                 };
-                if slot.scheduled == Some(at) {
-                    slot.scheduled = None;
+                if slot.scheduled == at {
+                    slot.scheduled = NOT_SCHEDULED;
                     self.drive(id, now);
                 }
             }
@@ -451,12 +451,16 @@ impl<H: Handler> Reactor<H> {
     /// Schedules `id`'s next deadline if it is earlier than the one in the heap.
     fn schedule(&mut self, id: ConnId, next: Option<Instant>) {
         let Some(at) = next else { return };
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(Some(slot)) = self.slots.get_mut(id.index() as usize) else {
             return;
         };
-        if slot.scheduled.is_none_or(|s| at < s) {
-            slot.scheduled = Some(at);
-            self.timers.push(at, id.index(), id.gen());
+        if slot.gen != id.gen() {
+            return;
+        }
+        let tick = self.timers.tick_at(at);
+        if tick < slot.scheduled {
+            slot.scheduled = tick;
+            self.timers.push(tick, id.index(), id.gen());
         }
     }
 
@@ -466,8 +470,8 @@ impl<H: Handler> Reactor<H> {
         self.timers.clear();
         for (index, slot) in self.slots.iter().enumerate() {
             if let Some(slot) = slot {
-                if let Some(at) = slot.scheduled {
-                    self.timers.push(at, index as u32, slot.gen);
+                if slot.scheduled != NOT_SCHEDULED {
+                    self.timers.push(slot.scheduled, index as u32, slot.gen);
                 }
             }
         }

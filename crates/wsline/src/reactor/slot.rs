@@ -17,6 +17,7 @@ use wsline_proto::frame::MAX_HEADER_LEN;
 use wsline_proto::handshake::{Request, Response};
 use wsline_proto::{CloseCode, Event, Message};
 
+use super::timers::{Tick, NOT_SCHEDULED};
 use super::{ConnId, Handler};
 use crate::driver::{
     answer_request, Accepted, Driver, HeadProgress, Refused, RequestHead, Timeouts,
@@ -62,8 +63,9 @@ pub(super) struct Slot {
     pub(super) readable: bool,
     /// The socket may take output (until a write says no).
     pub(super) writable: bool,
-    /// The deadline this slot has in the loop's heap, if any.
-    pub(super) scheduled: Option<Instant>,
+    /// The deadline this slot has in the loop's heap
+    /// ([`NOT_SCHEDULED`] if none).
+    pub(super) scheduled: Tick,
     phase: Phase,
 }
 
@@ -84,9 +86,10 @@ struct Open {
     /// The core and the transport timers.
     driver: Driver,
     _permit: Connected,
-    protocol: Option<String>,
-    /// `on_close` was called.
-    reported: bool,
+    /// Boxed on purpose: 8 bytes when there is none (most servers), not
+    /// an `Option<String>`'s 24.
+    #[allow(clippy::box_collection)]
+    protocol: Option<Box<String>>,
 }
 
 /// The connection a [`Handler`] callback is about: send to it, close it.
@@ -106,7 +109,7 @@ impl Conn<'_> {
 
     /// The subprotocol agreed in the handshake.
     pub fn protocol(&self) -> Option<&str> {
-        self.open.protocol.as_deref()
+        self.open.protocol.as_deref().map(String::as_str)
     }
 
     /// Bytes queued and not yet taken by the socket.
@@ -205,7 +208,7 @@ impl Slot {
             gen,
             readable: false,
             writable: false,
-            scheduled: None,
+            scheduled: NOT_SCHEDULED,
             phase: Phase::Handshake(Box::new(Handshaking { permit, head })),
         }
     }
@@ -345,8 +348,7 @@ impl Slot {
         let mut open = Box::new(Open {
             driver,
             _permit: permit,
-            protocol,
-            reported: false,
+            protocol: protocol.map(Box::new),
         });
         lp.handler.on_open(&mut Conn {
             id,
@@ -466,8 +468,8 @@ fn dispatch<H: Handler>(
                 lp.handler.on_message(&mut conn, message);
             }
             Event::Closed(termination) => {
-                if !open.reported {
-                    open.reported = true;
+                if !open.driver.end_reported {
+                    open.driver.end_reported = true;
                     lp.handler.on_close(id, &termination);
                 }
             }
@@ -507,10 +509,39 @@ fn write_out(stream: &mut TcpStream, writable: &mut bool, open: &mut Open, now: 
 fn report_end<H: Handler>(id: ConnId, open: &mut Open, lp: &mut Loop<H>) {
     while let Some(event) = open.driver.conn.poll_event() {
         if let Event::Closed(termination) = event {
-            if !open.reported {
-                open.reported = true;
+            if !open.driver.end_reported {
+                open.driver.end_reported = true;
                 lp.handler.on_close(id, &termination);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// What an idle open connection costs in the loop, pinned: its slot
+    /// in the loop's `Vec` and its boxed open state (see
+    /// docs/performance.md, "Idle memory").
+    #[test]
+    fn idle_connection_size() {
+        eprintln!(
+            "Option<Slot> {} Slot {} Phase {} Open {} Driver {} Connection {} Handshaking {}",
+            size_of::<Option<Slot>>(),
+            size_of::<Slot>(),
+            size_of::<Phase>(),
+            size_of::<Open>(),
+            size_of::<Driver>(),
+            size_of::<wsline_proto::Connection>(),
+            size_of::<Handshaking>(),
+        );
+        assert!(size_of::<Option<Slot>>() <= 40);
+        // The box malloc gives it: 288 bytes with glibc (280 + 8, in
+        // steps of 16); one byte more costs 16. The core alone is pinned in wsline-proto.
+        assert!(size_of::<Open>() <= 280);
+        assert!(size_of::<Driver>() <= 264);
+        assert!(size_of::<wsline_proto::Connection>() <= 232);
     }
 }
