@@ -116,6 +116,12 @@ BUILT_BIN="$TARGET_DIR/release/wsline"
 SHARED="${WSLINE_SHARED:-$ROOT/../shared}"
 AB_DIR="$SHARED/autobahn"
 export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$CACHE/autobahn-wstest}"
+# The release profile keeps line tables (`debug = 1` in Cargo.toml) for
+# profiling the benchmarks; the tests do not need them, and building and
+# linking them is a good part of the run. Set CARGO_PROFILE_RELEASE_DEBUG
+# to keep them. (The fuzz build keeps its own: see suite_fuzz.)
+WSLINE_OUTER_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG-unset}"
+export CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-0}"
 IS_CI=0
 case "${CI:-}" in true|1|yes|TRUE|True) IS_CI=1 ;; esac
 
@@ -338,7 +344,8 @@ suite_test() {
   run_step "$T_TEST" cargo test --release -p wsline --features hyper,axum,http2 || rc=1
   # The full-disk test mounts a small tmpfs in a mount namespace of its own
   # (unshare -rm, util-linux), so plain `cargo test` leaves it out.
-  run_step "$T_TEST" cargo test --release -p wsline-cli --test durable -- --ignored || rc=1
+  # (--workspace, so that features unify as in the first run: no rebuild)
+  run_step "$T_TEST" cargo test --release --workspace --test durable -- --ignored || rc=1
   return "$rc"
 }
 
@@ -746,7 +753,11 @@ suite_balancer() {
 
 suite_fuzz() {
   local rc=0
-  run_step "$T_FUZZ" ./scripts/fuzz.sh --seconds "${WSLINE_FUZZ_SECONDS:-25}" </dev/null || rc=$?
+  # The fuzz crate's own profile (line tables in crash reports), unless
+  # the caller set one.
+  local keep=()
+  [ "$WSLINE_OUTER_RELEASE_DEBUG" = unset ] && keep=(-u CARGO_PROFILE_RELEASE_DEBUG)
+  run_step "$T_FUZZ" env "${keep[@]}" ./scripts/fuzz.sh --seconds "${WSLINE_FUZZ_SECONDS:-25}" </dev/null || rc=$?
   # fuzz.sh: 3 = cargo-fuzz is missing and could not be installed.
   [ "$rc" = 3 ] && { skip "cargo-fuzz missing and not installable"; return; }
   return "$rc"
