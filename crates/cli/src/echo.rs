@@ -1,11 +1,14 @@
 //! `wsline echo`: an echo server with graceful shutdown.
 //!
-//! Owns the listener, the per-connection echo loop, and SIGINT/SIGTERM
-//! handling (Close 1001 to every client, wait up to the close timeout,
-//! exit 0).
+//! Owns the listener, the per-connection echo loop, TLS for `wss://`
+//! (`--tls-cert`/`--tls-key`, on the tokio runtime: the TLS handshake
+//! inside the handshake timeout, then the same echo loop), and
+//! SIGINT/SIGTERM handling (Close 1001 to every client, wait up to the
+//! close timeout, exit 0).
 
 use std::future::Future;
 use std::io::Write;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -51,6 +54,18 @@ pub(crate) struct EchoArgs {
     /// Never accept permessage-deflate.
     #[arg(long)]
     no_compression: bool,
+    /// permessage-deflate: the largest window, in bits, the server
+    /// compresses with (9 to 15) [default: 12].
+    #[arg(long, value_name = "BITS", value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_window_bits: Option<u8>,
+    /// permessage-deflate: the largest window, in bits, a client may
+    /// compress with when it lets the server choose (9 to 15) [default: 12].
+    #[arg(long, value_name = "BITS", value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_client_window_bits: Option<u8>,
+    /// permessage-deflate: zlib's memory level for compressing, 1 (least
+    /// memory) to 9 [default: 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    deflate_mem_level: Option<u8>,
     /// Open connections; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = wsline::Limits::default().max_connections)]
     max_connections: usize,
@@ -72,9 +87,18 @@ pub(crate) struct EchoArgs {
     stats_interval: Duration,
     /// How connections run: `reactor` (one event loop owns them all, no
     /// task or buffer per idle connection) or `tokio` (a task each, on
-    /// `wsline::WebSocket`).
-    #[arg(long, value_enum, default_value_t = Runtime::Reactor)]
-    runtime: Runtime,
+    /// `wsline::WebSocket`). Default: reactor; tokio with --tls-cert (the
+    /// reactor has no TLS).
+    #[arg(long, value_enum)]
+    runtime: Option<Runtime>,
+    /// Serve wss:// (TLS 1.3 or 1.2, rustls) with this PEM certificate
+    /// chain, the server's certificate first; needs --tls-key. Runs on the
+    /// tokio runtime.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Event loops for `--runtime reactor`, each on a thread of its own
     /// (give it the cores to use); the kernel spreads new connections
     /// across them (SO_REUSEPORT on Linux).
@@ -115,6 +139,17 @@ impl EchoArgs {
         if self.no_compression {
             config.deflate = None;
         }
+        if let Some(deflate) = &mut config.deflate {
+            if let Some(bits) = self.deflate_window_bits {
+                deflate.server_max_window_bits = bits;
+            }
+            if let Some(bits) = self.deflate_client_window_bits {
+                deflate.client_max_window_bits = bits;
+            }
+            if let Some(level) = self.deflate_mem_level {
+                deflate.mem_level = level;
+            }
+        }
         config.write_timeout = optional(self.write_timeout);
         config.idle_timeout = optional(self.idle_timeout);
         config.limits.max_connections = self.max_connections;
@@ -124,8 +159,50 @@ impl EchoArgs {
     }
 }
 
+/// The TLS configuration `--tls-cert` and `--tls-key` name, if they do.
+fn tls_acceptor(args: &EchoArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    match wsline::tls::server_config(cert, key) {
+        Ok(config) => Ok(Some(tokio_rustls::TlsAcceptor::from(config))),
+        Err(e) => {
+            // The message says what failed; its sources say why.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            Err(format!(
+                "--tls-cert {} --tls-key {}: {why}",
+                cert.display(),
+                key.display()
+            ))
+        }
+    }
+}
+
 pub(crate) async fn run(args: EchoArgs) -> i32 {
-    if args.runtime == Runtime::Reactor {
+    let tls = match tls_acceptor(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let runtime = match (args.runtime, &tls) {
+        (Some(Runtime::Reactor), Some(_)) => {
+            eprintln!(
+                "error: --tls-cert needs --runtime tokio (the reactor has no TLS); leave --runtime out to get it"
+            );
+            return 2;
+        }
+        (Some(runtime), _) => runtime,
+        (None, Some(_)) => Runtime::Tokio,
+        (None, None) => Runtime::Reactor,
+    };
+    if runtime == Runtime::Reactor {
         let listeners = match reactor_listeners(&args.listen, args.threads.into()).await {
             Ok(l) => l,
             Err(e) => {
@@ -179,7 +256,8 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
         }
     };
     let signal = shutdown_signal();
-    println!("listening on ws://{addr}");
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    println!("listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
     let config = Arc::new(args.server_config());
@@ -199,20 +277,32 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
                     continue;
                 };
                 let config = config.clone();
-                tasks.spawn(EchoTask::new(
-                    async move {
-                        // The connection's slot is taken once the request
-                        // is read and checked, and held by the task.
-                        let mut open = None;
-                        let ws = wsline::accept_with(tcp, &config, |_| {
-                            open = Some(handshake.open().map_err(|r| r.response())?);
-                            Ok(wsline::Acceptance::default())
-                        })
-                        .await?;
-                        Ok((ws, open))
-                    },
-                    shutdown_rx.clone(),
-                ));
+                match &tls {
+                    None => {
+                        tasks.spawn(EchoTask::new(
+                            open_websocket(tcp, config, handshake),
+                            shutdown_rx.clone(),
+                        ));
+                    }
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        tasks.spawn(EchoTask::new(
+                            async move {
+                                // The TLS handshake and the HTTP upgrade
+                                // within one handshake timeout.
+                                let limit = config.handshake_timeout;
+                                let both = async move {
+                                    let stream = tls.accept(tcp).await?;
+                                    open_websocket(stream, config, handshake).await
+                                };
+                                tokio::time::timeout(limit, both)
+                                    .await
+                                    .map_err(|_| wsline::Error::HandshakeTimeout(limit))?
+                            },
+                            shutdown_rx.clone(),
+                        ));
+                    }
+                }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -227,6 +317,26 @@ pub(crate) async fn run(args: EchoArgs) -> i32 {
     })
     .await;
     0
+}
+
+/// The opening handshake of one connection of the tokio runtime: the
+/// connection's slot is taken once the request is read and checked, and
+/// held by the task.
+async fn open_websocket<S>(
+    stream: S,
+    config: Arc<ServerConfig>,
+    handshake: wsline::Handshake,
+) -> Handshaken<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut open = None;
+    let ws = wsline::accept_with(stream, &config, |_| {
+        open = Some(handshake.open().map_err(|r| r.response())?);
+        Ok(wsline::Acceptance::default())
+    })
+    .await?;
+    Ok((ws, open))
 }
 
 /// Echoes every message back, on the reactor's thread.

@@ -92,6 +92,28 @@ pub async fn spawn_echo_exactly(args: &[&str]) -> Server {
     spawn_listening("echo", "listening on ws://", args).await
 }
 
+/// Starts `wsline echo --listen 127.0.0.1:0 ARGS` where ARGS make it serve
+/// TLS (`--tls-cert`, `--tls-key`), and waits for its `listening on
+/// wss://` line.
+pub async fn spawn_echo_tls(args: &[&str]) -> Server {
+    spawn_listening("echo", "listening on wss://", args).await
+}
+
+/// Runs `wsline ARGS` to its end (bounded); its status and stderr.
+pub async fn run_to_end(args: &[&str]) -> (ExitStatus, String) {
+    let mut cmd = command(args[0]);
+    let out = within(
+        "wsline to exit",
+        cmd.args(&args[1..]).stdin(Stdio::null()).output(),
+    )
+    .await
+    .expect("run wsline");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// For each `async fn NAME(runtime: Runtime)` listed (with the test
 /// attribute it runs under, and any `cfg`), two tests:
 /// `runtime_reactor::NAME` and `runtime_tokio::NAME`, calling it with
