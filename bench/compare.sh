@@ -42,6 +42,8 @@
 #                  connection; without it, the old ≤ 0.8× the best peer:
 #                  wsline-defer   `wsline echo --defer-accept` (TCP_DEFER_ACCEPT)
 #                  wsline-tokio   `wsline echo --runtime tokio`
+#                  wsline-deflate9, wsline-deflate15: see "compression"
+#                  wsline-tls, uws-tls, tokio-tungstenite-tls: see "wss"
 #                  wsline-base    `$WSLINE_BASE_BIN echo`: another build of
 #                                 wsline (e.g. main before a change), for a
 #                                 no-regression check in the same run
@@ -56,6 +58,9 @@
 #   UWS_DIR        where ../shared/uws/build.sh put uws-echo [/tmp/uws-build]
 #   UWS_PORT       the fixed port uws-echo listens on (it cannot pick
 #                  one) [19432]
+#   SUBJECT        the server the ratio and target columns are about
+#                  [wsline; compression: wsline-deflate9 with uws-deflate,
+#                  else wsline-deflate; wss: wsline-tls]
 #   SERVER_CORE    [0]   CLIENT_CORE [1]
 #   WSLINE_BIN     a wsline binary to use instead of building one
 #   WSLINE_DESC    how the table describes that binary (e.g. its commit)
@@ -76,7 +81,43 @@
 # "text1k text64k idle idlewarm" there. With uws-echo-deflate built
 # (../shared/uws/build.sh), uWebSockets with its dedicated compressor
 # (uws-deflate) joins, and the target column checks issue 19's: CPU per
-# message ≤ 1.0× uws-deflate's.
+# message ≤ 1.0× uws-deflate's. uws-echo-deflate asks for uWS's
+# DEDICATED_COMPRESSOR (a 15-bit window, memory level 8) but compresses
+# with a 9-bit window and memory level 1 (DEDICATED_COMPRESSOR_3KB): at
+# uWebSockets 66dcff3, HttpResponse.h tests `compression &
+# DEDICATED_COMPRESSOR_3KB` bitwise, true for every dedicated compressor
+# (0xF8 & 0x91), and its answer does not say so (no server_max_window_bits,
+# which the RFC allows). It inflates with a 15-bit window (the client's
+# choice). zlib level 6 on both. So the like-for-like server, the one the
+# target column holds to uws-deflate, is wsline-deflate9: `wsline echo
+# --deflate-window-bits 9 --deflate-mem-level 1
+# --deflate-client-window-bits 15`. With UWS_DEFLATE15_BIN (uws-echo-deflate
+# built from sources where that test reads `(compression &
+# _COMPRESSOR_MASK) == DEDICATED_COMPRESSOR_3KB`), uws-deflate15 compresses
+# with the 15-bit window and memory level 8 it asks for: compare it with
+# SUBJECT=wsline-deflate15. wsline-deflate (the defaults: 12-bit
+# windows both ways, memory level 5), wsline-deflate15 (15 both ways,
+# memory level 8: what DEDICATED_COMPRESSOR means to do) and wsline (no
+# compression) are references. A fourth table gives the bytes on the
+# loopback per echo (both directions, TCP/IP headers and ACKs included,
+# from /proc/net/dev): whether and how well a server compresses. The load
+# generator sends the same 1 KiB JSON-like message again and again: a
+# window that holds the previous message (12 bits and up) deflates each
+# one after the first to a back-reference of ~15 B; a 9-bit window cannot
+# (~350 B).
+#
+# bench/compare.sh wss: the same over TLS 1.3 (rustls for wsline and
+# tokio-tungstenite, OpenSSL for uws), with a self-signed ECDSA P-256
+# certificate made by openssl in $OUT: workloads wss1k (50 conns × 1 KiB
+# text × 8 in flight) and wsshandshake (TCP + TLS + WebSocket handshakes,
+# 8 at a time, per handshake; `wsline bench` keeps rustls' session cache,
+# so it resumes TLS sessions when the server offers tickets, against every
+# server alike). Servers: wsline-tls (`wsline echo --tls-cert --tls-key`,
+# on the tokio runtime), uws-tls ($UWS_DIR/uws-echo-tls: build.sh with
+# WITH_OPENSSL=1) and tokio-tungstenite-tls
+# (bench/peers/src/bin/echo-tokio-tungstenite-tls.rs); the target column
+# holds issue 19's: CPU per message (per handshake) ≤ 1.0× uws-tls,
+# msgs/s ≥ uws-tls.
 
 set -euo pipefail
 
@@ -96,9 +137,16 @@ case "$SUITE" in
         DEFAULT_SERVERS="wsline-deflate wsline"
         DEFAULT_WORKLOADS="text1k text64k idle idlewarm"
         ME=wsline-deflate TARGETS=0
-        [[ -x "$UWS_DIR/uws-echo-deflate" ]] && DEFAULT_SERVERS="wsline-deflate uws-deflate wsline" TARGETS=1 ;;
-    *) echo "usage: bench/compare.sh [peers|compression]" >&2; exit 2 ;;
+        [[ -x "$UWS_DIR/uws-echo-deflate" ]] && DEFAULT_SERVERS="wsline-deflate9 uws-deflate wsline-deflate wsline" ME=wsline-deflate9 TARGETS=1 ;;
+    wss)
+        DEFAULT_SERVERS="wsline-tls tokio-tungstenite-tls"
+        [[ -x "$UWS_DIR/uws-echo-tls" ]] && DEFAULT_SERVERS="wsline-tls uws-tls tokio-tungstenite-tls"
+        DEFAULT_WORKLOADS="wss1k wsshandshake"
+        ME=wsline-tls TARGETS=1 ;;
+    *) echo "usage: bench/compare.sh [peers|compression|wss]" >&2; exit 2 ;;
 esac
+# SUBJECT: the server the ratio and target columns are about.
+ME="${SUBJECT:-$ME}"
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
@@ -157,10 +205,19 @@ if [[ "$(ulimit -n)" != unlimited ]] && (( $(ulimit -n) < IDLE_CONNS + 256 )); t
 fi
 
 mkdir -p "$OUT"
+# The wss suite's certificate (ECDSA P-256, for 127.0.0.1 and localhost).
+TLS_CERT="$OUT/tls-cert.pem"
+TLS_KEY="$OUT/tls-key.pem"
+if [[ "$SUITE" == wss && "$REPORT_ONLY" != 1 && ! -f "$TLS_CERT" ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" -days 7 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null ||
+        die "openssl could not make the wss certificate"
+fi
 RESULTS="$OUT/results.tsv"
 # An existing results.tsv is added to (a run can be resumed or completed
 # with more rounds: OUT=that-folder WORKLOADS=... bench/compare.sh).
-[[ -f "$RESULTS" ]] || printf 'workload\tserver\tround\tmessages_total\tmsgs_per_sec\tserver_cpu_ticks\tserver_cpu_us_per_msg\trss_before_kib\trss_peak_kib\trss_per_conn_b\tclient_cpu_us_per_msg\tclient_core_busy\terrors\tconnections_open\tforeign_load\tserver_user_us_per_msg\n' >"$RESULTS"
+[[ -f "$RESULTS" ]] || printf 'workload\tserver\tround\tmessages_total\tmsgs_per_sec\tserver_cpu_ticks\tserver_cpu_us_per_msg\trss_before_kib\trss_peak_kib\trss_per_conn_b\tclient_cpu_us_per_msg\tclient_core_busy\terrors\tconnections_open\tforeign_load\tserver_user_us_per_msg\tlo_bytes_per_msg\n' >"$RESULTS"
 
 # ------------------------------------------------------------- workloads
 workload_label() {
@@ -173,6 +230,8 @@ workload_label() {
         idle) echo "$IDLE_CONNS idle connections (RSS per connection)" ;;
         idlewarm) echo "$IDLE_CONNS idle connections after one 1 KiB text message each (RSS per connection)" ;;
         text64k) echo "10 conns × 64 KiB text, 2 in flight" ;;
+        wss1k) echo "wss: 50 conns × 1 KiB text, 8 in flight" ;;
+        wsshandshake) echo "wss: TLS + WebSocket handshakes, 8 at a time (per handshake)" ;;
         *) die "unknown workload $1" ;;
     esac
 }
@@ -187,6 +246,8 @@ workload_args() {
         idle) echo "--mode idle -c $IDLE_CONNS --duration $IDLE_HOLD --connect-concurrency 64" ;;
         idlewarm) echo "--mode idle --warm --size 1024 --text -c $IDLE_CONNS --duration $IDLE_HOLD --connect-concurrency 64" ;;
         text64k) echo "-c 10 --size 65536 --in-flight 2 --text --duration $DURATION" ;;
+        wss1k) echo "-c 50 --size 1024 --in-flight 8 --text --duration $DURATION" ;;
+        wsshandshake) echo "--mode handshake -c 8 --duration $DURATION" ;;
     esac
 }
 
@@ -194,6 +255,15 @@ server_cmd() {
     case "$1" in
         wsline) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
         wsline-deflate) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0" ;;
+        # What uws-echo-deflate does (see the header): compress with a
+        # 9-bit window and memory level 1, inflate with the client's 15.
+        wsline-deflate9) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0 --deflate-window-bits 9 --deflate-mem-level 1 --deflate-client-window-bits 15" ;;
+        # What uWS's DEDICATED_COMPRESSOR means: 15 bits, memory level 8.
+        wsline-deflate15) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0 --deflate-window-bits 15 --deflate-mem-level 8 --deflate-client-window-bits 15" ;;
+        wsline-tls) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --tls-cert $TLS_CERT --tls-key $TLS_KEY" ;;
+        tokio-tungstenite-tls) echo "$PEER_BIN/echo-tokio-tungstenite-tls 127.0.0.1:0 $TLS_CERT $TLS_KEY" ;;
+        uws-tls) [[ -x "$UWS_DIR/uws-echo-tls" ]] || die "no $UWS_DIR/uws-echo-tls: build it with WITH_OPENSSL=1 ../shared/uws/build.sh"
+            echo "$UWS_DIR/uws-echo-tls $UWS_PORT $TLS_KEY $TLS_CERT" ;;
         wsline-tokio) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --runtime tokio" ;;
         wsline-base) echo "${WSLINE_BASE_BIN:?wsline-base needs WSLINE_BASE_BIN} echo --listen 127.0.0.1:0 --no-compression --ping-interval 0" ;;
         wsline-defer) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --defer-accept" ;;
@@ -203,9 +273,11 @@ server_cmd() {
         uws) [[ -x "$UWS_DIR/uws-echo" ]] || die "no $UWS_DIR/uws-echo: build it with ../shared/uws/build.sh"
             echo "$UWS_DIR/uws-echo $UWS_PORT" ;;
         # permessage-deflate through uWS's dedicated compressor and
-        # decompressor (zlib, 15-bit windows, as wsline's defaults).
+        # decompressor (zlib level 6; windows: see the header).
         uws-deflate) [[ -x "$UWS_DIR/uws-echo-deflate" ]] || die "no $UWS_DIR/uws-echo-deflate: build it with ../shared/uws/build.sh"
             echo "$UWS_DIR/uws-echo-deflate $UWS_PORT" ;;
+        uws-deflate15) [[ -x "${UWS_DEFLATE15_BIN:-}" ]] || die "uws-deflate15 needs UWS_DEFLATE15_BIN (see the header)"
+            echo "$UWS_DEFLATE15_BIN $UWS_PORT" ;;
         *) die "unknown server $1" ;;
     esac
 }
@@ -213,9 +285,18 @@ server_cmd() {
 # What the load generator adds for a server: compression is offered only
 # to the server that is measured with it.
 server_bench_args() {
-    [[ "$1" == wsline-deflate || "$1" == uws-deflate ]] && echo "--compression"
+    [[ "$1" == wsline-deflate* || "$1" == uws-deflate* ]] && echo "--compression"
+    # The self-signed certificate of the wss suite.
+    [[ "$1" == *-tls ]] && echo "--insecure"
     return 0
 }
+
+# The URL scheme of a server.
+server_scheme() { if [[ "$1" == *-tls ]]; then echo wss; else echo ws; fi; }
+
+# lo_bytes: bytes the loopback interface has received so far (each byte
+# sent over it is received once).
+lo_bytes() { awk -F'[: ]+' '$2 == "lo" { print $3; exit }' /proc/net/dev; }
 
 # ---------------------------------------------------------------- probes
 # rss_kib, cpu_ticks, busy_ticks, now_s, background_load, wait_quiet (waits up to
@@ -259,7 +340,7 @@ measure_once() {
     local w="$1" s="$2" r="$3"
     local tag="$OUT/$w.$s.$r"
     rm -f "$tag.line" "$tag.foreign"
-    [[ "$w" == handshake ]] && wait_time_wait
+    [[ "$w" == *handshake ]] && wait_time_wait
     wait_quiet
     : >"$tag.server.log"
     # shellcheck disable=SC2046
@@ -270,7 +351,7 @@ measure_once() {
         if [[ "$s" == uws* ]]; then
             grep -q "^listening on $UWS_PORT\$" "$tag.server.log" 2>/dev/null && addr="127.0.0.1:$UWS_PORT"
         else
-            addr="$(sed -n 's/^listening on ws:\/\/\(.*\)$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
+            addr="$(sed -n 's/^listening on wss\{0,1\}:\/\/\(.*\)$/\1/p' "$tag.server.log" 2>/dev/null | head -1 || true)"
         fi
         [[ -n "$addr" ]] && break
         sleep 0.1
@@ -281,7 +362,8 @@ measure_once() {
         return
     fi
     sleep 0.2
-    local cpu0 user0 rss0 rss_peak rss busy0 t0
+    local cpu0 user0 rss0 rss_peak rss busy0 t0 lo0 lo1
+    lo0="$(lo_bytes)"
     busy0="$(busy_ticks)"
     t0="$(now_s)"
     cpu0="$(cpu_ticks "$SERVER_PID")"
@@ -289,7 +371,7 @@ measure_once() {
     rss0="$(rss_kib "$SERVER_PID")"
     rss_peak="$rss0"
     # shellcheck disable=SC2046
-    "${PIN_C[@]}" "$WSLINE_BIN" bench "ws://$addr/" $(workload_args "$w") $(server_bench_args "$s") --json \
+    "${PIN_C[@]}" "$WSLINE_BIN" bench "$(server_scheme "$s")://$addr/" $(workload_args "$w") $(server_bench_args "$s") --json \
         >"$tag.json" 2>"$tag.bench.log" &
     local bench_pid=$!
     if [[ "$w" == idle* ]]; then
@@ -305,6 +387,7 @@ measure_once() {
     user1="$(user_ticks "$SERVER_PID")"
     busy1="$(busy_ticks)"
     t1="$(now_s)"
+    lo1="$(lo_bytes)"
     stop_server
 
     local total rate errors open ccpu elapsed
@@ -323,7 +406,8 @@ measure_once() {
     awk -v w="$w" -v s="$s" -v r="$r" -v total="$total" -v rate="$rate" \
         -v t0="$cpu0" -v t1="$cpu1" -v u0="$user0" -v u1="$user1" -v hz="$HZ" -v rss0="$rss0" -v rssp="$rss_peak" \
         -v open="$open" -v ccpu="$ccpu" -v el="$elapsed" -v errors="$errors" -v idle="$([[ $w == idle* ]] && echo 1 || echo 0)" \
-        -v b0="$busy0" -v b1="$busy1" -v w0="$t0" -v w1="$t1" -v call="$ccpu_all" -v foreign_file="$tag.foreign" '
+        -v b0="$busy0" -v b1="$busy1" -v w0="$t0" -v w1="$t1" -v call="$ccpu_all" -v foreign_file="$tag.foreign" \
+        -v lo0="$lo0" -v lo1="$lo1" '
     BEGIN {
         ticks = t1 - t0
         per = (total > 0) ? ticks * 1e6 / hz / total : ""
@@ -335,7 +419,8 @@ measure_once() {
         foreign = ((b1 - b0) / hz - ticks / hz - (call == "" ? 0 : call)) / (w1 - w0)
         if (foreign < 0) foreign = 0
         printf "%.2f\n", foreign > foreign_file
-        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", w, s, r, total, rate, ticks, per, rss0, rssp, per_conn, cper, busy, errors, open, foreign, (idle ? "" : uper)
+        lo = (total > 0 && !idle && lo1 != "" && lo0 != "") ? sprintf("%.0f", (lo1 - lo0) / total) : ""
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", w, s, r, total, rate, ticks, per, rss0, rssp, per_conn, cper, busy, errors, open, foreign, (idle ? "" : uper), lo
     }' >"$tag.line"
 }
 
@@ -398,7 +483,7 @@ function median(key,    n, i, j, t, v) {
 }
 function add(key, x) { if (x == "") return; cnt[key]++; vals[key, cnt[key]] = x }
 # A reference column: ours in another configuration, or the floor; never the best peer.
-function isref(s) { return s != me_name && (s ~ /^floor/ || s ~ /^wsline-/) }
+function isref(s) { return s != me_name && (s ~ /^floor/ || s ~ /^wsline-/ || (me_name ~ /^wsline-deflate[0-9]/ && s == "wsline")) }
 function rate(x) { return x >= 1e6 ? sprintf("%.2fM/s", x / 1e6) : (x >= 1e3 ? sprintf("%.1fk/s", x / 1e3) : sprintf("%.0f/s", x)) }
 function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "—" : sprintf("%.2f×", a / b) }
 function label(w) {
@@ -410,6 +495,8 @@ function label(w) {
     if (w == "idle") return idle_n " idle connections"
     if (w == "idlewarm") return idle_n " idle connections, after one 1 KiB text message each"
     if (w == "text64k") return "10 conns × 64 KiB text, 2 in flight"
+    if (w == "wss1k") return "wss: 50 conns × 1 KiB text, 8 in flight"
+    if (w == "wsshandshake") return "wss: TLS + WebSocket handshakes, 8 at a time"
     return w
 }
 NR > 1 { n++; row[n] = $0; if ($1 ~ /^idle/ || $15 <= fmax) clean[$1 SUBSEP $2]++ }
@@ -421,7 +508,7 @@ END {
         if (f[1] !~ /^idle/ && f[15] > fmax) { if (clean[k]) continue; dirty[k] = 1 }
         add("cpu" SUBSEP k, f[7]); add("rate" SUBSEP k, f[5]); add("mem" SUBSEP k, f[10])
         add("ccpu" SUBSEP k, f[11]); add("busy" SUBSEP k, f[12]); err[k] += f[13]; used[k]++
-        if (f[1] !~ /^idle/) add("user" SUBSEP k, f[16])
+        if (f[1] !~ /^idle/) { add("user" SUBSEP k, f[16]); add("lo" SUBSEP k, f[17]) }
     }
     ns = split(servers, S, " "); nw = split(workloads, W, " "); minused = 1e9; maxused = 0
     uw = 0; for (i = 1; i <= ns; i++) if (S[i] ~ /^uws/ && S[i] != me_name) uw = i
@@ -441,7 +528,7 @@ END {
             if (used[k] != "" && used[k] < minused) minused = used[k]
             if (used[k] > maxused) maxused = used[k]
             if (w ~ /^idle/) cell = (m[i] == "") ? "—" : sprintf("%.0f B/conn", m[i])
-            else if (w == "handshake") cell = (c[i] == "") ? "—" : sprintf("%.1f µs/hs · %s", c[i], rate(t[i]))
+            else if (w ~ /handshake$/) cell = (c[i] == "") ? "—" : sprintf("%.1f µs/hs · %s", c[i], rate(t[i]))
             else cell = (c[i] == "") ? "—" : sprintf("%.2f µs/msg · %s", c[i], rate(t[i]))
             line = line " " cell e " |"
             if (S[i] == me_name) me = i
@@ -464,7 +551,7 @@ END {
             line = line " CPU " ratio(c[me], (bc == "" ? "" : c[bc])) (bc == "" ? "" : " (" S[bc] ")") " · thr " ratio(t[me], (bt == "" ? "" : t[bt])) (bt == "" ? "" : " (" S[bt] ")") " |"
             target = ""
             if (rc != "") target = (rc <= 1.0) ? "CPU ≤ 1.0× " S[uw] ": met" : "CPU ≤ 1.0× " S[uw] ": MISSED"
-            if (rt != "" && w != "handshake" && suite != "compression") target = target ((rt >= 0.995) ? "; thr ≥ uws: met" : "; thr ≥ uws: MISSED")
+            if (rt != "" && w !~ /handshake$/ && suite != "compression") target = target ((rt >= 0.995) ? "; thr ≥ uws: met" : "; thr ≥ uws: MISSED")
             if (target == "") target = "—"
         } else if (w ~ /^idle/) {
             line = line " mem " ratio(m[me], (bm == "" ? "" : m[bm])) (bm == "" ? "" : " (" S[bm] ")") " |"
@@ -521,6 +608,18 @@ END {
             else if (!isref(S[i]) && u[i] != "" && (bu == "" || u[i] < u[bu])) bu = i
         }
         line = line " " ratio(u[me], (bu == "" ? "" : u[bu])) (bu == "" ? "" : " (" S[bu] ")") " |"
+        print line
+    }
+    print ""
+    print "Bytes on the loopback per echo (medians; per handshake): both directions, TCP/IP headers, ACKs and TLS records included (/proc/net/dev, lo). Compression shows here; it counts whatever else used the loopback meanwhile."
+    print ""
+    hdr = "| Workload |"; sep = "|---|"
+    for (i = 1; i <= ns; i++) { hdr = hdr " " S[i] " |"; sep = sep "---|" }
+    print hdr; print sep
+    for (wi = 1; wi <= nw; wi++) {
+        w = W[wi]; if (w ~ /^idle/) continue
+        line = "| " label(w) " |"
+        for (i = 1; i <= ns; i++) { lb = median("lo" SUBSEP w SUBSEP S[i]); line = line ((lb == "") ? " — |" : sprintf(" %.0f B |", lb)) }
         print line
     }
 }' "$RESULTS" >>"$OUT/table.md"
