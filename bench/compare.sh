@@ -44,6 +44,7 @@
 #                  wsline-tokio   `wsline echo --runtime tokio`
 #                  wsline-deflate9, wsline-deflate15: see "compression"
 #                  wsline-tls, uws-tls, tokio-tungstenite-tls: see "wss"
+#                  wsline-base-tls  wsline-base with --tls-cert (wss)
 #                  wsline-base    `$WSLINE_BASE_BIN echo`: another build of
 #                                 wsline (e.g. main before a change), for a
 #                                 no-regression check in the same run
@@ -261,6 +262,7 @@ server_cmd() {
         # What uWS's DEDICATED_COMPRESSOR means: 15 bits, memory level 8.
         wsline-deflate15) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --ping-interval 0 --deflate-window-bits 15 --deflate-mem-level 8 --deflate-client-window-bits 15" ;;
         wsline-tls) echo "$WSLINE_BIN echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --tls-cert $TLS_CERT --tls-key $TLS_KEY" ;;
+        wsline-base-tls) echo "${WSLINE_BASE_BIN:?wsline-base-tls needs WSLINE_BASE_BIN} echo --listen 127.0.0.1:0 --no-compression --ping-interval 0 --tls-cert $TLS_CERT --tls-key $TLS_KEY" ;;
         tokio-tungstenite-tls) echo "$PEER_BIN/echo-tokio-tungstenite-tls 127.0.0.1:0 $TLS_CERT $TLS_KEY" ;;
         uws-tls) [[ -x "$UWS_DIR/uws-echo-tls" ]] || die "no $UWS_DIR/uws-echo-tls: build it with WITH_OPENSSL=1 ../shared/uws/build.sh"
             echo "$UWS_DIR/uws-echo-tls $UWS_PORT $TLS_KEY $TLS_CERT" ;;
