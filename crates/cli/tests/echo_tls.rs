@@ -174,3 +174,30 @@ async fn echo_tls_cert_without_key_is_a_usage_error() {
     assert_eq!(status.code(), Some(2), "stderr {stderr:?}");
     assert!(stderr.contains("--tls-key"), "stderr {stderr:?}");
 }
+
+#[tokio::test]
+async fn echo_tls_drops_a_client_that_never_starts_tls_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let (cert, key) = certificate("stalled");
+    let server = spawn_echo_tls(&[
+        "--tls-cert",
+        path(&cert),
+        "--tls-key",
+        path(&key),
+        "--handshake-timeout",
+        "0.3",
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    // The server closes it (EOF, or a reset) once the timeout passes.
+    let _ = within("the server to drop the connection", stalled.read(&mut byte)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "dropped after {waited:?}, before the 0.3 s handshake timeout"
+    );
+}
