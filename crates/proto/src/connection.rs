@@ -194,10 +194,12 @@ pub enum Event {
 #[derive(Debug)]
 enum Pending {
     Event(Event),
-    PeerClose(CloseFrame),
+    /// With the time it arrived (a client's wait for the server's TCP
+    /// close starts from it).
+    PeerClose(CloseFrame, Instant),
     /// A violation found while parsing: the connection fails when the
     /// application reaches this point, after the messages before it.
-    Fail(CloseFrame),
+    Fail(CloseFrame, Instant),
 }
 
 /// Events waiting for the application, in order. The first waits inline,
@@ -295,7 +297,6 @@ pub struct Connection {
     /// Shared: a server's connections all have the same (8 bytes each,
     /// not 64).
     config: Arc<Config>,
-    now: Instant,
 
     /// The buffers, the frame under way and the events: allocated when a
     /// call brings input or output, freed when it all drains (an idle
@@ -316,12 +317,16 @@ pub struct Connection {
     eof: bool,
     finished: bool,
 
-    next_ping: Option<Instant>,
-    /// Pings sent; the latest one's payload is this count's 8 bytes.
-    ping_count: u64,
-    /// Set while the latest Ping waits for its Pong (it was sent at this
-    /// deadline less the ping timeout).
-    pong_deadline: Option<Instant>,
+    /// The keepalive's one deadline: when to send the next Ping or, while
+    /// `awaiting_pong`, when the latest Ping's Pong is due (it was sent at
+    /// this deadline less the ping timeout). The two never run together.
+    keepalive: Option<Instant>,
+    /// The latest Ping waits for its Pong.
+    awaiting_pong: bool,
+    /// Pings sent; the latest one's payload is this count as 8 bytes
+    /// (a `u64` on the wire; 4 bytes here: at one Ping a second it wraps
+    /// after 136 years).
+    ping_count: u32,
 }
 
 /// What a connection holds only while bytes or events are under way:
@@ -402,11 +407,10 @@ impl Connection {
     /// connections: a server that keeps one `Arc<Config>` for all of
     /// them spends 8 bytes per connection on it, and no allocation.
     pub fn with_shared_config(role: Role, config: Arc<Config>, now: Instant) -> Self {
-        let next_ping = config.ping_interval.map(|i| now + i);
+        let keepalive = config.ping_interval.map(|i| now + i);
         Self {
             role,
             config,
-            now,
             active: None,
             utf8: Utf8Validator::default(),
             reading: true,
@@ -415,9 +419,9 @@ impl Connection {
             closing: None,
             eof: false,
             finished: false,
-            next_ping,
+            keepalive,
+            awaiting_pong: false,
             ping_count: 0,
-            pong_deadline: None,
         }
     }
 
@@ -457,6 +461,27 @@ impl Connection {
 
     fn fragmented(&self) -> Option<&Fragmented> {
         self.active.as_deref().and_then(|a| a.fragmented.as_deref())
+    }
+
+    /// When the next keepalive Ping is due, if one is scheduled.
+    fn next_ping(&self) -> Option<Instant> {
+        self.keepalive.filter(|_| !self.awaiting_pong)
+    }
+
+    /// When the latest Ping's Pong is due, if one is awaited.
+    fn pong_deadline(&self) -> Option<Instant> {
+        self.keepalive.filter(|_| self.awaiting_pong)
+    }
+
+    /// No more Pings, no Pong awaited.
+    fn stop_keepalive(&mut self) {
+        self.keepalive = None;
+        self.awaiting_pong = false;
+    }
+
+    /// The latest Ping's payload: its count, as 8 bytes.
+    fn ping_payload(&self) -> [u8; 8] {
+        u64::from(self.ping_count).to_be_bytes()
     }
 
     fn closing(&self) -> Option<&Closing> {
@@ -557,7 +582,6 @@ impl Connection {
     }
 
     fn receive(&mut self, all: &[u8], now: Instant, one: bool) -> usize {
-        self.now = now;
         let mut data = all;
         // With events already waiting, stopping would make no progress.
         let one = one && !self.has_events();
@@ -572,7 +596,7 @@ impl Connection {
             {
                 // Whole frames straight from the caller's bytes: nothing is
                 // kept between calls but a partial frame.
-                let used = self.parse_slice(data, one);
+                let used = self.parse_slice(data, one, now);
                 data = &data[used..];
                 if data.is_empty() || !self.reading {
                     break;
@@ -611,7 +635,7 @@ impl Connection {
                 _ => a.in_buf.extend_from_slice(&data[..take]),
             }
             data = &data[take..];
-            self.parse();
+            self.parse(now);
         }
         self.end_input();
         all.len()
@@ -620,7 +644,7 @@ impl Connection {
     /// Parses complete frames from `data` without buffering them; returns
     /// how many bytes were used. Stops before a partial header, or after
     /// the header of a partial frame (which becomes `self.frame`).
-    fn parse_slice(&mut self, data: &[u8], one: bool) -> usize {
+    fn parse_slice(&mut self, data: &[u8], one: bool, now: Instant) -> usize {
         let mut at = 0;
         while self.reading {
             let rest = &data[at..];
@@ -628,14 +652,14 @@ impl Connection {
                 Ok(Some(h)) => h,
                 Ok(None) => return at,
                 Err(_) => {
-                    self.fail_protocol(ProtocolError::InvalidLength);
+                    self.fail_protocol(ProtocolError::InvalidLength, now);
                     break;
                 }
             };
             let frame = match self.check_header(&header) {
                 Ok(f) => f,
                 Err(e) => {
-                    self.fail_protocol(e);
+                    self.fail_protocol(e, now);
                     break;
                 }
             };
@@ -650,11 +674,11 @@ impl Connection {
                 None => payload.extend_from_slice(body),
             }
             if frame.validate_utf8 && self.utf8.feed(&payload).is_err() {
-                self.fail_protocol(ProtocolError::InvalidUtf8);
+                self.fail_protocol(ProtocolError::InvalidUtf8, now);
                 break;
             }
             at += header_len + frame.len;
-            self.on_frame(frame, payload.freeze());
+            self.on_frame(frame, payload.freeze(), now);
             if one && self.has_events() {
                 return at;
             }
@@ -687,9 +711,8 @@ impl Connection {
 
     /// Parses what [`Connection::read_buffer`] holds, as `receive_data` does.
     pub fn process(&mut self, now: Instant) {
-        self.now = now;
         if self.reading {
-            self.parse();
+            self.parse(now);
         } else if let Some(a) = self.active.as_deref_mut() {
             a.in_buf.clear();
         }
@@ -713,9 +736,9 @@ impl Connection {
     /// The transport reached end of stream (TCP FIN or reset).
     ///
     /// Without a completed closing handshake this ends the connection as
-    /// abnormal (1006).
-    pub fn receive_eof(&mut self, now: Instant) {
-        self.now = now;
+    /// abnormal (1006). (`now` is unused today; every input takes the
+    /// time, so that a timer here needs no change of the API.)
+    pub fn receive_eof(&mut self, _now: Instant) {
         if self.finished || self.eof {
             return;
         }
@@ -748,10 +771,10 @@ impl Connection {
             };
             match pending {
                 Pending::Event(e) => return Some(e),
-                Pending::PeerClose(frame) => self.on_peer_close(frame),
-                Pending::Fail(frame) => {
+                Pending::PeerClose(frame, at) => self.on_peer_close(frame, at),
+                Pending::Fail(frame, at) => {
                     self.peer_close_pending = false;
-                    self.fail_with(frame);
+                    self.fail_with(frame, at);
                 }
             }
         }
@@ -762,7 +785,7 @@ impl Connection {
         self.active.as_deref().is_some_and(|a| !a.events.is_empty())
     }
 
-    fn parse(&mut self) {
+    fn parse(&mut self, now: Instant) {
         while self.reading {
             let Some(a) = self.active.as_deref_mut() else {
                 break;
@@ -772,7 +795,7 @@ impl Connection {
                     Ok(Some(h)) => h,
                     Ok(None) => break,
                     Err(_) => {
-                        self.fail_protocol(ProtocolError::InvalidLength);
+                        self.fail_protocol(ProtocolError::InvalidLength, now);
                         break;
                     }
                 };
@@ -783,7 +806,7 @@ impl Connection {
                         a.frame = Some(Box::new(frame));
                     }
                     Err(e) => {
-                        self.fail_protocol(e);
+                        self.fail_protocol(e, now);
                         break;
                     }
                 }
@@ -802,7 +825,7 @@ impl Connection {
                 }
                 let chunk = &a.in_buf[frame.done..available];
                 if frame.validate_utf8 && self.utf8.feed(chunk).is_err() {
-                    self.fail_protocol(ProtocolError::InvalidUtf8);
+                    self.fail_protocol(ProtocolError::InvalidUtf8, now);
                     break;
                 }
                 frame.done = available;
@@ -814,7 +837,7 @@ impl Connection {
                 break;
             };
             let payload = a.in_buf.split_to(frame.len).freeze();
-            self.on_frame(*frame, payload);
+            self.on_frame(*frame, payload, now);
         }
         if !self.reading {
             if let Some(a) = self.active.as_deref_mut() {
@@ -900,7 +923,7 @@ impl Connection {
         })
     }
 
-    fn on_frame(&mut self, frame: InFrame, payload: Bytes) {
+    fn on_frame(&mut self, frame: InFrame, payload: Bytes, now: Instant) {
         match frame.opcode {
             OpCode::Ping => {
                 if self.can_send() && !self.peer_close_pending {
@@ -917,23 +940,23 @@ impl Connection {
                 self.push_event(Pending::Event(Event::Ping(payload)));
             }
             OpCode::Pong => {
-                if let Some(deadline) = self.pong_deadline {
-                    if payload.as_ref() == self.ping_count.to_be_bytes().as_slice() {
-                        self.pong_deadline = None;
+                if let Some(deadline) = self.pong_deadline() {
+                    if payload.as_ref() == self.ping_payload().as_slice() {
+                        self.stop_keepalive();
                         if let (Some(timeout), Some(interval)) =
                             (self.config.ping_timeout, self.config.ping_interval)
                         {
                             let sent = deadline - timeout;
-                            self.next_ping = Some(sent + interval);
+                            self.keepalive = Some(sent + interval);
                         }
                     }
                 }
                 self.push_event(Pending::Event(Event::Pong(payload)));
             }
-            OpCode::Close => self.on_close_frame(&payload),
+            OpCode::Close => self.on_close_frame(&payload, now),
             OpCode::Text | OpCode::Binary if frame.fin && !frame.compressed => {
                 // The common case: one frame, no copy.
-                self.deliver(frame.opcode, payload);
+                self.deliver(frame.opcode, payload, now);
             }
             OpCode::Text | OpCode::Binary => {
                 let f = Box::new(Fragmented {
@@ -941,11 +964,11 @@ impl Connection {
                     data: Vec::with_capacity(if frame.compressed { 0 } else { payload.len() }),
                     compressed: frame.compressed,
                 });
-                self.continue_message(f, &payload, frame.fin);
+                self.continue_message(f, &payload, frame.fin, now);
             }
             OpCode::Continuation => {
                 if let Some(f) = self.active.as_deref_mut().and_then(|a| a.fragmented.take()) {
-                    self.continue_message(f, &payload, frame.fin);
+                    self.continue_message(f, &payload, frame.fin, now);
                 }
             }
         }
@@ -953,7 +976,13 @@ impl Connection {
 
     /// Adds one frame's payload to a message (inflating it when
     /// compressed), and delivers the message after its last frame.
-    fn continue_message(&mut self, mut f: Box<Fragmented>, payload: &[u8], fin: bool) {
+    fn continue_message(
+        &mut self,
+        mut f: Box<Fragmented>,
+        payload: &[u8],
+        fin: bool,
+        now: Instant,
+    ) {
         if f.compressed {
             let limit = self.config.max_message_size;
             let Some(deflate) = self.deflate.as_mut().map(|d| &mut d.codec) else {
@@ -967,30 +996,30 @@ impl Connection {
             match r {
                 Ok(()) => {}
                 Err(InflateError::TooBig) => {
-                    return self.fail_protocol(ProtocolError::MessageTooBig { limit });
+                    return self.fail_protocol(ProtocolError::MessageTooBig { limit }, now);
                 }
                 Err(InflateError::Invalid(why)) => {
-                    return self.fail_protocol(ProtocolError::Compression(why.to_owned()));
+                    return self.fail_protocol(ProtocolError::Compression(why.to_owned()), now);
                 }
             }
             if f.opcode == OpCode::Text && self.utf8.feed(&f.data[before..]).is_err() {
-                return self.fail_protocol(ProtocolError::InvalidUtf8);
+                return self.fail_protocol(ProtocolError::InvalidUtf8, now);
             }
         } else {
             f.data.extend_from_slice(payload);
         }
         if fin {
             let Fragmented { opcode, data, .. } = *f;
-            self.deliver(opcode, Bytes::from(data));
+            self.deliver(opcode, Bytes::from(data), now);
         } else {
             active!(self).fragmented = Some(f);
         }
     }
 
-    fn deliver(&mut self, opcode: OpCode, payload: Bytes) {
+    fn deliver(&mut self, opcode: OpCode, payload: Bytes, now: Instant) {
         let message = if opcode == OpCode::Text {
             if self.utf8.finish().is_err() {
-                self.fail_protocol(ProtocolError::InvalidUtf8);
+                self.fail_protocol(ProtocolError::InvalidUtf8, now);
                 return;
             }
             Message::Text(Utf8Bytes::from_validated(payload))
@@ -1000,34 +1029,33 @@ impl Connection {
         self.push_event(Pending::Event(Event::Message(message)));
     }
 
-    fn on_close_frame(&mut self, payload: &[u8]) {
+    fn on_close_frame(&mut self, payload: &[u8], now: Instant) {
         let frame = match payload.len() {
             0 => CloseFrame::new(CloseCode::NO_STATUS, ""),
-            1 => return self.fail_protocol(ProtocolError::CloseFrameTooShort),
+            1 => return self.fail_protocol(ProtocolError::CloseFrameTooShort, now),
             _ => {
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 if !CloseCode::is_valid_on_wire(code) {
-                    return self.fail_protocol(ProtocolError::InvalidCloseCode(code));
+                    return self.fail_protocol(ProtocolError::InvalidCloseCode(code), now);
                 }
                 let Ok(reason) = std::str::from_utf8(&payload[2..]) else {
-                    return self.fail_protocol(ProtocolError::InvalidCloseReason);
+                    return self.fail_protocol(ProtocolError::InvalidCloseReason, now);
                 };
                 let Ok(code) = CloseCode::new(code) else {
-                    return self.fail_protocol(ProtocolError::InvalidCloseCode(code));
+                    return self.fail_protocol(ProtocolError::InvalidCloseCode(code), now);
                 };
                 CloseFrame::new(code, reason)
             }
         };
         self.reading = false;
         self.peer_close_pending = true;
-        self.pong_deadline = None;
-        self.next_ping = None;
-        self.push_event(Pending::PeerClose(frame));
+        self.stop_keepalive();
+        self.push_event(Pending::PeerClose(frame, now));
     }
 
     /// The application has taken every message before the peer's Close:
     /// reply (unless this end already sent a Close) and finish or wait.
-    fn on_peer_close(&mut self, frame: CloseFrame) {
+    fn on_peer_close(&mut self, frame: CloseFrame, now: Instant) {
         self.peer_close_pending = false;
         let has_code = frame.code != CloseCode::NO_STATUS;
         let echo = frame.code;
@@ -1042,36 +1070,35 @@ impl Connection {
                 self.closing_mut().sent = Some(CloseFrame::new(CloseCode::NO_STATUS, ""));
             }
         }
-        self.handshake_done(TerminationKind::Clean);
+        self.handshake_done(TerminationKind::Clean, now);
     }
 
     /// The closing handshake is over (or this end failed the connection):
     /// a server closes TCP now, a client waits for the server to do so.
-    fn handshake_done(&mut self, kind: TerminationKind) {
+    fn handshake_done(&mut self, kind: TerminationKind, now: Instant) {
         if self.role == Role::Server || self.eof {
             self.finish(kind);
         } else {
             self.closing_mut().awaiting_eof = Some(kind);
             self.closing_mut().close_deadline = None;
-            self.closing_mut().eof_deadline = Some(self.now + self.config.close_timeout);
+            self.closing_mut().eof_deadline = Some(now + self.config.close_timeout);
         }
     }
 
     /// A violation found while parsing: stop reading now, fail once the
     /// application has taken the messages that arrived before it (so an
     /// echo server still answers them, as Autobahn's strict cases expect).
-    fn fail_protocol(&mut self, error: ProtocolError) {
+    fn fail_protocol(&mut self, error: ProtocolError, now: Instant) {
         let frame = CloseFrame::new(error.close_code(), truncate_reason(&error.to_string()));
         self.closing_mut().error = Some(error);
         self.reading = false;
         self.drop_input();
         self.peer_close_pending = true;
-        self.next_ping = None;
-        self.pong_deadline = None;
-        self.push_event(Pending::Fail(frame));
+        self.stop_keepalive();
+        self.push_event(Pending::Fail(frame, now));
     }
 
-    fn fail_with(&mut self, frame: CloseFrame) {
+    fn fail_with(&mut self, frame: CloseFrame, now: Instant) {
         if self.finished || self.awaiting_eof().is_some() {
             return;
         }
@@ -1080,7 +1107,7 @@ impl Connection {
         if self.closing().is_none_or(|c| c.sent.is_none()) && !self.eof {
             self.write_close(frame);
         }
-        self.handshake_done(TerminationKind::Failed);
+        self.handshake_done(TerminationKind::Failed, now);
     }
 
     /// Fails the connection from the application's side: sends a Close
@@ -1089,13 +1116,12 @@ impl Connection {
     /// timeout, for the server's TCP close). Reported as
     /// [`TerminationKind::Failed`].
     pub fn fail(&mut self, code: CloseCode, reason: &str, now: Instant) {
-        self.now = now;
         let code = if code.is_sendable() {
             code
         } else {
             CloseCode::INTERNAL_ERROR
         };
-        self.fail_with(CloseFrame::new(code, truncate_reason(reason)));
+        self.fail_with(CloseFrame::new(code, truncate_reason(reason)), now);
     }
 
     fn finish(&mut self, kind: TerminationKind) {
@@ -1105,8 +1131,7 @@ impl Connection {
         self.finished = true;
         self.reading = false;
         self.drop_input();
-        self.next_ping = None;
-        self.pong_deadline = None;
+        self.stop_keepalive();
         if let Some(c) = self.closing.as_mut() {
             c.close_deadline = None;
             c.eof_deadline = None;
@@ -1286,7 +1311,6 @@ impl Connection {
     /// already queued, and arms the close timeout. Does nothing if a Close
     /// was already sent.
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
-        self.now = now;
         if self.finished {
             return Err(SendError::Closed);
         }
@@ -1311,8 +1335,7 @@ impl Connection {
         frame.encode(&mut payload);
         self.encode_frame(OpCode::Close, &payload, true);
         self.closing_mut().sent = Some(frame);
-        self.next_ping = None;
-        self.pong_deadline = None;
+        self.stop_keepalive();
     }
 
     fn encode_frame(&mut self, opcode: OpCode, payload: &[u8], fin: bool) {
@@ -1398,8 +1421,7 @@ impl Connection {
             return None;
         }
         [
-            self.next_ping,
-            self.pong_deadline,
+            self.keepalive,
             self.closing().and_then(|c| c.close_deadline),
             self.closing().and_then(|c| c.eof_deadline),
         ]
@@ -1412,7 +1434,6 @@ impl Connection {
     /// peer that did not answer one (1011), gives up on a closing handshake
     /// or a server that does not close TCP.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
         if self.finished {
             return;
         }
@@ -1433,7 +1454,7 @@ impl Connection {
             self.finish(TerminationKind::CloseTimeout);
             return;
         }
-        if self.pong_deadline.is_some_and(|d| now >= d) {
+        if self.pong_deadline().is_some_and(|d| now >= d) {
             if self.closing().is_none_or(|c| c.sent.is_none()) {
                 self.write_close(CloseFrame::new(
                     CloseCode::INTERNAL_ERROR,
@@ -1443,20 +1464,20 @@ impl Connection {
             self.finish(TerminationKind::KeepaliveTimeout);
             return;
         }
-        if self.next_ping.is_some_and(|t| now >= t) {
+        if self.next_ping().is_some_and(|t| now >= t) {
             if self.can_send() && !self.peer_close_pending {
-                self.ping_count += 1;
-                let payload = self.ping_count.to_be_bytes();
+                self.ping_count = self.ping_count.wrapping_add(1);
+                let payload = self.ping_payload();
                 self.encode_frame(OpCode::Ping, &payload, true);
                 match self.config.ping_timeout {
                     Some(timeout) => {
-                        self.pong_deadline = Some(now + timeout);
-                        self.next_ping = None;
+                        self.keepalive = Some(now + timeout);
+                        self.awaiting_pong = true;
                     }
-                    None => self.next_ping = self.config.ping_interval.map(|i| now + i),
+                    None => self.keepalive = self.config.ping_interval.map(|i| now + i),
                 }
             } else {
-                self.next_ping = None;
+                self.stop_keepalive();
             }
         }
     }
@@ -1491,11 +1512,7 @@ mod size_tests {
             size_of::<Connection>(),
             size_of::<Active>()
         );
-        assert!(
-            size_of::<Connection>() <= 104,
-            "{}",
-            size_of::<Connection>()
-        );
+        assert!(size_of::<Connection>() <= 64, "{}", size_of::<Connection>());
         assert_eq!(size_of::<EventQueue>(), 8 + size_of::<Option<Pending>>());
         assert!(size_of::<Utf8Validator>() <= 5);
     }
