@@ -285,26 +285,27 @@ pub(crate) struct Driver {
     pub(crate) conn: Connection,
     /// The last message's arrival, kept only with an idle timeout.
     last_message: Option<Instant>,
-    /// The write stall and the finish deadline: allocated the first time
-    /// output stalls or the connection ends, so an idle connection spends
-    /// 8 bytes on them, not 32.
+    /// The write stall, the finish deadline and the end's flags:
+    /// allocated the first time output stalls or the connection ends, so
+    /// an idle connection spends 8 bytes on them, not 40.
     rare: Option<Box<Rare>>,
-    /// The transport failed or stalled: nothing more is read or written.
-    failed: bool,
-    /// It was the write stall.
-    write_timed_out: bool,
-    /// The runtime told the application how the connection ended (the
-    /// reactor's `on_close`): kept here, where it takes no room.
-    pub(crate) end_reported: bool,
 }
 
-/// What few connections ever need of the transport timers.
+/// What few connections ever need of the transport timers, and the flags
+/// of a connection's end.
 #[derive(Debug, Default)]
 struct Rare {
     /// Output has waited on a full transport since then.
     stalled_since: Option<Instant>,
     /// The connection is over and its last output must be gone by then.
     finish: Option<Instant>,
+    /// The transport failed or stalled: nothing more is read or written.
+    failed: bool,
+    /// It was the write stall.
+    write_timed_out: bool,
+    /// The runtime told the application how the connection ended (the
+    /// reactor's `on_close`).
+    end_reported: bool,
 }
 
 impl Driver {
@@ -314,10 +315,22 @@ impl Driver {
             conn,
             last_message: timeouts.idle.map(|_| now),
             rare: None,
-            failed: false,
-            write_timed_out: false,
-            end_reported: false,
         }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Whether the runtime already told the application how the
+    /// connection ended.
+    pub(crate) fn end_reported(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.end_reported)
+    }
+
+    /// The runtime told the application how the connection ended.
+    pub(crate) fn set_end_reported(&mut self) {
+        self.rare_mut().end_reported = true;
     }
 
     fn stalled_since(&self) -> Option<Instant> {
@@ -376,36 +389,33 @@ impl Driver {
     /// stall's clock starts, if it is not running.
     #[inline]
     pub(crate) fn write_blocked(&mut self, now: Instant) {
-        if !self.failed {
-            self.rare
-                .get_or_insert_with(Box::default)
-                .stalled_since
-                .get_or_insert(now);
+        if !self.is_failed() {
+            self.rare_mut().stalled_since.get_or_insert(now);
         }
     }
 
     /// The transport is unusable (an error, a stall, end of its time):
     /// the core ends the connection (1006) and nothing more is written.
     pub(crate) fn fail_transport(&mut self, now: Instant) {
-        self.failed = true;
+        self.rare_mut().failed = true;
         self.conn.receive_eof(now);
     }
 
     /// Whether the transport was given up.
     #[inline]
     pub(crate) fn is_failed(&self) -> bool {
-        self.failed
+        self.rare.as_ref().is_some_and(|r| r.failed)
     }
 
     /// Whether that was the write stall.
     pub(crate) fn write_timed_out(&self) -> bool {
-        self.write_timed_out
+        self.rare.as_ref().is_some_and(|r| r.write_timed_out)
     }
 
     /// Whether to read: the core wants input and the transport works.
     #[inline]
     pub(crate) fn wants_read(&self) -> bool {
-        !self.failed && self.conn.wants_read()
+        !self.is_failed() && self.conn.wants_read()
     }
 
     /// Bytes from the transport.
@@ -445,10 +455,10 @@ impl Driver {
     /// Gives the transport up if the write stall ran out by `now`; true
     /// then.
     pub(crate) fn check_stall(&mut self, now: Instant, timeouts: Timeouts) -> bool {
-        if self.failed || self.stall_deadline(timeouts).is_none_or(|d| d > now) {
+        if self.is_failed() || self.stall_deadline(timeouts).is_none_or(|d| d > now) {
             return false;
         }
-        self.write_timed_out = true;
+        self.rare_mut().write_timed_out = true;
         self.fail_transport(now);
         true
     }
@@ -492,7 +502,7 @@ impl Driver {
                 let _ = self.conn.close(CloseCode::GOING_AWAY, "idle timeout", now);
             }
         }
-        if self.finish().is_some_and(|d| now >= d) && !self.failed {
+        if self.finish().is_some_and(|d| now >= d) && !self.is_failed() {
             expired.finish = true;
             self.fail_transport(now);
         }
