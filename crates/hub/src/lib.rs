@@ -479,6 +479,7 @@ mod tests {
             handshake,
         }));
         let size = std::mem::size_of_val(&task);
+        eprintln!("a connection's task state: {size} bytes");
         assert!(size <= 1152, "a connection's task state is {size} bytes");
     }
 }

@@ -260,7 +260,7 @@ impl Admitted {
             outbox,
             claims: claims.map(Box::new),
             subscriptions: Subscriptions::default(),
-            replays: VecDeque::new(),
+            replays: Replaying::default(),
             hook,
             _open: open,
         })
@@ -290,7 +290,7 @@ pub(crate) struct Session {
     subscriptions: Subscriptions,
     /// Channels whose replay is in progress, pulled in turn (at most one
     /// entry per subscription).
-    replays: VecDeque<String>,
+    replays: Replaying,
     /// What hook calls about this client carry (boxed, and only where a
     /// subscribe or publish hook is configured or the connect hook
     /// subscribed it to channels).
@@ -341,6 +341,46 @@ impl Subscriptions {
     /// Empties the set, giving what it held.
     fn take(&mut self) -> SmallVec<[Box<str>; 2]> {
         std::mem::take(&mut self.0)
+    }
+}
+
+/// Channels whose replay is in progress, pulled in turn: boxed, and only
+/// while there is one (8 bytes in every session, not a `VecDeque`'s 32).
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+struct Replaying(Option<Box<VecDeque<String>>>);
+
+impl Replaying {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn contains(&self, channel: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|c| c == channel))
+    }
+
+    fn push_back(&mut self, channel: String) {
+        self.0.get_or_insert_with(Box::default).push_back(channel);
+    }
+
+    fn pop_front(&mut self) -> Option<String> {
+        let q = self.0.as_mut()?;
+        let channel = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        channel
+    }
+
+    fn remove(&mut self, channel: &str) {
+        if let Some(q) = &mut self.0 {
+            q.retain(|c| c != channel);
+            if q.is_empty() {
+                self.0 = None;
+            }
+        }
     }
 }
 
@@ -538,7 +578,7 @@ impl Session {
             } => self.subscribe(&id, channel, since, epoch).await,
             Op::Unsubscribe { channel } => {
                 if self.subscriptions.remove(&channel) {
-                    self.replays.retain(|c| *c != channel);
+                    self.replays.remove(&channel);
                     self.hub
                         .engine
                         .unsubscribe(&channel, &self.outbox.member().client)
