@@ -39,11 +39,13 @@
 mod listen;
 mod slot;
 mod timers;
+mod wake;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Waker as TaskWaker;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -114,6 +116,14 @@ pub trait Handler {
     /// A complete message arrived.
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message);
 
+    /// Someone woke the connection ([`ReactorHandle::waker`]), say because
+    /// a message for it was queued on another thread: send it now. Called
+    /// once for any number of wakes since the last call, and only while
+    /// the connection is open. Default: nothing.
+    fn on_wake(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
     /// The connection ended, how is in `termination` (1006 when the
     /// transport failed or stalled; `termination.is_normal()` for 1000,
     /// 1001 or an empty Close). The last call for this connection.
@@ -135,6 +145,8 @@ struct Shared {
     stop: AtomicBool,
     waker: Waker,
     connections: AtomicUsize,
+    /// Connections woken from other threads ([`ReactorHandle::waker`]).
+    woken: wake::Woken,
 }
 
 impl ReactorHandle {
@@ -149,6 +161,19 @@ impl ReactorHandle {
     /// Connections the loop holds (in their handshake, open or closing).
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// A waker for connection `id`, to call from any thread: the loop
+    /// then calls [`Handler::on_wake`] for it (once for any number of
+    /// wakes in between). One allocation per call; keep it for the
+    /// connection's life. Waking a connection that has ended does
+    /// nothing.
+    pub fn waker(&self, id: ConnId) -> TaskWaker {
+        TaskWaker::from(Arc::new(wake::ConnWaker {
+            shared: self.shared.clone(),
+            id,
+            queued: AtomicBool::new(false),
+        }))
     }
 }
 
@@ -207,6 +232,7 @@ impl<H: Handler> Reactor<H> {
                 stop: AtomicBool::new(false),
                 waker,
                 connections: AtomicUsize::new(0),
+                woken: wake::Woken::default(),
             }),
             slots: Vec::new(),
             free: Vec::new(),
@@ -271,6 +297,9 @@ impl<H: Handler> Reactor<H> {
                     WAKER => {
                         if self.shared.stop.load(Ordering::SeqCst) && self.stopping.is_none() {
                             self.begin_shutdown(now);
+                        }
+                        for id in self.shared.woken.take() {
+                            self.drive_as(id, now, true);
                         }
                     }
                     token => {
@@ -424,6 +453,11 @@ impl<H: Handler> Reactor<H> {
 
     /// Gives connection `id` its turn: its deadlines, input, output.
     fn drive(&mut self, id: ConnId, now: Instant) {
+        self.drive_as(id, now, false);
+    }
+
+    /// [`drive`](Self::drive), after [`Handler::on_wake`] when `woken`.
+    fn drive_as(&mut self, id: ConnId, now: Instant, woken: bool) {
         let index = id.index() as usize;
         let Some(Some(slot)) = self.slots.get_mut(index) else {
             return;
@@ -431,7 +465,12 @@ impl<H: Handler> Reactor<H> {
         if slot.gen != id.gen() {
             return;
         }
-        match slot.drive(id, now, &mut self.lp) {
+        let step = if woken {
+            slot.wake(id, now, &mut self.lp)
+        } else {
+            slot.drive(id, now, &mut self.lp)
+        };
+        match step {
             Step::Keep(next) => {
                 for more in self.lp.ready.drain(..) {
                     self.ready.push(more);
@@ -516,6 +555,13 @@ impl<H: Handler> Reactor<H> {
                 self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl<H> Drop for Reactor<H> {
+    fn drop(&mut self) {
+        // Queued wakers hold the shared state: let it go with the loop.
+        let _ = self.shared.woken.take();
     }
 }
 

@@ -225,6 +225,24 @@ impl Slot {
         self.drive_open(id, now, lp)
     }
 
+    /// A wake from another thread: the handler's [`Handler::on_wake`]
+    /// while the connection is open, then the slot's turn.
+    pub(super) fn wake<H: Handler>(&mut self, id: ConnId, now: Instant, lp: &mut Loop<H>) -> Step {
+        if let Phase::Open(open) = &mut self.phase {
+            if !open.driver.is_failed() && !open.driver.wants_transport_close() {
+                let mut conn = Conn {
+                    id,
+                    open,
+                    stream: &mut self.stream,
+                    writable: &mut self.writable,
+                    now,
+                };
+                lp.handler.on_wake(&mut conn);
+            }
+        }
+        self.drive(id, now, lp)
+    }
+
     /// Starts closing: an open connection sends Close, one in its
     /// handshake is dropped at its next turn.
     pub(super) fn start_close(&mut self, code: CloseCode, reason: &str, now: Instant) {
