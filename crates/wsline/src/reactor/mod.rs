@@ -12,11 +12,14 @@
 //! The application answers through callbacks ([`Handler`]) given a
 //! [`Conn`] for the connection at hand. Everything a [`crate::WebSocket`]
 //! server does, this does too (the same handshake checks, limits and
-//! timers, from the same [`ServerConfig`]); what it does not do is let one
-//! connection's code send to another: it is for servers that answer what
-//! they receive, such as `wsline echo`. A loop runs on one thread; for a
-//! loop per core, [`bind_listeners`] gives each its own listening socket
-//! on the same port.
+//! timers, from the same [`ServerConfig`]). A connection can also be
+//! served for something that happened elsewhere: [`ReactorHandle::waker`]
+//! gives a `std::task::Waker` for it, callable from any thread, after
+//! which the loop calls [`Handler::on_wake`] (`wake`: say a publication
+//! was queued for it on another loop); and [`ReactorHandle::adopt`] hands
+//! the loop a connection accepted elsewhere, with what was read from it.
+//! A loop runs on one thread; for a loop per core, [`bind_listeners`]
+//! gives each its own listening socket on the same port.
 //!
 //! ```no_run
 //! use wsline::reactor::{Conn, Handler, Reactor};
