@@ -456,7 +456,9 @@ mod tests {
     /// fixed when it is spawned: the largest state its future can be in.
     /// A step that awaits something big without boxing it (or an
     /// `async fn` that moves a large argument) grows every connection.
-    /// Today: 1,040 bytes in a release build, of which the WebSocket is 584.
+    /// Today: 792 bytes in a release build (800 in a debug one), of which
+    /// the WebSocket is 584; 1,040 before the session's member moved into
+    /// its outbox and its subscription and replay lists shrank.
     #[tokio::test]
     async fn a_connection_task_stays_small() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -479,6 +481,7 @@ mod tests {
             handshake,
         }));
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1152, "a connection's task state is {size} bytes");
+        eprintln!("a connection's task state: {size} bytes");
+        assert!(size <= 896, "a connection's task state is {size} bytes");
     }
 }

@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::protocol::Member;
+
 /// One queued frame and, for publications, when it was published.
 pub type Entry = (Bytes, Option<Instant>);
 
@@ -79,19 +81,34 @@ pub enum Halt {
     ShutDown,
 }
 
-/// The outgoing queue of one connection.
+/// The outgoing queue of one connection, and who the connection is (the
+/// engines' subscriber lists hold just this, one pointer per entry).
 pub struct Outbox {
     inner: Mutex<Inner>,
     max_bytes: usize,
+    member: Member,
 }
 
 impl Outbox {
-    /// An empty queue holding at most `max_bytes`.
+    /// An empty queue holding at most `max_bytes`, for no one in
+    /// particular (an empty client ID; tests).
     pub fn new(max_bytes: usize) -> Self {
+        Self::for_member(Member::default(), max_bytes)
+    }
+
+    /// An empty queue holding at most `max_bytes`, for `member`'s
+    /// connection.
+    pub fn for_member(member: Member, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             max_bytes,
+            member,
         }
+    }
+
+    /// Whose connection this is.
+    pub fn member(&self) -> &Member {
+        &self.member
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

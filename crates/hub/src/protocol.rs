@@ -141,7 +141,7 @@ fn with_id(mut v: Value, id: &Option<Value>) -> String {
 }
 
 /// A presence member.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Member {
     /// The connection's client ID.
     pub client: String,

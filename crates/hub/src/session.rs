@@ -10,7 +10,7 @@
 //! [`recovery::low_water`]: a recovery goes at the pace the client reads.
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use wsline::{Acceptance, CloseCode, Message, Request, Response, WebSocket};
@@ -250,17 +251,16 @@ impl Admitted {
             let _ = tokio::time::timeout(wait, ws.close(close_code(code), reason)).await;
             return None;
         }
-        let outbox = Arc::new(Outbox::new(hub.config.max_queue));
+        let outbox = Arc::new(Outbox::for_member(member, hub.config.max_queue));
         Some(Session {
             rate: Bucket::new(hub.config.publish_rate),
             limited: None,
             hub,
             number,
-            member,
             outbox,
             claims: claims.map(Box::new),
-            subscriptions: HashSet::new(),
-            replays: VecDeque::new(),
+            subscriptions: Subscriptions::default(),
+            replays: Replaying::default(),
             hook,
             _open: open,
         })
@@ -282,15 +282,15 @@ pub(crate) struct Session {
     hub: Arc<Hub>,
     /// The hub's number for this session (see [`Hub::enter`]).
     number: u64,
-    member: Member,
+    /// Its queue, which also holds who the client is (`member`).
     outbox: Arc<Outbox>,
     /// Boxed: most connections have none, and this lives as long as the
     /// connection.
     claims: Option<Box<Claims>>,
-    subscriptions: HashSet<String>,
+    subscriptions: Subscriptions,
     /// Channels whose replay is in progress, pulled in turn (at most one
     /// entry per subscription).
-    replays: VecDeque<String>,
+    replays: Replaying,
     /// What hook calls about this client carry (boxed, and only where a
     /// subscribe or publish hook is configured or the connect hook
     /// subscribed it to channels).
@@ -302,6 +302,86 @@ pub(crate) struct Session {
     limited: Option<Box<VecDeque<Instant>>>,
     /// The gate's count of open connections, released on drop.
     _open: wsline::Connected,
+}
+
+/// The channels a session is subscribed to: at most `max_subscriptions`,
+/// looked up by a linear scan, the first two held inline (a connection
+/// usually has few; a hash set costs 48 bytes and a table even when it
+/// has one).
+#[derive(Default)]
+struct Subscriptions(SmallVec<[Box<str>; 2]>);
+
+impl Subscriptions {
+    fn contains(&self, channel: &str) -> bool {
+        self.0.iter().any(|c| **c == *channel)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `channel` unless it is there already.
+    fn insert(&mut self, channel: String) {
+        if !self.contains(&channel) {
+            self.0.push(channel.into_boxed_str());
+        }
+    }
+
+    /// Removes `channel`; false if it was not there.
+    fn remove(&mut self, channel: &str) -> bool {
+        match self.0.iter().position(|c| **c == *channel) {
+            Some(i) => {
+                self.0.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Empties the set, giving what it held.
+    fn take(&mut self) -> SmallVec<[Box<str>; 2]> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Channels whose replay is in progress, pulled in turn: boxed, and only
+/// while there is one (8 bytes in every session, not a `VecDeque`'s 32).
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+struct Replaying(Option<Box<VecDeque<String>>>);
+
+impl Replaying {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn contains(&self, channel: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|c| c == channel))
+    }
+
+    fn push_back(&mut self, channel: String) {
+        self.0.get_or_insert_with(Box::default).push_back(channel);
+    }
+
+    fn pop_front(&mut self) -> Option<String> {
+        let q = self.0.as_mut()?;
+        let channel = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        channel
+    }
+
+    fn remove(&mut self, channel: &str) {
+        if let Some(q) = &mut self.0 {
+            q.retain(|c| c != channel);
+            if q.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 enum Step {
@@ -356,7 +436,7 @@ impl Session {
                 w.emit(
                     crate::webhooks::Kind::ClientConnected,
                     None,
-                    Some(&self.member),
+                    Some(self.outbox.member()),
                 );
             }
             let code = self.run(&mut ws).await;
@@ -364,7 +444,7 @@ impl Session {
                 w.emit(
                     crate::webhooks::Kind::ClientDisconnected,
                     None,
-                    Some(&self.member),
+                    Some(self.outbox.member()),
                 );
             }
             self.hub.leave(self.number);
@@ -379,8 +459,8 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         self.push(&protocol::welcome(
-            &self.member.client,
-            self.member.user.as_deref(),
+            &self.outbox.member().client,
+            self.outbox.member().user.as_deref(),
         ));
         if self.hook.is_some() {
             Box::pin(self.subscribe_for_backend()).await;
@@ -461,7 +541,7 @@ impl Session {
         let more = self
             .hub
             .engine
-            .replay(&channel, &self.member.client, room)
+            .replay(&channel, &self.outbox.member().client, room)
             .await;
         if more {
             self.replays.push_back(channel);
@@ -498,10 +578,10 @@ impl Session {
             } => self.subscribe(&id, channel, since, epoch).await,
             Op::Unsubscribe { channel } => {
                 if self.subscriptions.remove(&channel) {
-                    self.replays.retain(|c| *c != channel);
+                    self.replays.remove(&channel);
                     self.hub
                         .engine
-                        .unsubscribe(&channel, &self.member.client)
+                        .unsubscribe(&channel, &self.outbox.member().client)
                         .await;
                     self.push(&protocol::unsubscribed(&id, &channel));
                 } else {
@@ -586,8 +666,8 @@ impl Session {
         let context = self.hook.as_deref().unwrap_or(&empty);
         let mut call = Call::new(
             event,
-            &self.member.client,
-            self.member.user.as_deref(),
+            &self.outbox.member().client,
+            self.outbox.member().user.as_deref(),
             context,
         );
         call.channel = Some(channel);
@@ -604,7 +684,6 @@ impl Session {
         epoch: Option<String>,
     ) {
         let subscriber = Subscriber {
-            member: self.member.clone(),
             outbox: self.outbox.clone(),
         };
         let reply_id = id.clone();
@@ -685,7 +764,12 @@ impl Session {
         } else {
             data
         };
-        let from = self.member.user.as_deref().unwrap_or(&self.member.client);
+        let from = self
+            .outbox
+            .member()
+            .user
+            .as_deref()
+            .unwrap_or(&self.outbox.member().client);
         let outbox = self.outbox.clone();
         let reply_id = id.clone();
         let result = self
@@ -705,10 +789,10 @@ impl Session {
     }
 
     async fn cleanup(&mut self) {
-        for channel in std::mem::take(&mut self.subscriptions) {
+        for channel in self.subscriptions.take() {
             self.hub
                 .engine
-                .unsubscribe(&channel, &self.member.client)
+                .unsubscribe(&channel, &self.outbox.member().client)
                 .await;
         }
     }

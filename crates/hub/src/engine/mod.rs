@@ -36,13 +36,19 @@ pub fn text_frame(json: &str) -> Bytes {
     Bytes::from(encode_server_frame(OpCode::Text, json.as_bytes()))
 }
 
-/// One connection's subscription to a channel.
+/// One connection's subscription to a channel: its outbox, which also
+/// says who it is (one pointer per entry of a subscriber list).
 #[derive(Clone)]
 pub struct Subscriber {
-    /// Who, for presence.
-    pub member: Member,
     /// Where its frames go.
     pub outbox: Arc<Outbox>,
+}
+
+impl Subscriber {
+    /// Who, for presence.
+    pub fn member(&self) -> &Member {
+        self.outbox.member()
+    }
 }
 
 /// What a subscribe found.

@@ -541,7 +541,7 @@ const FRAME_HINT: usize = 4096;
 fn deliver_to(s: &mut LocalSub, live: &Live, channel: &str, now: Instant) -> bool {
     if let Live::Event { client, join, .. } = live {
         if s.awaiting_own_join {
-            if *join && s.sub.member.client == *client {
+            if *join && s.sub.member().client == *client {
                 s.awaiting_own_join = false;
                 if let Some(pending) = &mut s.pending {
                     pending.retain(|l| matches!(l, Live::Message { .. }));
@@ -585,7 +585,7 @@ fn deliver_to(s: &mut LocalSub, live: &Live, channel: &str, now: Instant) -> boo
             false
         }
         Live::Event { client, frame, .. } => {
-            if s.sub.member.client != *client {
+            if s.sub.member().client != *client {
                 s.sub.outbox.push(frame.clone(), None);
             }
             false
@@ -1098,7 +1098,10 @@ impl Inner {
         let (members, policy) = {
             let st = lock(ch);
             let members: Vec<String> = if st.policy.presence {
-                st.subs.iter().map(|s| member_json(&s.sub.member)).collect()
+                st.subs
+                    .iter()
+                    .map(|s| member_json(s.sub.member()))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -1302,8 +1305,8 @@ impl Inner {
         if !self.up.load(Relaxed) {
             return Err(unavailable());
         }
-        let client = subscriber.member.client.clone();
-        let member = subscriber.member.clone();
+        let client = subscriber.member().client.clone();
+        let member = subscriber.member().clone();
         // Register first (pending), so live messages from now on are kept.
         let (ch, policy, already) = {
             let mut channels = lock(&self.channels);
@@ -1313,7 +1316,7 @@ impl Inner {
                 .clone();
             let mut st = lock(&ch);
             let policy = st.policy.clone();
-            let already = match st.subs.iter_mut().find(|s| s.sub.member.client == client) {
+            let already = match st.subs.iter_mut().find(|s| s.sub.member().client == client) {
                 Some(s) => {
                     s.pending.get_or_insert_with(Vec::new);
                     true
@@ -1370,7 +1373,7 @@ impl Inner {
             replaying: false,
         };
         let mut st = lock(&ch);
-        if let Some(s) = st.subs.iter_mut().find(|s| s.sub.member.client == client) {
+        if let Some(s) = st.subs.iter_mut().find(|s| s.sub.member().client == client) {
             let same_epoch = *s.epoch == *snap.epoch;
             s.epoch = Arc::from(snap.epoch.as_str());
             match (replay, &mut s.replay) {
@@ -1406,7 +1409,7 @@ impl Inner {
         };
         let (after, count, policy) = {
             let st = lock(&ch);
-            let Some(s) = st.subs.iter().find(|s| s.sub.member.client == client) else {
+            let Some(s) = st.subs.iter().find(|s| s.sub.member().client == client) else {
                 return false;
             };
             if s.replay.is_none() {
@@ -1419,7 +1422,7 @@ impl Inner {
             .snapshot(channel, &policy, Some(after), None, count, false)
             .await;
         let mut st = lock(&ch);
-        let Some(s) = st.subs.iter_mut().find(|s| s.sub.member.client == client) else {
+        let Some(s) = st.subs.iter_mut().find(|s| s.sub.member().client == client) else {
             return false;
         };
         let Some(replay) = s.replay.as_mut() else {
@@ -1494,7 +1497,7 @@ impl Inner {
     async fn abandon(&self, channel: &str, ch: &Mutex<Local>, client: &str, already: bool) {
         {
             let mut st = lock(ch);
-            if let Some(i) = st.subs.iter().position(|s| s.sub.member.client == client) {
+            if let Some(i) = st.subs.iter().position(|s| s.sub.member().client == client) {
                 if already {
                     let s = &mut st.subs[i];
                     let now = Instant::now();
@@ -1515,18 +1518,18 @@ impl Inner {
         };
         let (gone, policy) = {
             let mut st = lock(&ch);
-            let Some(i) = st.subs.iter().position(|s| s.sub.member.client == client) else {
+            let Some(i) = st.subs.iter().position(|s| s.sub.member().client == client) else {
                 return false;
             };
             (st.subs.swap_remove(i), st.policy.clone())
         };
         if let Some(w) = self.webhooks.get() {
-            self.leave_counted(w, channel, &policy, &gone.sub.member)
+            self.leave_counted(w, channel, &policy, gone.sub.member())
                 .await;
         } else if policy.presence && self.up.load(Relaxed) {
             let mut conn = self.conn.clone();
             let mut call = self.scripts.leave.key(keys::presence(channel));
-            call.arg(member_json(&gone.sub.member))
+            call.arg(member_json(gone.sub.member()))
                 .arg(events_to(channel, &policy));
             if let Err(e) = bounded("leave", call.invoke_async::<Value>(&mut conn)).await {
                 // The member expires within the presence timeout instead.
@@ -1620,7 +1623,7 @@ impl Inner {
                 lock(ch)
                     .subs
                     .iter()
-                    .any(|s| s.sub.member.client == member.client)
+                    .any(|s| s.sub.member().client == member.client)
             });
             let presence = (policy.presence && !again).then_some(&member);
             match self.uncount(&channel, &policy, presence).await {
@@ -1806,11 +1809,13 @@ mod tests {
     fn sub(client: &str) -> LocalSub {
         LocalSub {
             sub: Subscriber {
-                member: Member {
-                    client: client.into(),
-                    user: None,
-                },
-                outbox: Arc::new(crate::outbox::Outbox::new(1 << 20)),
+                outbox: Arc::new(crate::outbox::Outbox::for_member(
+                    Member {
+                        client: client.into(),
+                        user: None,
+                    },
+                    1 << 20,
+                )),
             },
             epoch: Arc::from("e"),
             after: 0,

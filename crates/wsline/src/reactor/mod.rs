@@ -12,11 +12,14 @@
 //! The application answers through callbacks ([`Handler`]) given a
 //! [`Conn`] for the connection at hand. Everything a [`crate::WebSocket`]
 //! server does, this does too (the same handshake checks, limits and
-//! timers, from the same [`ServerConfig`]); what it does not do is let one
-//! connection's code send to another: it is for servers that answer what
-//! they receive, such as `wsline echo`. A loop runs on one thread; for a
-//! loop per core, [`bind_listeners`] gives each its own listening socket
-//! on the same port.
+//! timers, from the same [`ServerConfig`]). A connection can also be
+//! served for something that happened elsewhere: [`ReactorHandle::waker`]
+//! gives a `std::task::Waker` for it, callable from any thread, after
+//! which the loop calls [`Handler::on_wake`] (`wake`: say a publication
+//! was queued for it on another loop); and [`ReactorHandle::adopt`] hands
+//! the loop a connection accepted elsewhere, with what was read from it.
+//! A loop runs on one thread; for a loop per core, [`bind_listeners`]
+//! gives each its own listening socket on the same port.
 //!
 //! ```no_run
 //! use wsline::reactor::{Conn, Handler, Reactor};
@@ -39,11 +42,13 @@
 mod listen;
 mod slot;
 mod timers;
+mod wake;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Waker as TaskWaker;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -114,6 +119,14 @@ pub trait Handler {
     /// A complete message arrived.
     fn on_message(&mut self, conn: &mut Conn<'_>, message: Message);
 
+    /// Someone woke the connection ([`ReactorHandle::waker`]), say because
+    /// a message for it was queued on another thread: send it now. Called
+    /// once for any number of wakes since the last call, and only while
+    /// the connection is open. Default: nothing.
+    fn on_wake(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
     /// The connection ended, how is in `termination` (1006 when the
     /// transport failed or stalled; `termination.is_normal()` for 1000,
     /// 1001 or an empty Close). The last call for this connection.
@@ -135,6 +148,20 @@ struct Shared {
     stop: AtomicBool,
     waker: Waker,
     connections: AtomicUsize,
+    /// Connections woken from other threads ([`ReactorHandle::waker`]).
+    woken: wake::Woken,
+    /// Connections handed over by [`ReactorHandle::adopt`], not yet taken
+    /// by the loop (each holds a handshake permit, so the gate bounds
+    /// them).
+    adopted: std::sync::Mutex<Vec<Adopted>>,
+}
+
+/// A connection accepted elsewhere, for the loop to serve.
+#[derive(Debug)]
+struct Adopted {
+    stream: std::net::TcpStream,
+    permit: crate::Handshake,
+    read: Vec<u8>,
 }
 
 impl ReactorHandle {
@@ -149,6 +176,42 @@ impl ReactorHandle {
     /// Connections the loop holds (in their handshake, open or closing).
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Hands the loop a connection accepted elsewhere, in its opening
+    /// handshake: `permit` is its handshake slot from the loop's [`Gate`]
+    /// (say from [`Gate::admit`]), `read` what was already read from it
+    /// (the start of the request head, or all of it, and any frame bytes
+    /// behind it). From there the loop serves it as one it accepted
+    /// itself: the rest of the head, the handshake deadline (counted from
+    /// now), [`Handler::on_request`], the 101, [`Handler::on_open`]. A
+    /// connection handed to a loop that is stopping is closed.
+    pub fn adopt(&self, stream: std::net::TcpStream, permit: crate::Handshake, read: Vec<u8>) {
+        self.shared
+            .adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Adopted {
+                stream,
+                permit,
+                read,
+            });
+        if let Err(e) = self.shared.waker.wake() {
+            tracing::warn!("cannot wake the reactor: {e}");
+        }
+    }
+
+    /// A waker for connection `id`, to call from any thread: the loop
+    /// then calls [`Handler::on_wake`] for it (once for any number of
+    /// wakes in between). One allocation per call; keep it for the
+    /// connection's life. Waking a connection that has ended does
+    /// nothing.
+    pub fn waker(&self, id: ConnId) -> TaskWaker {
+        TaskWaker::from(Arc::new(wake::ConnWaker {
+            shared: self.shared.clone(),
+            id,
+            queued: AtomicBool::new(false),
+        }))
     }
 }
 
@@ -207,6 +270,8 @@ impl<H: Handler> Reactor<H> {
                 stop: AtomicBool::new(false),
                 waker,
                 connections: AtomicUsize::new(0),
+                woken: wake::Woken::default(),
+                adopted: std::sync::Mutex::default(),
             }),
             slots: Vec::new(),
             free: Vec::new(),
@@ -272,6 +337,10 @@ impl<H: Handler> Reactor<H> {
                         if self.shared.stop.load(Ordering::SeqCst) && self.stopping.is_none() {
                             self.begin_shutdown(now);
                         }
+                        for id in self.shared.woken.take() {
+                            self.drive_as(id, now, true);
+                        }
+                        self.take_adopted(now);
                     }
                     token => {
                         let index = token.0 as u32;
@@ -422,8 +491,71 @@ impl<H: Handler> Reactor<H> {
         // More may wait: the next turn accepts them after the others ran.
     }
 
+    /// Serves the connections [`ReactorHandle::adopt`] handed over.
+    fn take_adopted(&mut self, now: Instant) {
+        let adopted = std::mem::take(
+            &mut *self
+                .shared
+                .adopted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for Adopted {
+            stream,
+            permit,
+            read,
+        } in adopted
+        {
+            if self.stopping.is_some() {
+                continue; // dropped: closed, its permit released
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                tracing::debug!("cannot adopt a connection: {e}");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let mut stream = mio::net::TcpStream::from_std(stream);
+            let index = match self.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.slots.push(None);
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            self.next_gen = self.next_gen.wrapping_add(1);
+            let id = ConnId::new(index, self.next_gen);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                id.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!("cannot watch an adopted connection: {e}");
+                self.free.push(index);
+                continue;
+            }
+            let head = RequestHead::new(&self.lp.config, now);
+            let deadline = head.deadline();
+            let mut slot = Slot::handshake(stream, id.gen(), permit, head);
+            // Registered edge-triggered after bytes may have arrived: read.
+            slot.readable = true;
+            self.slots[index as usize] = Some(slot);
+            self.shared.connections.fetch_add(1, Ordering::Relaxed);
+            self.schedule(id, Some(deadline));
+            let Some(Some(slot)) = self.slots.get_mut(index as usize) else {
+                continue;
+            };
+            let step = slot.receive_head(id, &read, now, &mut self.lp);
+            self.after_turn(id, step);
+        }
+    }
+
     /// Gives connection `id` its turn: its deadlines, input, output.
     fn drive(&mut self, id: ConnId, now: Instant) {
+        self.drive_as(id, now, false);
+    }
+
+    /// [`drive`](Self::drive), after [`Handler::on_wake`] when `woken`.
+    fn drive_as(&mut self, id: ConnId, now: Instant, woken: bool) {
         let index = id.index() as usize;
         let Some(Some(slot)) = self.slots.get_mut(index) else {
             return;
@@ -431,7 +563,18 @@ impl<H: Handler> Reactor<H> {
         if slot.gen != id.gen() {
             return;
         }
-        match slot.drive(id, now, &mut self.lp) {
+        let step = if woken {
+            slot.wake(id, now, &mut self.lp)
+        } else {
+            slot.drive(id, now, &mut self.lp)
+        };
+        self.after_turn(id, step);
+    }
+
+    /// Keeps or frees slot `id` after its turn.
+    fn after_turn(&mut self, id: ConnId, step: Step) {
+        let index = id.index() as usize;
+        match step {
             Step::Keep(next) => {
                 for more in self.lp.ready.drain(..) {
                     self.ready.push(more);
@@ -519,6 +662,19 @@ impl<H: Handler> Reactor<H> {
     }
 }
 
+impl<H> Drop for Reactor<H> {
+    fn drop(&mut self) {
+        // Queued wakers hold the shared state: let it go with the loop;
+        // connections handed over and never taken are closed.
+        let _ = self.shared.woken.take();
+        self.shared
+            .adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
 impl<H> std::fmt::Debug for Reactor<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
@@ -535,6 +691,74 @@ mod tests {
     struct Nothing;
     impl Handler for Nothing {
         fn on_message(&mut self, _: &mut Conn<'_>, _: Message) {}
+    }
+
+    struct Echo;
+    impl Handler for Echo {
+        fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+            let _ = conn.send(message);
+        }
+    }
+
+    /// Connections accepted on another listener and handed over, with
+    /// none, part or all of their request head read already, are served
+    /// as the loop's own: the rest of the head, the 101, then messages
+    /// both ways.
+    #[test]
+    fn an_adopted_connection_is_served_like_an_accepted_one() {
+        use std::io::Read;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gate = Gate::default();
+        let mut reactor =
+            Reactor::new(listener, ServerConfig::default(), gate.clone(), Echo).unwrap();
+        let handle = reactor.handle();
+        let thread = std::thread::spawn(move || reactor.run());
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = elsewhere.local_addr().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Bytes read before the hand-over: none, the first 5, the whole
+        // head (one read of a fresh request usually takes it all).
+        for take in [Some(0), Some(5), None] {
+            // The other acceptor: accepts, reads, hands over.
+            let (gate, handle, elsewhere) =
+                (gate.clone(), handle.clone(), elsewhere.try_clone().unwrap());
+            let acceptor = std::thread::spawn(move || {
+                let (mut stream, peer) = elsewhere.accept().unwrap();
+                let mut read = vec![0; 4096];
+                let n = match take {
+                    Some(n) => {
+                        stream.read_exact(&mut read[..n]).unwrap();
+                        n
+                    }
+                    None => stream.read(&mut read).unwrap(),
+                };
+                read.truncate(n);
+                let permit = gate.admit(peer.ip()).expect("a handshake slot");
+                handle.adopt(stream, permit, read);
+            });
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    let (mut ws, _) = crate::connect(&format!("ws://{addr}/"))
+                        .await
+                        .expect("connect through the adopting loop");
+                    ws.send(Message::text("hello")).await.unwrap();
+                    let echo = ws.recv().await.expect("open").expect("echo");
+                    assert_eq!(echo, Message::text("hello"));
+                    ws.close(crate::CloseCode::NORMAL, "").await.unwrap();
+                    while let Some(Ok(_)) = ws.recv().await {}
+                })
+                .await
+                .expect("served within 10 s");
+            });
+            acceptor.join().unwrap();
+        }
+        handle.shutdown();
+        thread.join().unwrap().unwrap();
+        assert_eq!(handle.connections(), 0);
     }
 
     /// Replies to small messages must not wait for ACKs (Nagle): every

@@ -225,6 +225,57 @@ impl Slot {
         self.drive_open(id, now, lp)
     }
 
+    /// The first bytes of a connection the loop adopted
+    /// ([`super::ReactorHandle::adopt`]), read from it elsewhere: taken as
+    /// if this slot had read them, then the slot's turn.
+    pub(super) fn receive_head<H: Handler>(
+        &mut self,
+        id: ConnId,
+        bytes: &[u8],
+        now: Instant,
+        lp: &mut Loop<H>,
+    ) -> Step {
+        let Phase::Handshake(hs) = &mut self.phase else {
+            return Step::Remove;
+        };
+        if !bytes.is_empty() {
+            match hs.head.receive(bytes) {
+                HeadProgress::Complete(request, leftover) => {
+                    match self.open(id, &request, &leftover, now, lp) {
+                        HandshakeStep::Opened => {}
+                        HandshakeStep::Done => return Step::Remove,
+                        HandshakeStep::Wait(deadline) => return Step::Keep(Some(deadline)),
+                    }
+                }
+                HeadProgress::Partial => {}
+                HeadProgress::Refuse(e) => {
+                    tracing::debug!("bad request: {e}");
+                    self.refuse(&Response::from_error(&e));
+                    return Step::Remove;
+                }
+            }
+        }
+        self.drive(id, now, lp)
+    }
+
+    /// A wake from another thread: the handler's [`Handler::on_wake`]
+    /// while the connection is open, then the slot's turn.
+    pub(super) fn wake<H: Handler>(&mut self, id: ConnId, now: Instant, lp: &mut Loop<H>) -> Step {
+        if let Phase::Open(open) = &mut self.phase {
+            if !open.driver.is_failed() && !open.driver.wants_transport_close() {
+                let mut conn = Conn {
+                    id,
+                    open,
+                    stream: &mut self.stream,
+                    writable: &mut self.writable,
+                    now,
+                };
+                lp.handler.on_wake(&mut conn);
+            }
+        }
+        self.drive(id, now, lp)
+    }
+
     /// Starts closing: an open connection sends Close, one in its
     /// handshake is dropped at its next turn.
     pub(super) fn start_close(&mut self, code: CloseCode, reason: &str, now: Instant) {
