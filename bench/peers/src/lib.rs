@@ -8,6 +8,8 @@
 //! does. [`serve_tls`] does the same over TLS (tokio-rustls, ring), for
 //! the wss workloads.
 
+pub mod tungstenite_echo;
+
 use std::future::Future;
 use std::io::Write;
 use std::time::Duration;

@@ -33,6 +33,19 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
+/// Runs `wsline echo` with `extra` flags and the given certificate and key
+/// files until it exits: (its status, its stderr).
+async fn run_echo_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    args.extend(["--tls-cert", path(cert), "--tls-key", path(key)]);
+    run_to_end(&args).await
+}
+
 /// A client that trusts `ca` only.
 fn client_trusting(ca: &std::path::Path) -> ClientConfig {
     let mut config = ClientConfig::default();
@@ -95,16 +108,7 @@ async fn echo_tls_refuses_a_client_that_does_not_trust_the_certificate() {
 async fn echo_tls_with_a_missing_certificate_file_exits_2_naming_it() {
     let (_, key) = certificate("missing");
     let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-cert.pem");
-    let (status, stderr) = run_to_end(&[
-        "echo",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        path(&missing),
-        "--tls-key",
-        path(&key),
-    ])
-    .await;
+    let (status, stderr) = run_echo_tls(&missing, &key, &[]).await;
     assert_eq!(status.code(), Some(2), "stderr {stderr:?}");
     assert!(
         stderr.contains("no-such-cert.pem") && stderr.contains("cannot read"),
@@ -116,16 +120,7 @@ async fn echo_tls_with_a_missing_certificate_file_exits_2_naming_it() {
 async fn echo_tls_with_a_key_that_does_not_fit_the_certificate_exits_2() {
     let (cert, _) = certificate("mismatch-cert");
     let (_, key) = certificate("mismatch-key");
-    let (status, stderr) = run_to_end(&[
-        "echo",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        path(&cert),
-        "--tls-key",
-        path(&key),
-    ])
-    .await;
+    let (status, stderr) = run_echo_tls(&cert, &key, &[]).await;
     assert_eq!(status.code(), Some(2), "stderr {stderr:?}");
     assert!(stderr.contains("does not fit"), "stderr {stderr:?}");
 }
@@ -133,16 +128,7 @@ async fn echo_tls_with_a_key_that_does_not_fit_the_certificate_exits_2() {
 #[tokio::test]
 async fn echo_tls_with_a_certificate_file_as_key_exits_2() {
     let (cert, _) = certificate("cert-as-key");
-    let (status, stderr) = run_to_end(&[
-        "echo",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        path(&cert),
-        "--tls-key",
-        path(&cert),
-    ])
-    .await;
+    let (status, stderr) = run_echo_tls(&cert, &cert, &[]).await;
     assert_eq!(status.code(), Some(2), "stderr {stderr:?}");
     assert!(stderr.contains("private key"), "stderr {stderr:?}");
 }
@@ -150,18 +136,7 @@ async fn echo_tls_with_a_certificate_file_as_key_exits_2() {
 #[tokio::test]
 async fn echo_tls_on_the_reactor_exits_2_saying_it_needs_tokio() {
     let (cert, key) = certificate("reactor");
-    let (status, stderr) = run_to_end(&[
-        "echo",
-        "--listen",
-        "127.0.0.1:0",
-        "--runtime",
-        "reactor",
-        "--tls-cert",
-        path(&cert),
-        "--tls-key",
-        path(&key),
-    ])
-    .await;
+    let (status, stderr) = run_echo_tls(&cert, &key, &["--runtime", "reactor"]).await;
     assert_eq!(status.code(), Some(2), "stderr {stderr:?}");
     assert!(stderr.contains("--runtime tokio"), "stderr {stderr:?}");
 }

@@ -455,24 +455,14 @@ impl<H: Handler> Reactor<H> {
             if !self.nodelay_inherited {
                 let _ = stream.set_nodelay(true);
             }
-            let index = match self.free.pop() {
-                Some(i) => i,
-                None => {
-                    self.slots.push(None);
-                    (self.slots.len() - 1) as u32
+            let id = match self.register(&mut stream) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot watch the connection: {e}");
+                    continue;
                 }
             };
-            self.next_gen = self.next_gen.wrapping_add(1);
-            let id = ConnId::new(index, self.next_gen);
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                id.token(),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!(%peer, "cannot watch the connection: {e}");
-                self.free.push(index);
-                continue;
-            }
+            let index = id.index();
             let head = RequestHead::new(&self.lp.config, now);
             let deadline = head.deadline();
             self.slots[index as usize] = Some(Slot::handshake(stream, id.gen(), permit, head));
@@ -515,24 +505,14 @@ impl<H: Handler> Reactor<H> {
             }
             let _ = stream.set_nodelay(true);
             let mut stream = mio::net::TcpStream::from_std(stream);
-            let index = match self.free.pop() {
-                Some(i) => i,
-                None => {
-                    self.slots.push(None);
-                    (self.slots.len() - 1) as u32
+            let id = match self.register(&mut stream) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!("cannot watch an adopted connection: {e}");
+                    continue;
                 }
             };
-            self.next_gen = self.next_gen.wrapping_add(1);
-            let id = ConnId::new(index, self.next_gen);
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                id.token(),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!("cannot watch an adopted connection: {e}");
-                self.free.push(index);
-                continue;
-            }
+            let index = id.index();
             let head = RequestHead::new(&self.lp.config, now);
             let deadline = head.deadline();
             let mut slot = Slot::handshake(stream, id.gen(), permit, head);
@@ -547,6 +527,30 @@ impl<H: Handler> Reactor<H> {
             let step = slot.receive_head(id, &read, now, &mut self.lp);
             self.after_turn(id, step);
         }
+    }
+
+    /// Takes a free slot index (or a new one) for `stream`, gives it the
+    /// next generation and watches the socket under that id. On failure
+    /// the index goes back to the free list.
+    fn register(&mut self, stream: &mut mio::net::TcpStream) -> io::Result<ConnId> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let id = ConnId::new(index, self.next_gen);
+        if let Err(e) = self.poll.registry().register(
+            stream,
+            id.token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(index);
+            return Err(e);
+        }
+        Ok(id)
     }
 
     /// Gives connection `id` its turn: its deadlines, input, output.
